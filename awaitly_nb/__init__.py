@@ -1,0 +1,97 @@
+"""awaitly_nb: keyed, resumable steps for Jupyter notebooks and Python scripts.
+
+The awaitly workflow API in Python::
+
+    from awaitly_nb import create_workflow, create_file_cache
+
+    workflow = create_workflow(cache=create_file_cache(".awaitly/cache"))
+    workflow(lambda step: step(lambda: expensive(), key="expensive:v1"))
+"""
+
+from __future__ import annotations
+
+from awaitly_nb._version import __version__
+from awaitly_nb.core.collector import StepCollector, create_step_collector
+from awaitly_nb.core.events import (
+    Event,
+    StepCacheHit,
+    StepCacheMiss,
+    StepComplete,
+    StepError,
+    StepStart,
+    StepSuccess,
+    WorkflowError,
+    WorkflowStart,
+    WorkflowSuccess,
+)
+from awaitly_nb.core.persistence import StatePersistence, create_state_persistence
+from awaitly_nb.core.state import (
+    StepEntry,
+    StepMeta,
+    WorkflowState,
+    is_step_complete,
+    parse_state,
+    stringify_state,
+)
+from awaitly_nb.core.workflow import StepCache, Workflow, create_workflow
+from awaitly_nb.errors import (
+    AwaitlyError,
+    CacheWarning,
+    InvalidKeyError,
+    SerializationError,
+    StateFormatError,
+    StorageError,
+)
+from awaitly_nb.storage.adapters import DiskCacheAdapter, MemoryAdapter
+from awaitly_nb.storage.filecache import FileCache, create_file_cache
+
+__all__ = [
+    "AwaitlyError",
+    "CacheWarning",
+    "DiskCacheAdapter",
+    "Event",
+    "FileCache",
+    "InvalidKeyError",
+    "MemoryAdapter",
+    "SerializationError",
+    "StateFormatError",
+    "StatePersistence",
+    "StepCache",
+    "StepCacheHit",
+    "StepCacheMiss",
+    "StepCollector",
+    "StepComplete",
+    "StepEntry",
+    "StepError",
+    "StepMeta",
+    "StepStart",
+    "StepSuccess",
+    "StorageError",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowStart",
+    "WorkflowState",
+    "WorkflowSuccess",
+    "__version__",
+    "create_file_cache",
+    "create_state_persistence",
+    "create_step_collector",
+    "create_workflow",
+    "is_step_complete",
+    "parse_state",
+    "stringify_state",
+]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext awaitly_nb``: register the notebook magics (imported lazily)."""
+    from awaitly_nb.notebook.extension import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext awaitly_nb``."""
+    from awaitly_nb.notebook.extension import unload_ipython_extension as unload
+
+    unload(ipython)

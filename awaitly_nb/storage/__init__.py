@@ -1,0 +1,1 @@
+"""Where bytes live (stores, adapters) and how objects become bytes (serialisation)."""

@@ -1,0 +1,152 @@
+"""A persistent step cache on diskcache: ``create_file_cache``."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import diskcache
+
+from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError
+from awaitly_nb.storage.serialize import dumps_envelope, loads_envelope
+
+__all__ = ["FileCache", "create_file_cache"]
+
+_ENOVAL = diskcache.core.ENOVAL
+
+
+def _ttl_seconds(ttl: float | timedelta | None, ttl_ms: float | None) -> float | None:
+    if ttl is not None and ttl_ms is not None:
+        raise TypeError("give either ttl= (seconds or timedelta) or ttl_ms=, not both")
+    if ttl_ms is not None:
+        if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, (int, float)):
+            raise TypeError(f"ttl_ms must be a number of milliseconds, got {ttl_ms!r}")
+        seconds: float = ttl_ms / 1000.0
+    elif ttl is None:
+        return None
+    elif isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise TypeError(f"ttl must be seconds (a number) or a datetime.timedelta, got {ttl!r}")
+    if not seconds > 0:
+        raise ValueError(f"ttl must be positive, got {seconds} seconds")
+    return seconds
+
+
+class FileCache:
+    """A step cache that persists in a directory, backed by ``diskcache.Cache``.
+
+    It implements awaitly's ``StepCache`` (``get``, ``set``, ``has``,
+    ``delete``, ``clear``) and can be passed as ``create_workflow(cache=...)``.
+    Values are stored in a versioned cloudpickle envelope; an entry that cannot
+    be loaded (damaged, or written by another Python) is reported with a
+    :class:`~awaitly_nb.errors.CacheWarning` and treated as absent. Entries
+    older than ``ttl`` are absent too. Several processes may share one directory.
+
+    >>> import tempfile
+    >>> with create_file_cache(tempfile.mkdtemp(), ttl=60) as cache:
+    ...     cache.set("user:1", {"name": "Ada"})
+    ...     cache.get("user:1"), cache.has("user:2")
+    ({'name': 'Ada'}, False)
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, ttl: float | None = None) -> None:
+        self.directory = Path(directory)
+        self.ttl = ttl
+        try:
+            self._cache = diskcache.Cache(str(self.directory))
+        except Exception as exc:
+            raise StorageError(f"cannot open the file cache in {self.directory}: {exc}") from exc
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value saved under ``key``, or ``default`` if absent, expired or unusable."""
+        raw = self._cache.get(key, default=_ENOVAL)
+        if raw is _ENOVAL:
+            return default
+        try:
+            return loads_envelope(raw)
+        except StateFormatError as exc:
+            warnings.warn(
+                f"cache entry {key!r} in {self.directory} cannot be used and is "
+                f"treated as not saved: {exc}",
+                CacheWarning,
+                stacklevel=2,
+            )
+            return default
+
+    def set(self, key: str, value: Any) -> None:
+        """Save ``value`` under ``key`` (it expires after the cache's ``ttl``).
+
+        Raises:
+            SerializationError: the value cannot be pickled; nothing is written.
+        """
+        data = dumps_envelope(value)
+        self._cache.set(key, data, expire=self.ttl)
+
+    def has(self, key: str) -> bool:
+        """True if an unexpired entry is saved under ``key``."""
+        return key in self._cache
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True if it was there."""
+        return bool(self._cache.delete(key))
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        self._cache.clear()
+
+    def keys(self) -> Iterator[str]:
+        """The keys saved (expired ones may still be listed until evicted)."""
+        return (k for k in self._cache.iterkeys() if isinstance(k, str))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._cache
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def close(self) -> None:
+        """Close the underlying database files (reopened on next use)."""
+        self._cache.close()
+
+    def __enter__(self) -> FileCache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FileCache({str(self.directory)!r}, ttl={self.ttl!r})"
+
+
+def create_file_cache(
+    directory: str | os.PathLike[str],
+    *,
+    ttl: float | timedelta | None = None,
+    ttl_ms: float | None = None,
+) -> FileCache:
+    """Create a persistent step cache in ``directory`` (awaitly's ``createFileCache``).
+
+    Args:
+        directory: where the cache lives; created if missing.
+        ttl: how long entries live, in seconds or as a ``timedelta``; None keeps them.
+        ttl_ms: the same in milliseconds (the seed's ``ttlMs`` spelling).
+
+    >>> import tempfile
+    >>> cache = create_file_cache(tempfile.mkdtemp(), ttl_ms=7 * 24 * 60 * 60 * 1000)
+    >>> cache.ttl
+    604800.0
+    """
+    return FileCache(directory, ttl=_ttl_seconds(ttl, ttl_ms))
