@@ -81,17 +81,3 @@ __all__ = [
     "parse_state",
     "stringify_state",
 ]
-
-
-def load_ipython_extension(ipython: object) -> None:
-    """``%load_ext awaitly_nb``: register the notebook magics (imported lazily)."""
-    from awaitly_nb.notebook.extension import load_ipython_extension as load
-
-    load(ipython)
-
-
-def unload_ipython_extension(ipython: object) -> None:
-    """``%unload_ext awaitly_nb``."""
-    from awaitly_nb.notebook.extension import unload_ipython_extension as unload
-
-    unload(ipython)

@@ -8,7 +8,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
-from typing import Any, Protocol, TypeAlias, TypeVar, overload, runtime_checkable
+from typing import Any, Protocol, TypeAlias, TypeVar, cast, overload, runtime_checkable
 
 from awaitly_nb.core.events import (
     Event,
@@ -45,7 +45,10 @@ class StepCache(Protocol):
 
 
 ResumeState: TypeAlias = (
-    WorkflowState | Callable[[], WorkflowState | None] | Callable[[], Awaitable[WorkflowState | None]] | None
+    WorkflowState
+    | Callable[[], WorkflowState | None]
+    | Callable[[], Awaitable[WorkflowState | None]]
+    | None
 )
 
 
@@ -54,8 +57,8 @@ class _CacheView:
 
     def __init__(self, cache: StepCache | MutableMapping[str, Any]) -> None:
         self.cache = cache
-        self.is_mapping = isinstance(cache, MutableMapping)
-        if not self.is_mapping and not (
+        self.mapping = cache if isinstance(cache, MutableMapping) else None
+        if self.mapping is None and not (
             callable(getattr(cache, "get", None)) and callable(getattr(cache, "set", None))
         ):
             raise TypeError(
@@ -64,12 +67,12 @@ class _CacheView:
             )
 
     def lookup(self, key: str) -> StepEntry | None:
-        if self.is_mapping:
-            found = self.cache.get(key, _MISSING)
+        if self.mapping is not None:
+            found = self.mapping.get(key, _MISSING)
             if found is _MISSING:
                 return None
         else:
-            found = self.cache.get(key)  # type: ignore[call-arg]
+            found = cast(StepCache, self.cache).get(key)
             if found is None:
                 return None
         if isinstance(found, StepEntry):
@@ -77,10 +80,10 @@ class _CacheView:
         return StepEntry(found, StepMeta(saved_at=0.0))  # a value put there by hand
 
     def store(self, key: str, entry: StepEntry) -> None:
-        if self.is_mapping:
-            self.cache[key] = entry  # type: ignore[index]
+        if self.mapping is not None:
+            self.mapping[key] = entry
         else:
-            self.cache.set(key, entry)  # type: ignore[union-attr]
+            cast(StepCache, self.cache).set(key, entry)
 
 
 class _Run:
