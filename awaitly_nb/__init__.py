@@ -25,6 +25,7 @@ from awaitly_nb.core.events import (
     WorkflowSuccess,
 )
 from awaitly_nb.core.persistence import StatePersistence, create_state_persistence
+from awaitly_nb.core.session import configure
 from awaitly_nb.core.state import (
     StepEntry,
     StepMeta,
@@ -42,6 +43,7 @@ from awaitly_nb.errors import (
     StateFormatError,
     StorageError,
 )
+from awaitly_nb.notebook.block import step
 from awaitly_nb.storage.adapters import DiskCacheAdapter, MemoryAdapter
 from awaitly_nb.storage.filecache import FileCache, create_file_cache
 
@@ -73,11 +75,27 @@ __all__ = [
     "WorkflowState",
     "WorkflowSuccess",
     "__version__",
+    "configure",
     "create_file_cache",
     "create_state_persistence",
     "create_step_collector",
     "create_workflow",
     "is_step_complete",
     "parse_state",
+    "step",
     "stringify_state",
 ]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext awaitly_nb``: register ``%%step`` and ``%steps`` (IPython imported lazily)."""
+    from awaitly_nb.notebook.extension import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext awaitly_nb``: remove the magics."""
+    from awaitly_nb.notebook.extension import unload_ipython_extension as unload
+
+    unload(ipython)

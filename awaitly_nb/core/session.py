@@ -1,0 +1,268 @@
+"""The notebook session: which store and workflow steps use, and the lookup/save rules.
+
+Every form of a notebook step (``%%step``, ``with step(...)``, ``step(fn,
+key=...)``) goes through one :class:`Session`: it decides hit, miss or stale,
+saves entries and tells listeners (the status widget) what happened through
+the same events as :func:`~awaitly_nb.create_workflow`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from awaitly_nb.core.events import (
+    Event,
+    StepCacheHit,
+    StepCacheMiss,
+    StepComplete,
+    StepError,
+    StepStart,
+)
+from awaitly_nb.core.keys import validate_key
+from awaitly_nb.core.state import StepMeta
+from awaitly_nb.errors import CacheWarning, StateFormatError
+from awaitly_nb.storage.store import StepStore
+
+__all__ = ["Lookup", "Session", "configure", "get_session"]
+
+ENV_DIR = "AWAITLY_NB_DIR"
+DEFAULT_DIR = ".awaitly"
+
+Status = Literal["hit", "miss", "stale", "forced", "unreadable"]
+
+
+@dataclass
+class Lookup:
+    """The outcome of looking a step up.
+
+    ``status`` is ``hit`` (``payload`` holds the saved values), ``miss``
+    (never saved), ``stale`` (saved with other code), ``forced`` (re-run on
+    request) or ``unreadable`` (saved but cannot be loaded here; ``reason`` says why).
+    """
+
+    status: Status
+    manifest: dict[str, Any] | None = None
+    payload: Any = None
+    reason: str = ""
+
+    @property
+    def hit(self) -> bool:
+        return self.status == "hit"
+
+
+def _default_workflow() -> str:
+    name = os.environ.get("JPY_SESSION_NAME")
+    if name:
+        return Path(name).name
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file and not Path(main_file).name.startswith("ipykernel_launcher"):
+        return Path(main_file).name
+    return "default"
+
+
+@dataclass
+class Session:
+    """Where steps are saved and under which workflow; see :func:`configure`."""
+
+    directory: Path | None = None
+    workflow: str | None = None
+    workflow_detector: Callable[[], str | None] | None = None
+    listeners: list[Callable[[Event], Any]] = field(default_factory=list)
+    _stores: dict[Path, StepStore] = field(default_factory=dict, repr=False)
+
+    # --- where -------------------------------------------------------------
+    def resolved_directory(self) -> Path:
+        """The store directory: configured, else ``$AWAITLY_NB_DIR``, else ``./.awaitly``."""
+        if self.directory is not None:
+            return self.directory
+        return Path(os.environ.get(ENV_DIR) or DEFAULT_DIR).absolute()
+
+    @property
+    def store(self) -> StepStore:
+        directory = self.resolved_directory()
+        store = self._stores.get(directory)
+        if store is None:
+            store = self._stores[directory] = StepStore(directory)
+        return store
+
+    def workflow_id(self) -> str:
+        """The workflow steps belong to: configured, else the notebook's name, else ``default``."""
+        if self.workflow:
+            return self.workflow
+        if self.workflow_detector is not None:
+            detected = self.workflow_detector()
+            if detected:
+                return detected
+        return _default_workflow()
+
+    # --- events ------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception as exc:
+                warnings.warn(
+                    f"awaitly_nb listener {listener!r} raised {type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    # --- the rules ---------------------------------------------------------
+    def lookup(
+        self, key: str, fingerprint: str | None, *, pin: bool = False, force: bool = False
+    ) -> Lookup:
+        """Decide whether the step ``key`` can be restored, and load it if so."""
+        key = validate_key(key)
+        workflow = self.workflow_id()
+        manifest = self.store.manifest(workflow, key)
+        if manifest is None:
+            found = Lookup("miss")
+        elif force:
+            found = Lookup("forced", manifest, reason="--force")
+        elif not pin and fingerprint is not None and manifest.get("fingerprint") != fingerprint:
+            found = Lookup("stale", manifest, reason="its code changed since it was saved")
+        else:
+            try:
+                payload = self.store.load(workflow, key)
+            except KeyError:
+                found = Lookup("miss")
+            except StateFormatError as exc:
+                warnings.warn(
+                    f"saved step {key!r} cannot be restored and runs again: {exc}",
+                    CacheWarning,
+                    stacklevel=3,
+                )
+                found = Lookup("unreadable", manifest, reason=str(exc))
+            else:
+                found = Lookup("hit", manifest, payload)
+        now = time.time()
+        if found.hit:
+            assert manifest is not None
+            self.emit(
+                StepCacheHit(
+                    workflow_id=workflow,
+                    ts=now,
+                    step_key=key,
+                    value=found.payload,
+                    meta=_meta(manifest),
+                )
+            )
+        else:
+            self.emit(StepCacheMiss(workflow_id=workflow, ts=now, step_key=key))
+        return found
+
+    def started(self, key: str) -> float:
+        """Announce that the step ``key`` runs; return the start time for :meth:`save`."""
+        self.emit(StepStart(workflow_id=self.workflow_id(), ts=time.time(), step_key=key))
+        return time.perf_counter()
+
+    def failed(self, key: str, started: float, error: BaseException) -> None:
+        """Announce that the step ``key`` raised; nothing is saved."""
+        self.emit(
+            StepError(
+                workflow_id=self.workflow_id(),
+                ts=time.time(),
+                duration_ms=(time.perf_counter() - started) * 1000,
+                error=error,
+                step_key=key,
+            )
+        )
+
+    def save(
+        self,
+        key: str,
+        payload: dict[str, Any],
+        *,
+        fingerprint: str | None,
+        duration_ms: float,
+        kind: str,
+        variables: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Save a finished step; raises SerializationError if the payload cannot be saved."""
+        workflow = self.workflow_id()
+        manifest = self.store.save(
+            workflow,
+            key,
+            {
+                "kind": kind,
+                "fingerprint": fingerprint,
+                "variables": sorted(variables or []),
+                "duration_ms": duration_ms,
+                "saved_at": time.time(),
+            },
+            payload,
+        )
+        self.emit(
+            StepComplete(
+                workflow_id=workflow,
+                ts=time.time(),
+                step_key=key,
+                duration_ms=duration_ms,
+                value=payload,
+                meta=_meta(manifest),
+            )
+        )
+        return manifest
+
+    def forget(self, key: str) -> bool:
+        """Forget the saved step ``key`` of the current workflow."""
+        return self.store.delete(self.workflow_id(), validate_key(key))
+
+    def clear(self) -> int:
+        """Forget every saved step of the current workflow."""
+        return self.store.clear(self.workflow_id())
+
+    def steps(self) -> list[dict[str, Any]]:
+        """Manifests of the current workflow's saved steps."""
+        return self.store.manifests(self.workflow_id())
+
+
+def _meta(manifest: dict[str, Any]) -> StepMeta:
+    return StepMeta(
+        saved_at=float(manifest.get("saved_at", 0.0)),
+        duration_ms=float(manifest.get("duration_ms", 0.0)),
+    )
+
+
+_SESSION = Session()
+
+
+def get_session() -> Session:
+    """The process-wide session used by ``%%step``, ``with step(...)`` and ``step(fn, ...)``."""
+    return _SESSION
+
+
+_UNSET: Any = object()
+
+
+def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET) -> Session:
+    """Choose where notebook steps are saved and the workflow they belong to.
+
+    Only the settings given change; pass None to go back to the default.
+
+    Args:
+        dir: the store directory (default ``$AWAITLY_NB_DIR`` or ``./.awaitly``).
+        workflow: the workflow id (default: the notebook's file name, else ``default``).
+
+    >>> import tempfile
+    >>> session = configure(dir=tempfile.mkdtemp(), workflow="analysis.ipynb")
+    >>> session.workflow_id()
+    'analysis.ipynb'
+    >>> _ = configure(dir=None, workflow=None)  # back to the defaults
+    """
+    if workflow is not _UNSET:
+        if workflow is not None and (not isinstance(workflow, str) or not workflow):
+            raise ValueError(f"workflow must be a non-empty string, got {workflow!r}")
+        _SESSION.workflow = workflow
+    if dir is not _UNSET:
+        if dir is not None and not isinstance(dir, (str, os.PathLike)):
+            raise TypeError(f"dir must be a path, got {type(dir).__name__}")
+        _SESSION.directory = None if dir is None else Path(dir).absolute()
+    return _SESSION

@@ -1,0 +1,275 @@
+"""``step``: the with-block and the call form, for notebooks and plain scripts.
+
+``with step("key"):`` skips its body on a hit. Python has no way to skip a
+``with`` body, so on a hit ``__enter__`` sets a trace function on the caller's
+frame that raises a private exception when the body's first line runs;
+``__exit__`` swallows it, restores the variables and replays the output. The
+previous tracer (a debugger, coverage) is put back at once.
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+import sys
+import time
+from collections.abc import Callable, Iterable
+from types import FrameType, TracebackType
+from typing import Any, TypeVar, overload
+
+from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint
+from awaitly_nb.core.keys import validate_key
+from awaitly_nb.core.session import Lookup, get_session
+from awaitly_nb.errors import AwaitlyError
+from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
+from awaitly_nb.notebook.namespace import assigned_names, changed_names, snapshot
+from awaitly_nb.notebook.runner import (
+    current_shell,
+    replay,
+    rerun_note,
+    restore,
+    restored_note,
+    save_step,
+    show_note,
+)
+
+__all__ = ["StepBlock", "step"]
+
+T = TypeVar("T")
+
+
+class _SkipBody(Exception):
+    """Raised by the trace function to leave a restored ``with step(...)`` body unrun."""
+
+
+def _names(value: str | Iterable[str] | None, what: str) -> list[str] | None:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [n.strip() for n in items]
+    if not names or not all(isinstance(n, str) and n.isidentifier() for n in names):
+        raise ValueError(
+            f"{what}= takes variable names, e.g. {what}=['df', 'model']; got {value!r}"
+        )
+    return names
+
+
+def _with_body(frame: FrameType) -> list[ast.stmt] | None:
+    """The statements of the ``with`` block that ``frame`` is entering, if its source is known."""
+    lines = linecache.getlines(frame.f_code.co_filename, frame.f_globals)
+    if not lines:
+        return None
+    try:
+        tree = ast.parse("".join(lines))
+    except (SyntaxError, ValueError):
+        return None
+    line = frame.f_lineno
+    best: ast.With | None = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With) and node.lineno <= line < node.body[0].lineno:
+            if best is None or node.lineno >= best.lineno:
+                best = node
+        elif isinstance(node, ast.With) and node.lineno == line == node.body[0].lineno:
+            raise AwaitlyError(
+                "put the body of `with step(...):` on its own lines; a body on the "
+                "`with` line cannot be skipped"
+            )
+    return None if best is None else best.body
+
+
+class StepBlock:
+    """The context manager returned by ``step("key")``; see :func:`step`."""
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        outputs: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        force: bool = False,
+        pin: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        self.key = validate_key(key)
+        self.outputs = _names(outputs, "outputs")
+        self.exclude = set(_names(exclude, "exclude") or ())
+        self.force, self.pin, self.quiet = force, pin, quiet
+        self.restored = False
+        self._frame: FrameType | None = None
+
+    def __enter__(self) -> StepBlock:
+        frame = sys._getframe(1)
+        if frame.f_code.co_name != "<module>" or frame.f_locals is not frame.f_globals:
+            raise AwaitlyError(
+                "`with step(...)` works at notebook or module level only; inside a "
+                "function use the call form: value = step(lambda: work(), key=...)"
+            )
+        self._frame = frame
+        body = _with_body(frame)
+        self._fingerprint = (
+            None
+            if body is None
+            else code_fingerprint(ast.unparse(ast.Module(body=body, type_ignores=[])))
+        )
+        self._candidates = set() if body is None else assigned_names(body)[0]
+        self._shell = current_shell()
+        session = get_session()
+        found = session.lookup(self.key, self._fingerprint, pin=self.pin, force=self.force)
+        if found.hit:
+            self._found = found
+            self._previous_trace = sys.gettrace()
+            sys.settrace(_no_trace)
+            frame.f_trace = self._skip
+            return self
+        note = rerun_note(self.key, found)
+        if note and not self.quiet:
+            show_note(note, self._shell)
+        self._before = snapshot(frame.f_globals)
+        self._recorder = OutputRecorder(self._shell).__enter__()
+        self._started = session.started(self.key)
+        return self
+
+    def _skip(self, frame: FrameType, event: str, arg: Any) -> Any:
+        raise _SkipBody
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        frame, self._frame = self._frame, None
+        assert frame is not None
+        if hasattr(self, "_previous_trace"):
+            frame.f_trace = None
+            sys.settrace(self._previous_trace)
+            del self._previous_trace
+            found: Lookup = self._found
+            restore(frame.f_globals, found.payload)
+            if not self.quiet:
+                show_note(restored_note(self.key, found, found.payload["variables"]), self._shell)
+            replay(found.payload, self._shell)
+            self.restored = True
+            return exc_type is _SkipBody or exc_type is None
+        session = get_session()
+        try:
+            if exc_type is None:
+                flush_inline_figures()
+        finally:
+            self._recorder.__exit__(exc_type, exc, tb)
+        if exc is not None:
+            session.failed(self.key, self._started, exc)
+            return False
+        duration_ms = (time.perf_counter() - self._started) * 1000
+        namespace = frame.f_globals
+        if self.outputs is not None:
+            names = [n for n in self.outputs if n in namespace]
+            deleted: list[str] = []
+        else:
+            names, deleted = changed_names(self._before, namespace, self._candidates)
+        names = [n for n in names if n not in self.exclude]
+        payload = {
+            "variables": {n: namespace[n] for n in names},
+            "deleted": deleted,
+            "outputs": self._recorder.outputs,
+        }
+        save_step(
+            session,
+            self.key,
+            payload,
+            fingerprint=self._fingerprint,
+            duration_ms=duration_ms,
+            kind="block",
+            how_to_exclude='exclude="{names}" to step(...)',
+        )
+        return False
+
+
+def _no_trace(frame: FrameType, event: str, arg: Any) -> None:
+    return None
+
+
+def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool = False) -> T:
+    """Run ``fn()`` once for ``key``; later calls (and later kernels) get the saved value."""
+    if not callable(fn):
+        raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
+    session = get_session()
+    fingerprint = function_fingerprint(fn)
+    found = session.lookup(key, fingerprint, pin=pin, force=force)
+    if found.hit:
+        return found.payload["value"]  # type: ignore[no-any-return]
+    started = session.started(key)
+    try:
+        value = fn()
+    except BaseException as exc:
+        session.failed(key, started, exc)
+        raise
+    save_step(
+        session,
+        key,
+        {"value": value},
+        fingerprint=fingerprint,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        kind="call",
+        how_to_exclude="a key to a step whose value can be pickled ({names})",
+    )
+    return value
+
+
+@overload
+def step(fn: Callable[[], T], key: str, *, force: bool = ..., pin: bool = ...) -> T: ...
+@overload
+def step(
+    fn: str,
+    *,
+    outputs: str | Iterable[str] | None = ...,
+    exclude: str | Iterable[str] | None = ...,
+    force: bool = ...,
+    pin: bool = ...,
+    quiet: bool = ...,
+) -> StepBlock: ...
+
+
+def step(
+    fn: Any = None,
+    key: str | None = None,
+    *,
+    outputs: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    force: bool = False,
+    pin: bool = False,
+    quiet: bool = False,
+) -> Any:
+    """A resumable step, as a with-block or as a call.
+
+    ``with step("posts:1"):`` runs its body once; afterwards (next kernel, next
+    day) the body is skipped, the variables it set are restored and its printed
+    output is shown again. It works at notebook or module level (not inside a
+    function). ``outputs=`` names the variables to save, ``exclude=`` leaves
+    some out; ``force=True`` runs again, ``pin=True`` ignores code changes.
+
+    ``step(fn, key="total:3")`` calls ``fn()`` once and returns the saved value
+    afterwards (also inside functions). Both use the store and workflow that
+    :func:`~awaitly_nb.configure` sets, like ``%%step``.
+
+    >>> import tempfile, awaitly_nb
+    >>> _ = awaitly_nb.configure(dir=tempfile.mkdtemp(), workflow="doc")
+    >>> calls = []
+    >>> step(lambda: calls.append(1) or len(calls), key="n"), step(lambda: 99, key="n", pin=True)
+    (1, 1)
+    >>> _ = awaitly_nb.configure(dir=None, workflow=None)
+    """
+    if callable(fn):
+        if key is None:
+            raise TypeError("the call form needs a key: step(fn, key='...')")
+        if outputs is not None or exclude is not None or quiet:
+            raise TypeError("outputs=, exclude= and quiet= belong to the with-block form")
+        return call_step(fn, key, force=force, pin=pin)
+    if fn is None and key is not None:
+        fn = key
+    if not isinstance(fn, str):
+        raise TypeError(
+            "use `with step('key'):` for a block or `step(fn, key='key')` for a call; "
+            f"got {type(fn).__name__}"
+        )
+    return StepBlock(fn, outputs=outputs, exclude=exclude, force=force, pin=pin, quiet=quiet)

@@ -1,0 +1,208 @@
+"""Record what a step shows while it runs, and show it again on a restore.
+
+Recording does not swallow anything: stdout and stderr are teed (progress
+bars and logs stream live) and the shell's display publisher is wrapped, so
+rich outputs (HTML tables, images, matplotlib figures) reach the front end as
+usual while a copy is kept. Works without IPython too (streams only).
+"""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+from typing import Any
+
+__all__ = ["OutputRecorder", "flush_inline_figures", "replay_outputs"]
+
+Output = dict[str, Any]
+
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+class _Tee:
+    """A text stream that writes through to ``target`` and records what it wrote."""
+
+    def __init__(self, target: Any, name: str, recorder: OutputRecorder) -> None:
+        self._target = target
+        self._name = name
+        self._recorder = recorder
+
+    def write(self, text: str) -> int:
+        written = self._target.write(text)
+        self._recorder._stream(self._name, text)
+        return int(written) if isinstance(written, int) else len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def __getattr__(self, attr: str) -> Any:  # encoding, fileno, isatty, ...
+        return getattr(self._target, attr)
+
+
+def _collapse_carriage_returns(text: str) -> str:
+    r"""Keep what a terminal would show: ``"10%\r50%\r100%\n"`` becomes ``"100%\n"``."""
+    if "\r" not in text:
+        return text
+    lines = text.split("\n")
+    out = []
+    for line in lines:
+        parts = line.split("\r")
+        shown = next((p for p in reversed(parts) if p), "")
+        out.append(shown)
+    return "\n".join(out)
+
+
+class OutputRecorder:
+    """Context manager that records streams and displays while passing them through.
+
+    >>> with OutputRecorder() as rec:
+    ...     print("hello")
+    hello
+    >>> rec.outputs
+    [{'type': 'stream', 'name': 'stdout', 'text': 'hello\\n'}]
+    """
+
+    def __init__(self, shell: Any = None) -> None:
+        self.shell = shell
+        self.outputs: list[Output] = []
+        self._in_publish = 0
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    # --- recording ---------------------------------------------------------
+    def _stream(self, name: str, text: str) -> None:
+        if self._in_publish or not text:
+            return  # a terminal display publisher prints what it shows: recorded as a display
+        last = self.outputs[-1] if self.outputs else None
+        if last is not None and last["type"] == "stream" and last["name"] == name:
+            last["text"] += text
+        else:
+            self.outputs.append({"type": "stream", "name": name, "text": text})
+
+    def _display(
+        self,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None,
+        transient: dict[str, Any] | None,
+        update: bool,
+    ) -> None:
+        data = dict(data or {})
+        if _WIDGET_MIME in data:
+            # A live widget cannot be shown again without its kernel-side model.
+            data = {k: v for k, v in data.items() if k == "text/plain"}
+            if not data:
+                return
+        display_id = (transient or {}).get("display_id")
+        if update and display_id is not None:
+            for item in self.outputs:
+                if item.get("display_id") == display_id:
+                    item["data"], item["metadata"] = data, dict(metadata or {})
+            return
+        shown: Output = {"type": "display", "data": data, "metadata": dict(metadata or {})}
+        if display_id is not None:
+            shown["display_id"] = display_id
+        self.outputs.append(shown)
+
+    def _clear(self) -> None:
+        self.outputs.clear()
+
+    # --- installing --------------------------------------------------------
+    def _patch(self, obj: Any, attr: str, value: Any) -> None:
+        self._saved.append((obj, attr, obj.__dict__.get(attr, _ABSENT)))
+        setattr(obj, attr, value)
+
+    def __enter__(self) -> OutputRecorder:
+        stdout, stderr = sys.stdout, sys.stderr
+        self._streams = (stdout, stderr)
+        sys.stdout = _Tee(stdout, "stdout", self)
+        sys.stderr = _Tee(stderr, "stderr", self)
+        pub = getattr(self.shell, "display_pub", None)
+        if pub is not None:
+            original_publish, original_clear = pub.publish, pub.clear_output
+
+            def publish(
+                data: dict[str, Any],
+                metadata: dict[str, Any] | None = None,
+                *args: Any,
+                transient: dict[str, Any] | None = None,
+                update: bool = False,
+                **kwargs: Any,
+            ) -> Any:
+                self._in_publish += 1
+                try:
+                    return original_publish(
+                        data, metadata, *args, transient=transient, update=update, **kwargs
+                    )
+                finally:
+                    self._in_publish -= 1
+                    self._display(data, metadata, transient, update)
+
+            def clear_output(*args: Any, **kwargs: Any) -> Any:
+                self._clear()
+                return original_clear(*args, **kwargs)
+
+            self._patch(pub, "publish", publish)
+            self._patch(pub, "clear_output", clear_output)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stdout, stderr = self._streams
+        if isinstance(sys.stdout, _Tee) and sys.stdout._recorder is self:
+            sys.stdout = stdout
+        if isinstance(sys.stderr, _Tee) and sys.stderr._recorder is self:
+            sys.stderr = stderr
+        for obj, attr, old in reversed(self._saved):
+            if old is _ABSENT:
+                obj.__dict__.pop(attr, None)
+            else:
+                setattr(obj, attr, old)
+        self._saved.clear()
+        for item in self.outputs:
+            if item["type"] == "stream":
+                item["text"] = _collapse_carriage_returns(item["text"])
+
+
+_ABSENT = object()
+
+
+def flush_inline_figures() -> None:
+    """Draw pending matplotlib-inline figures now (as its post-execute hook would, later).
+
+    Called while a step is still recording, so figures drawn only at the end
+    of the cell are part of what is saved.
+    """
+    backend = sys.modules.get("matplotlib_inline.backend_inline")
+    plt = sys.modules.get("matplotlib.pyplot")
+    if backend is None or plt is None:
+        return
+    try:
+        if "inline" not in str(plt.get_backend()).lower():
+            return
+    except Exception:
+        return
+    backend.flush_figures()
+
+
+def replay_outputs(outputs: list[Output], shell: Any = None) -> None:
+    """Show recorded outputs again, in order, with their MIME bundles."""
+    pub = getattr(shell, "display_pub", None)
+    for item in outputs:
+        if item["type"] == "stream":
+            stream = sys.stderr if item["name"] == "stderr" else sys.stdout
+            stream.write(item["text"])
+            stream.flush()
+        elif item["type"] == "display":
+            if pub is not None:
+                pub.publish(data=item["data"], metadata=item.get("metadata") or {})
+            else:
+                text = item["data"].get("text/plain")
+                if text is not None:
+                    print(text)

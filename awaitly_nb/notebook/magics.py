@@ -1,0 +1,291 @@
+"""The ``%%step`` and ``%steps`` magics: parse the line, call the session, render."""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import (
+    Magics,
+    cell_magic,
+    line_magic,
+    magics_class,
+    no_var_expand,
+    output_can_be_silenced,
+)
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from awaitly_nb.core.fingerprint import code_fingerprint
+from awaitly_nb.core.session import get_session
+from awaitly_nb.errors import InvalidKeyError
+from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
+from awaitly_nb.notebook.namespace import assigned_names, changed_names, snapshot
+from awaitly_nb.notebook.runner import (
+    format_duration,
+    replay,
+    rerun_note,
+    restore,
+    restored_note,
+    save_step,
+    show_note,
+    unsaveable,
+)
+
+__all__ = ["StepMagics"]
+
+_FORM = "%%step [KEY | key=KEY] [outputs=a,b] [exclude=c] [--force] [--pin] [--quiet]"
+_FIELD = re.compile(r"\{([^{}]+)\}")
+
+
+def _name_list(option: str, value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",")]
+    if not value or not all(n.isidentifier() for n in names):
+        raise UsageError(
+            f"{option}= takes variable names separated by commas, e.g. {option}=df,model "
+            f"(got {option}={value!r}). Usage: {_FORM}"
+        )
+    return names
+
+
+def _expand_key(template: str, namespace: dict[str, Any]) -> str:
+    """Fill ``{expr}`` fields of a key from the notebook's variables (``{{`` is a brace)."""
+    escaped = template.replace("{{", "\x00").replace("}}", "\x01")
+
+    def field(match: re.Match[str]) -> str:
+        expr = match.group(1).strip()
+        try:
+            return str(eval(expr, namespace))
+        except Exception as exc:
+            raise UsageError(
+                f"cannot fill {{{expr}}} in the key {template!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    filled = _FIELD.sub(field, escaped)
+    if "{" in filled or "}" in filled:
+        raise UsageError(f"unbalanced braces in the key {template!r}; write {{{{ for a brace")
+    return filled.replace("\x00", "{").replace("\x01", "}")
+
+
+@magics_class
+class StepMagics(Magics):
+    """The awaitly_nb magics."""
+
+    @magic_arguments()
+    @argument(
+        "spec",
+        nargs="*",
+        help="KEY (or key=KEY; {name} fills in a variable), outputs=a,b (the variables "
+        "to save; default: every variable the cell created, rebound or changed), "
+        "exclude=c (variables not to save)",
+    )
+    @argument("--force", action="store_true", help="run the cell again and overwrite the entry")
+    @argument("--pin", action="store_true", help="trust the key alone; ignore code changes")
+    @argument("--quiet", action="store_true", help="no note when the cell is restored")
+    @no_var_expand
+    @output_can_be_silenced
+    @cell_magic
+    def step(self, line: str, cell: str) -> Any:
+        """Run an expensive cell once; afterwards restore its variables and output.
+
+        The first run executes the cell and saves the variables it created,
+        rebound or changed, together with what it showed (prints, tables,
+        plots, the last value). Later runs with the same key — after a kernel
+        restart, tomorrow, on a teammate's machine — skip the body, restore
+        the variables and show the output again. If the cell's code changes
+        (comments and whitespace do not count) it runs again.
+
+        Examples::
+
+            %%step key=user:1
+            user = fetch_user("1")
+
+            %%step posts:{user_id} outputs=posts --quiet
+            posts = fetch_posts(user_id)
+        """
+        __tracebackhide__ = True
+        shell = self.shell
+        assert shell is not None
+        key, outputs, exclude, args = self._parse(line, cell)
+        session = get_session()
+        source = shell.transform_cell(cell)
+        fingerprint = code_fingerprint(source)
+        if key is None:
+            key = f"cell:{fingerprint[:16]}"
+        try:
+            found = session.lookup(key, fingerprint, pin=args.pin, force=args.force)
+        except InvalidKeyError as exc:
+            raise UsageError(f"{exc}. Usage: {_FORM}") from None
+        if found.hit:
+            restore(shell.user_ns, found.payload)
+            if not args.quiet:
+                show_note(restored_note(key, found, found.payload["variables"]), shell)
+            return replay(found.payload, shell)
+        note = rerun_note(key, found)
+        if note and not args.quiet:
+            show_note(note, shell)
+        return self._run(key, source, cell, fingerprint, outputs, exclude)
+
+    def _parse(self, line: str, cell: str) -> tuple[str | None, list[str] | None, set[str], Any]:
+        args = parse_argstring(self.step, line)
+        key: str | None = None
+        outputs: list[str] | None = None
+        exclude: set[str] = set()
+        for token in args.spec:
+            name, sep, value = token.partition("=")
+            if not sep:
+                if key is not None:
+                    raise UsageError(f"two keys given ({key!r}, {token!r}). Usage: {_FORM}")
+                key = token
+            elif name == "key":
+                if not value:
+                    raise UsageError(f"the key is empty. Usage: {_FORM}")
+                key = value
+            elif name == "outputs":
+                outputs = _name_list("outputs", value)
+            elif name == "exclude":
+                exclude = set(_name_list("exclude", value))
+            else:
+                raise UsageError(f"unknown option {name}=. Usage: {_FORM}")
+        if key is not None:
+            assert self.shell is not None
+            key = _expand_key(key, self.shell.user_ns)
+            if not key:
+                raise UsageError(f"the key is empty. Usage: {_FORM}")
+        return key, outputs, exclude, args
+
+    def _run(
+        self,
+        key: str,
+        source: str,
+        cell: str,
+        fingerprint: str,
+        outputs: list[str] | None,
+        exclude: set[str],
+    ) -> Any:
+        __tracebackhide__ = True
+        shell: Any = self.shell
+        session = get_session()
+        filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
+        tree = shell.compile.ast_parse(source, filename=filename)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        candidates, _ = assigned_names(tree.body + ([last] if last is not None else []))
+        namespace = shell.user_ns
+        before = snapshot(namespace)
+        started = session.started(key)
+        result: Any = None
+        with OutputRecorder(shell) as recorder:
+            try:
+                exec(shell.compile(tree, filename, "exec"), shell.user_global_ns, namespace)
+                if last is not None:
+                    expression = ast.Expression(last.value)
+                    result = eval(
+                        shell.compile(expression, filename, "eval"),
+                        shell.user_global_ns,
+                        namespace,
+                    )
+                flush_inline_figures()
+            except BaseException as exc:
+                session.failed(key, started, exc)
+                raise
+        duration_ms = (time.perf_counter() - started) * 1000
+        if outputs is not None:
+            missing = [n for n in outputs if n not in namespace]
+            if missing:
+                raise UsageError(
+                    f"outputs= names variables the cell did not set: {', '.join(missing)}; "
+                    "nothing was saved"
+                )
+            names, deleted = list(outputs), list[str]()
+        else:
+            names, deleted = changed_names(before, namespace, candidates)
+        names = [n for n in names if n not in exclude]
+        payload = {
+            "variables": {n: namespace[n] for n in names},
+            "deleted": deleted,
+            "outputs": recorder.outputs,
+            **self._result_fields(result, last is not None, names, namespace),
+        }
+        save_step(
+            session,
+            key,
+            payload,
+            fingerprint=fingerprint,
+            duration_ms=duration_ms,
+            kind="cell",
+            how_to_exclude="exclude={names} to the %%step line",
+        )
+        return result
+
+    def _result_fields(
+        self, result: Any, has_result: bool, names: list[str], namespace: dict[str, Any]
+    ) -> dict[str, Any]:
+        if not has_result or result is None:
+            return {"has_result": False}
+        shell: Any = self.shell
+        fields: dict[str, Any] = {"has_result": True}
+        if any(namespace[n] is result for n in names) or not unsaveable({"result": result}):
+            fields.update(result=result, result_saved=True)
+        else:
+            bundle, _ = shell.display_formatter.format(result)
+            fields.update(result_bundle=bundle, result_saved=False)
+        return fields
+
+    @line_magic
+    def steps(self, line: str) -> None:
+        """List, forget or clear the saved steps of this notebook.
+
+        Usage::
+
+            %steps                 the saved steps of this notebook
+            %steps list            the same, as a text table
+            %steps forget KEY      forget one step (it runs again next time)
+            %steps clear           forget every step of this notebook
+        """
+        words = line.split()
+        session = get_session()
+        command = words[0] if words else "list"
+        if command == "list" and len(words) <= 1:
+            print(_table(session.steps(), session.workflow_id()))
+        elif command == "forget" and len(words) == 2:
+            if session.forget(words[1]):
+                print(f"forgot {words[1]!r}")
+            else:
+                print(f"no saved step {words[1]!r} in workflow {session.workflow_id()!r}")
+        elif command == "clear" and len(words) == 1:
+            count = session.clear()
+            print(f"forgot {count} step{'s' if count != 1 else ''} of {session.workflow_id()!r}")
+        else:
+            raise UsageError("usage: %steps [list] | %steps forget KEY | %steps clear")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _table(manifests: list[dict[str, Any]], workflow: str) -> str:
+    if not manifests:
+        return f"no saved steps in workflow {workflow!r}"
+    rows = [("key", "status", "saved at", "took", "size")]
+    for m in manifests:
+        rows.append(
+            (
+                str(m.get("key")),
+                "complete",
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.get("saved_at", 0))),
+                format_duration(m.get("duration_ms", 0.0)),
+                _size(m.get("size", 0)),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return f"workflow {workflow!r}\n" + "\n".join(lines)

@@ -1,0 +1,189 @@
+"""Which variables a cell produced: its syntax tree plus a namespace diff.
+
+The diff finds names that were created or rebound; the tree also finds
+objects changed in place (``rows.append(x)``, ``df["a"] = 1``, ``n += 1`` on a
+list, ``obj.attr = v``) and names bound to the same object again (a repeated
+``import``), which a diff of identities cannot see.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["assigned_names", "changed_names", "is_internal_name", "snapshot"]
+
+_INTERNAL = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|In|Out|_oh|_ih|_dh|_sh)$")
+
+
+def is_internal_name(name: str) -> bool:
+    """True for IPython's own history names (``_``, ``_i3``, ``Out``...) and dunders."""
+    return bool(_INTERNAL.match(name)) or (name.startswith("__") and name.endswith("__"))
+
+
+def _root_name(node: ast.AST) -> str | None:
+    """``a`` for ``a``, ``a.b.c``, ``a[0].b``, ``a.b()``; None otherwise."""
+    while True:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+            node = node.value
+        elif isinstance(node, ast.Call):
+            node = node.func
+        else:
+            return None
+
+
+class _Finder(ast.NodeVisitor):
+    """Collects module-level names that a block of statements binds or mutates."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.deleted: set[str] = set()
+
+    def _target(self, node: ast.AST) -> None:
+        if isinstance(node, (ast.Tuple, ast.List)):
+            for elt in node.elts:
+                self._target(elt)
+            return
+        name = _root_name(node)
+        if name is not None:
+            self.names.add(name)
+
+    # Binding statements.
+    def visit_Assign(self, node: ast.Assign) -> None:
+        for target in node.targets:
+            self._target(target)
+        self.visit(node.value)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._target(node.target)
+        self.visit(node.value)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self._target(node.target)
+            self.visit(node.value)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        self._target(node.target)
+        self.visit(node.value)
+
+    def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
+        self._target(node.target)
+        self.generic_visit(node)
+
+    visit_AsyncFor = visit_For
+
+    def visit_withitem(self, node: ast.withitem) -> None:
+        if node.optional_vars is not None:
+            self._target(node.optional_vars)
+        self.visit(node.context_expr)
+
+    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
+        for alias in node.names:
+            if alias.name != "*":
+                self.names.add(alias.asname or alias.name.split(".")[0])
+
+    visit_ImportFrom = visit_Import
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        # `except E as e` unbinds e at the end of the handler: not an output.
+        for stmt in node.body:
+            self.visit(stmt)
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for target in node.targets:
+            if isinstance(target, ast.Name):
+                self.deleted.add(target.id)
+            else:
+                self._target(target)
+
+    def visit_Global(self, node: ast.Global) -> None:
+        self.names.update(node.names)
+
+    # Definitions bind their name; their bodies are another scope.
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self.names.add(node.name)
+        for decorator in node.decorator_list:
+            self.visit(decorator)
+        self._globals_in(node.body)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self.names.add(node.name)
+        for expr in (*node.decorator_list, *node.bases):
+            self.visit(expr)
+        self._globals_in(node.body)
+
+    def _globals_in(self, body: list[ast.stmt]) -> None:
+        # A `global x` inside a function body that the cell defines does not
+        # run now; a function *called* by the cell is out of reach. Neither binds.
+        return
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        return
+
+    def _comprehension(self, node: ast.AST) -> None:
+        # Comprehension targets are local; calls inside may still mutate.
+        for child in ast.walk(node):
+            if isinstance(child, ast.Call):
+                self._call(child)
+            elif isinstance(child, ast.NamedExpr):
+                self._target(child.target)
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+    # Method calls: `rows.append(x)` changes `rows`.
+    def _call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Attribute):
+            name = _root_name(node.func.value)
+            if name is not None:
+                self.names.add(name)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        self._call(node)
+        self.generic_visit(node)
+
+
+def assigned_names(tree: ast.AST | Iterable[ast.stmt]) -> tuple[set[str], set[str]]:
+    """Names a block binds or mutates at its own level, and names it deletes.
+
+    >>> tree = ast.parse("import numpy as np\\nrows.append(1)\\ncfg['a'] = 2\\nfor i in x: pass")
+    >>> sorted(assigned_names(tree)[0])
+    ['cfg', 'i', 'np', 'rows']
+    """
+    finder = _Finder()
+    statements = tree.body if isinstance(tree, ast.Module) else tree
+    for stmt in statements:  # type: ignore[union-attr]
+        finder.visit(stmt)
+    return finder.names, finder.deleted
+
+
+def snapshot(namespace: Mapping[str, Any]) -> dict[str, int]:
+    """Identities of the namespace's user variables, to diff after the cell ran."""
+    return {k: id(v) for k, v in namespace.items() if not is_internal_name(k)}
+
+
+def changed_names(
+    before: Mapping[str, int], namespace: Mapping[str, Any], candidates: Iterable[str] = ()
+) -> tuple[list[str], list[str]]:
+    """Variables the cell produced (new, rebound, or named by ``candidates``) and those it deleted.
+
+    >>> ns = {"a": 1, "rows": []}
+    >>> before = snapshot(ns)
+    >>> ns["b"] = 2; ns["rows"].append(1); del ns["a"]
+    >>> changed_names(before, ns, candidates={"rows"})
+    (['b', 'rows'], ['a'])
+    """
+    produced = {
+        name
+        for name, value in namespace.items()
+        if not is_internal_name(name) and before.get(name) != id(value)
+    }
+    produced.update(n for n in candidates if n in namespace and not is_internal_name(n))
+    deleted = [name for name in before if name not in namespace]
+    return sorted(produced), sorted(deleted)

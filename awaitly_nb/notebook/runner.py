@@ -1,0 +1,170 @@
+"""What every form of a notebook step shares: restoring, saving, and the one-line notes."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+
+from awaitly_nb.core.session import Lookup, Session
+from awaitly_nb.errors import CacheWarning, SerializationError
+from awaitly_nb.notebook.capture import Output, replay_outputs
+from awaitly_nb.storage.serialize import dumps_value
+
+__all__ = [
+    "ReplayedResult",
+    "current_shell",
+    "format_duration",
+    "restore",
+    "save_step",
+    "show_note",
+    "unsaveable",
+]
+
+
+def current_shell() -> Any:
+    """The running IPython shell, or None (never imports IPython)."""
+    if "IPython" not in sys.modules:
+        return None
+    from IPython import get_ipython
+
+    return get_ipython()
+
+
+def format_duration(ms: float) -> str:
+    """``format_duration(4200)`` is ``'4.2 s'``.
+
+    >>> format_duration(0.4), format_duration(4200), format_duration(95_000)
+    ('0.4 ms', '4.2 s', '1 min 35 s')
+    """
+    if ms < 1000:
+        return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def show_note(text: str, shell: Any = None) -> None:
+    """Show a short awaitly_nb note (as a small display in a notebook, on stderr elsewhere)."""
+    pub = getattr(shell, "display_pub", None)
+    if pub is None:
+        print(f"[awaitly_nb] {text}", file=sys.stderr)
+        return
+    html = f'<div style="font-size:smaller;opacity:0.7">awaitly_nb: {_escape(text)}</div>'
+    pub.publish(
+        data={"text/plain": f"[awaitly_nb] {text}", "text/html": html},
+        metadata={"awaitly_nb": {"note": True}},
+    )
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def restored_note(key: str, found: Lookup, names: Iterable[str]) -> str:
+    manifest = found.manifest or {}
+    shown = ", ".join(names) or "no variables"
+    return (
+        f"restored {key!r} ({shown}) saved {_when(manifest.get('saved_at', 0.0))}; "
+        f"the original run took {format_duration(manifest.get('duration_ms', 0.0))}"
+    )
+
+
+def rerun_note(key: str, found: Lookup) -> str | None:
+    if found.status == "stale":
+        return f"running {key!r} again: {found.reason}"
+    if found.status == "unreadable":
+        return f"running {key!r} again: the saved entry cannot be restored"
+    return None
+
+
+class ReplayedResult:
+    """Stands in for a last expression whose value could not be saved: shows its saved output."""
+
+    def __init__(self, bundle: dict[str, Any]) -> None:
+        self._bundle = bundle
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self._bundle
+
+    def __repr__(self) -> str:
+        return str(self._bundle.get("text/plain", "<restored output>"))
+
+
+def restore(namespace: MutableMapping[str, Any], payload: Mapping[str, Any]) -> None:
+    """Put a saved step's variables back into ``namespace`` (and remove those it deleted)."""
+    namespace.update(payload.get("variables", {}))
+    for name in payload.get("deleted", ()):
+        namespace.pop(name, None)
+
+
+def replay(payload: Mapping[str, Any], shell: Any = None) -> Any:
+    """Show the saved outputs again; return the saved last-expression value (or a stand-in)."""
+    outputs: list[Output] = list(payload.get("outputs", ()))
+    replay_outputs(outputs, shell)
+    if payload.get("has_result"):
+        if payload.get("result_saved"):
+            return payload.get("result")
+        bundle = payload.get("result_bundle")
+        if bundle:
+            return ReplayedResult(bundle)
+    return None
+
+
+def unsaveable(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The ``(name, type)`` of each value that cannot be serialised."""
+    bad = []
+    for name, value in values.items():
+        try:
+            dumps_value(value)
+        except SerializationError:
+            bad.append((name, type(value).__qualname__))
+    return bad
+
+
+def save_step(
+    session: Session,
+    key: str,
+    payload: dict[str, Any],
+    *,
+    fingerprint: str | None,
+    duration_ms: float,
+    kind: str,
+    how_to_exclude: str,
+) -> bool:
+    """Save a finished step; on unsaveable variables warn (naming each) and save nothing."""
+    variables: dict[str, Any] = payload.get("variables", {})
+    try:
+        session.save(
+            key,
+            payload,
+            fingerprint=fingerprint,
+            duration_ms=duration_ms,
+            kind=kind,
+            variables=list(variables),
+        )
+    except SerializationError as exc:
+        bad = unsaveable(variables)
+        if bad:
+            names = ", ".join(f"{name} ({kind_})" for name, kind_ in bad)
+            hint = how_to_exclude.format(names=",".join(name for name, _ in bad))
+            message = (
+                f"step {key!r} ran, but it is not saved: these variables cannot be "
+                f"saved: {names}. To save the rest, add {hint}"
+            )
+        else:
+            message = f"step {key!r} ran, but it is not saved: {exc}"
+        warnings.warn(message, CacheWarning, stacklevel=3)
+        return False
+    return True
