@@ -17,9 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/resume_demo.py --fresh
-	@echo "--- the same workflow again, in a new process ---"
-	$(BIN)/python examples/resume_demo.py
+	$(BIN)/python notebooks/run_demo.py --fresh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,163 @@
+"""Real-kernel tier: nbclient runs a notebook, a new kernel runs it again.
+
+The second kernel must show the same outputs (stdout, the DataFrame's HTML,
+the figure's PNG), hold the same variables, and never run the bodies again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from nbformat.v4 import new_code_cell, new_notebook
+
+pytestmark = pytest.mark.timeout(300)
+
+CELLS = [
+    """%load_ext awaitly_nb
+%matplotlib inline
+import os, random
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from awaitly_nb import step
+
+def ran(name):
+    with open(os.environ["RUN_LOG"], "a") as log:
+        log.write(name + "\\n")""",
+    """%%step key=data:1
+ran("data")
+values = np.random.default_rng().random(5)  # different in every real run
+token = random.random()
+print("token", token)
+df = pd.DataFrame({"g": list("aabba"), "v": values})
+df.groupby("g").v.sum().to_frame()""",
+    """%%step key=plot:1
+ran("plot")
+fig, ax = plt.subplots()
+ax.plot(values, color="red")""",
+    """with step("block:1"):
+    ran("block")
+    doubled = [t * 2 for t in values]
+    print("doubled", doubled[0])""",
+    """def expensive():
+    ran("call")
+    return random.random()
+
+answer = step(expensive, key="call:1")""",
+    """print(json.dumps({"token": token, "values": values.tolist(), "doubled": doubled,
+                  "answer": answer, "df": df.to_dict()}))""".replace(
+        "print(", "import json\nprint(", 1
+    ),
+]
+
+
+def _execute(nb_path: Path, store: Path, log: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(nb_path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(nb_path.parent)}},
+    )
+    client.execute(env={**os.environ, "AWAITLY_NB_DIR": str(store), "RUN_LOG": str(log)})
+    return nb
+
+
+def _visible(cell: nbformat.NotebookNode) -> list[dict[str, object]]:
+    """A cell's outputs without awaitly_nb's own notes, in a comparable form."""
+    shown = []
+    for out in cell.outputs:
+        if "awaitly_nb" in out.get("metadata", {}):
+            continue
+        if out.output_type == "stream":
+            shown.append({"stream": out.name, "text": out.text})
+        else:
+            shown.append({"type": out.output_type, "data": dict(out.data)})
+    return shown
+
+
+def _notes(cell: nbformat.NotebookNode) -> list[str]:
+    return [
+        out.data["text/plain"]
+        for out in cell.outputs
+        if "awaitly_nb" in out.get("metadata", {})
+    ]
+
+
+@pytest.fixture
+def notebook(tmp_path: Path) -> Path:
+    path = tmp_path / "analysis.ipynb"
+    nb = new_notebook(cells=[new_code_cell(c) for c in CELLS])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_restart_replays_outputs_and_variables_without_rerunning(
+    notebook: Path, tmp_path: Path
+) -> None:
+    store, log = tmp_path / "store", tmp_path / "runs.log"
+    first = _execute(notebook, store, log)
+    assert log.read_text().split() == ["data", "plot", "block", "call"]
+
+    second = _execute(notebook, store, log)
+    # No body ran in the second kernel.
+    assert log.read_text().split() == ["data", "plot", "block", "call"]
+
+    data1, data2 = first.cells[1], second.cells[1]
+    assert _visible(data1) == _visible(data2)
+    kinds = [o.get("type", o.get("stream")) for o in _visible(data2)]
+    assert kinds == ["stdout", "execute_result"]
+    assert "text/html" in _visible(data2)[1]["data"]  # type: ignore[operator]
+    # The restored last expression is a real execute_result with its own Out[] number.
+    result = next(o for o in data2.outputs if o.output_type == "execute_result")
+    assert result.execution_count == 2
+    assert any("restored 'data:1'" in n for n in _notes(data2))
+
+    plot1, plot2 = _visible(first.cells[2]), _visible(second.cells[2])
+    pngs = [o["data"]["image/png"] for o in plot2 if o.get("type") == "display_data"]  # type: ignore[index]
+    assert len(pngs) == 1 and pngs == [
+        o["data"]["image/png"] for o in plot1 if o.get("type") == "display_data"  # type: ignore[index]
+    ]
+
+    assert _visible(first.cells[3]) == _visible(second.cells[3])
+    assert _visible(first.cells[3])[0]["text"].startswith("doubled")  # type: ignore[union-attr]
+
+    # Same variables in both kernels: random values prove nothing was recomputed.
+    dump1 = json.loads(first.cells[5].outputs[0].text)
+    dump2 = json.loads(second.cells[5].outputs[0].text)
+    assert dump1 == dump2
+
+
+def test_failing_step_stops_the_notebook_and_saves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "fails.ipynb"
+    cells = [
+        CELLS[0],
+        '%%step key=flaky\nran("flaky")\nvalue = 1\nif not os.path.exists(os.environ["FIXED"]):\n'
+        '    raise RuntimeError("boom")',
+        'print("after", value)',
+    ]
+    nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), path)
+    store, log = tmp_path / "store", tmp_path / "runs.log"
+    fixed = tmp_path / "fixed"
+
+    def run() -> nbformat.NotebookNode:
+        nb = nbformat.read(path, as_version=4)
+        env = {"AWAITLY_NB_DIR": str(store), "RUN_LOG": str(log), "FIXED": str(fixed)}
+        NotebookClient(nb, timeout=120, kernel_name="python3").execute(env={**os.environ, **env})
+        return nb
+
+    with pytest.raises(CellExecutionError, match="boom"):
+        run()
+    fixed.touch()
+    nb = run()  # ran again: the failure was not saved
+    assert log.read_text().split() == ["flaky", "flaky"]
+    assert nb.cells[2].outputs[0].text == "after 1\n"
+    run()  # and now it is restored
+    assert log.read_text().split() == ["flaky", "flaky"]
