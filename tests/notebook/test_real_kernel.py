@@ -94,7 +94,7 @@ def _notes(cell: nbformat.NotebookNode) -> list[str]:
 def notebook(tmp_path: Path) -> Path:
     path = tmp_path / "analysis.ipynb"
     nb = new_notebook(cells=[new_code_cell(c) for c in CELLS])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     nbformat.write(nb, path)
     return path
 
