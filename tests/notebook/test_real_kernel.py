@@ -84,9 +84,7 @@ def _visible(cell: nbformat.NotebookNode) -> list[dict[str, object]]:
 
 def _notes(cell: nbformat.NotebookNode) -> list[str]:
     return [
-        out.data["text/plain"]
-        for out in cell.outputs
-        if "awaitly_nb" in out.get("metadata", {})
+        out.data["text/plain"] for out in cell.outputs if "awaitly_nb" in out.get("metadata", {})
     ]
 
 
@@ -123,7 +121,9 @@ def test_restart_replays_outputs_and_variables_without_rerunning(
     plot1, plot2 = _visible(first.cells[2]), _visible(second.cells[2])
     pngs = [o["data"]["image/png"] for o in plot2 if o.get("type") == "display_data"]  # type: ignore[index]
     assert len(pngs) == 1 and pngs == [
-        o["data"]["image/png"] for o in plot1 if o.get("type") == "display_data"  # type: ignore[index]
+        o["data"]["image/png"]
+        for o in plot1
+        if o.get("type") == "display_data"  # type: ignore[index]
     ]
 
     assert _visible(first.cells[3]) == _visible(second.cells[3])
