@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from awaitly_nb.core.state import WorkflowState, parse_state, stringify_state
+from awaitly_nb.errors import StateFormatError
 
 __all__ = ["StatePersistence", "create_state_persistence"]
 
@@ -37,10 +38,15 @@ def _as_text(raw: Any) -> str | None:
     if raw is None:
         return None
     if isinstance(raw, (bytes, bytearray, memoryview)):
-        return bytes(raw).decode("utf-8")
+        try:
+            return bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StateFormatError(f"the stored state is not UTF-8 text: {exc}") from exc
     if isinstance(raw, str):
         return raw
-    raise TypeError(f"the persistence adapter's get() returned {type(raw).__name__}, not text")
+    raise StateFormatError(
+        f"the persistence adapter's get() returned {type(raw).__name__}, not the saved text"
+    )
 
 
 class _DictAdapter:
@@ -68,13 +74,16 @@ class _DictAdapter:
 
 
 def _adapt(adapter: Any) -> Any:
-    if isinstance(adapter, Mapping) and all(callable(adapter.get(m)) for m in _METHODS):
-        return SimpleNamespace(**{m: adapter[m] for m in _METHODS})
-    missing = [m for m in _METHODS if not callable(getattr(adapter, m, None))]
-    if not missing:
-        return adapter
-    if isinstance(adapter, MutableMapping) and not any(m in adapter for m in _METHODS):
+    if isinstance(adapter, Mapping) and any(m in adapter for m in _METHODS):
+        missing = [m for m in _METHODS if not callable(adapter.get(m))]
+        if not missing:
+            return SimpleNamespace(**{m: adapter[m] for m in _METHODS})
+    elif isinstance(adapter, MutableMapping):
         return _DictAdapter(adapter)
+    else:
+        missing = [m for m in _METHODS if not callable(getattr(adapter, m, None))]
+        if not missing:
+            return adapter
     raise TypeError(
         "a persistence adapter needs get(key), set(key, value), delete(key), exists(key) "
         f"and keys(pattern); {type(adapter).__name__} lacks {', '.join(missing)}"

@@ -129,19 +129,39 @@ def _is_number(x: Any) -> bool:
 def _is_plain_json(value: Any) -> bool:
     """True if ``value`` survives a JSON round trip with the same types and value."""
     kind = type(value)
-    if value is None or kind is bool or kind is str or kind is int:
+    if value is None or kind is bool:
         return True
+    if kind is str:
+        return _is_utf8(value)
+    if kind is int:
+        return bool(value.bit_length() < _MAX_JSON_INT_BITS)
     if kind is float:
         return math.isfinite(value)
     if kind is list:
         return all(_is_plain_json(item) for item in value)
     if kind is dict:
-        return all(type(k) is str and _is_plain_json(v) for k, v in value.items())
+        return all(type(k) is str and _is_utf8(k) and _is_plain_json(v) for k, v in value.items())
     return False
 
 
+# Python refuses to print ints over 4300 digits (sys.set_int_max_str_digits); pickle those.
+_MAX_JSON_INT_BITS = 13_000
+
+
+def _is_utf8(text: str) -> bool:
+    """False for strings with lone surrogates, which JSON text cannot carry portably."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _sha256(data: bytes) -> str:

@@ -63,9 +63,9 @@ class DiskCacheAdapter:
         else:
             self.cache = diskcache.Cache(str(Path(directory)))
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: str) -> str | bytes | None:
         value = self.cache.get(key)
-        return value if isinstance(value, str) else None
+        return value  # type: ignore[no-any-return]
 
     def set(self, key: str, value: str) -> None:
         self.cache.set(key, value)

@@ -113,6 +113,8 @@ def read_header(data: bytes | memoryview) -> tuple[dict[str, Any], memoryview]:
     Raises:
         StateFormatError: not an envelope, an unknown version, truncated or damaged.
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise StateFormatError(f"not an awaitly_nb entry (a {type(data).__name__}, not bytes)")
     view = memoryview(data)
     if bytes(view[: len(MAGIC)]) != MAGIC:
         raise StateFormatError("not an awaitly_nb entry (bad magic bytes)")
