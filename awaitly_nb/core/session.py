@@ -121,8 +121,9 @@ class Session:
         """Decide whether the step ``key`` can be restored, and load it if so."""
         key = validate_key(key)
         workflow = self.workflow_id()
-        manifest = self.store.manifest(workflow, key)
-        if manifest is None:
+        entry = self.store.entry(workflow, key)
+        manifest = None if entry is None else entry.manifest
+        if entry is None or manifest is None:
             found = Lookup("miss")
         elif force:
             found = Lookup("forced", manifest, reason="--force")
@@ -130,9 +131,7 @@ class Session:
             found = Lookup("stale", manifest, reason="its code changed since it was saved")
         else:
             try:
-                payload = self.store.load(workflow, key)
-            except KeyError:
-                found = Lookup("miss")
+                payload = entry.load()
             except StateFormatError as exc:
                 warnings.warn(
                     f"saved step {key!r} cannot be restored and runs again: {exc}",

@@ -16,7 +16,7 @@ from IPython.core.magic import (
     no_var_expand,
     output_can_be_silenced,
 )
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 
 from awaitly_nb.core.fingerprint import code_fingerprint
 from awaitly_nb.core.session import get_session
@@ -73,7 +73,8 @@ def _expand_key(template: str, namespace: dict[str, Any]) -> str:
 class StepMagics(Magics):
     """The awaitly_nb magics."""
 
-    @magic_arguments()
+    @magic_arguments("%step")
+    @kwds(usage=_FORM[1:].replace("%", "%%"))  # IPython puts the first % back
     @argument(
         "spec",
         nargs="*",
@@ -129,7 +130,10 @@ class StepMagics(Magics):
         return self._run(key, source, cell, fingerprint, outputs, exclude)
 
     def _parse(self, line: str, cell: str) -> tuple[str | None, list[str] | None, set[str], Any]:
-        args = parse_argstring(self.step, line)
+        try:
+            args = parse_argstring(self.step, line)
+        except UsageError as exc:
+            raise UsageError(f"{exc}. Usage: {_FORM}") from None
         key: str | None = None
         outputs: list[str] | None = None
         exclude: set[str] = set()
@@ -142,6 +146,8 @@ class StepMagics(Magics):
             elif name == "key":
                 if not value:
                     raise UsageError(f"the key is empty. Usage: {_FORM}")
+                if key is not None:
+                    raise UsageError(f"two keys given ({key!r}, {value!r}). Usage: {_FORM}")
                 key = value
             elif name == "outputs":
                 outputs = _name_list("outputs", value)

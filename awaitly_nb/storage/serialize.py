@@ -66,15 +66,15 @@ def dumps_value(value: Any) -> bytes:
         ) from exc
 
 
-def loads_value(data: bytes | memoryview, written_by: dict[str, Any] | None = None) -> Any:
-    """Unpickle bytes made by :func:`dumps_value`.
+def loads_value(data: Any, written_by: dict[str, Any] | None = None, buffers: Any = None) -> Any:
+    """Unpickle bytes made by :func:`dumps_value` (``buffers``: its out-of-band buffers).
 
     Raises:
         StateFormatError: the bytes cannot be unpickled here; the message names
             the versions that wrote them when ``written_by`` is given.
     """
     try:
-        return pickle.loads(data)
+        return pickle.loads(data, buffers=buffers)
     except Exception as exc:  # any import or reduce error means "not loadable here"
         where = ""
         if written_by:

@@ -1,35 +1,64 @@
-"""The step store: manifests and saved values of notebook steps, on diskcache.
+"""The step store: manifests and saved values of notebook steps.
 
-A step is identified by ``(workflow, key)``. Its *manifest* is a small
-JSON-able dict (key, workflow, fingerprint, variable names, sizes, timings,
-versions) that can be listed without loading any value; its *payload* is the
-saved values in a versioned envelope. Both are written in one diskcache
-transaction, payload first, so a reader sees either the previous entry or the
-new one, never half of one.
+A step is identified by ``(workflow, key)``. Its record in the diskcache index
+holds a small JSON-able *manifest* (key, workflow, fingerprint, variable
+names, sizes, timings, versions) and the value's :mod:`codec
+<awaitly_nb.storage.codec>` record; big buffers live in blob files beside the
+index. A save writes the blobs first and the record last, in one index write,
+so a reader sees the previous entry or the new one, never half of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import diskcache
 
 from awaitly_nb.errors import StateFormatError, StorageError
-from awaitly_nb.storage.serialize import dumps_envelope, loads_envelope, versions
+from awaitly_nb.storage import codec
+from awaitly_nb.storage.blobs import BlobStore
+from awaitly_nb.storage.serialize import versions
 
-__all__ = ["MANIFEST_VERSION", "StepStore"]
+__all__ = ["MANIFEST_VERSION", "GcReport", "StepStore", "StoredStep"]
 
 MANIFEST_VERSION = 1
-_MANIFEST = "manifest"
-_PAYLOAD = "payload"
+_STEP = "step"
+
+
+@dataclass(frozen=True)
+class StoredStep:
+    """A saved step as found in the index; :meth:`load` reads its value."""
+
+    manifest: dict[str, Any]
+    record: dict[str, Any]
+    blobs: BlobStore
+
+    def load(self) -> Any:
+        """The saved value.
+
+        Raises:
+            StateFormatError: the entry is damaged or cannot be unpickled here.
+        """
+        return codec.decode(self.record, self.blobs)
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What :meth:`StepStore.gc` removed."""
+
+    blobs: int
+    bytes: int
+    temporaries: int
 
 
 class StepStore:
-    """Saved steps in a directory (``.awaitly/`` by default).
+    """Saved steps in a directory (``.awaitly/`` by default): ``index/`` and ``blobs/``.
 
     >>> import tempfile
     >>> store = StepStore(tempfile.mkdtemp())
@@ -44,85 +73,146 @@ class StepStore:
             self.index = diskcache.Cache(str(self.directory / "index"))
         except Exception as exc:
             raise StorageError(f"cannot open the step store in {self.directory}: {exc}") from exc
+        self.blobs = BlobStore(self.directory / "blobs")
+
+    # --- reading -----------------------------------------------------------
+    def entry(self, workflow: str, key: str) -> StoredStep | None:
+        """The saved step, or None (a damaged index record counts as absent)."""
+        found = self.index.get((_STEP, workflow, key))
+        if (
+            not isinstance(found, dict)
+            or not isinstance(found.get("manifest"), dict)
+            or not isinstance(found.get("value"), dict)
+        ):
+            return None
+        return StoredStep(found["manifest"], found["value"], self.blobs)
 
     def manifest(self, workflow: str, key: str) -> dict[str, Any] | None:
         """The manifest of a saved step, or None."""
-        found = self.index.get((_MANIFEST, workflow, key))
-        return found if isinstance(found, dict) else None
-
-    def save(
-        self, workflow: str, key: str, manifest: dict[str, Any], payload: Any
-    ) -> dict[str, Any]:
-        """Save ``payload`` and its ``manifest``; return the manifest as stored.
-
-        Raises:
-            SerializationError: the payload cannot be pickled; nothing is written.
-        """
-        data = dumps_envelope(payload)
-        stored = dict(manifest)
-        stored.update(
-            format=MANIFEST_VERSION,
-            workflow=workflow,
-            key=key,
-            size=len(data),
-            saved_at=stored.get("saved_at", time.time()),
-            versions=versions(),
-        )
-        with self.index.transact():
-            self.index.set((_PAYLOAD, workflow, key), data)
-            self.index.set((_MANIFEST, workflow, key), stored)
-        return stored
+        entry = self.entry(workflow, key)
+        return None if entry is None else entry.manifest
 
     def load(self, workflow: str, key: str) -> Any:
-        """The saved payload.
+        """The saved value.
 
         Raises:
             KeyError: nothing is saved under ``(workflow, key)``.
             StateFormatError: the entry is damaged or cannot be unpickled here.
         """
-        data = self.index.get((_PAYLOAD, workflow, key))
-        if data is None:
+        entry = self.entry(workflow, key)
+        if entry is None:
             raise KeyError((workflow, key))
-        if not isinstance(data, bytes):
-            raise StateFormatError("stored payload is not bytes")
-        return loads_envelope(data)
-
-    def delete(self, workflow: str, key: str) -> bool:
-        """Forget a step; True if it was saved."""
-        with self.index.transact():
-            had = bool(self.index.delete((_MANIFEST, workflow, key)))
-            self.index.delete((_PAYLOAD, workflow, key))
-        return had
+        return entry.load()
 
     def manifests(self, workflow: str | None = None) -> list[dict[str, Any]]:
         """Manifests of the saved steps (of one workflow, or all), oldest first."""
-        found = [
-            m
-            for m in (self.index.get(k) for k in self._keys(_MANIFEST, workflow))
-            if isinstance(m, dict)
-        ]
-        return sorted(found, key=lambda m: (m.get("saved_at", 0.0), m.get("key", "")))
-
-    def clear(self, workflow: str | None = None) -> int:
-        """Forget every step (of one workflow, or all); return how many."""
-        count = 0
-        for _, wf, key in list(self._keys(_MANIFEST, workflow)):
-            count += self.delete(wf, key)
-        return count
+        found = [entry.manifest for _, entry in self._entries(workflow)]
+        return sorted(found, key=lambda m: (m.get("saved_at", 0.0), str(m.get("key", ""))))
 
     def workflows(self) -> list[str]:
         """The workflows that have saved steps."""
-        return sorted({k[1] for k in self._keys(_MANIFEST, None)})
+        return sorted({k[1] for k in self._keys(None)})
 
-    def _keys(self, kind: str, workflow: str | None) -> Iterator[tuple[str, str, str]]:
+    # --- writing -----------------------------------------------------------
+    def save(self, workflow: str, key: str, manifest: dict[str, Any], value: Any) -> dict[str, Any]:
+        """Save ``value`` with its ``manifest``; return the manifest as stored.
+
+        Raises:
+            SerializationError: the value cannot be pickled; nothing is written.
+            StorageError: the disk refused the write; the previous entry is intact.
+        """
+        record = codec.encode(value, self.blobs)
+        stored = dict(manifest)
+        stored.update(
+            format=MANIFEST_VERSION,
+            workflow=workflow,
+            key=key,
+            size=record["nbytes"],
+            saved_at=stored.get("saved_at", time.time()),
+            versions=versions(),
+        )
+        try:
+            self.index.set((_STEP, workflow, key), {"manifest": stored, "value": record})
+        except OSError as exc:
+            raise StorageError(f"cannot save step {key!r} in {self.directory}: {exc}") from exc
+        return stored
+
+    def delete(self, workflow: str, key: str) -> bool:
+        """Forget a step; True if it was saved. Its blobs go at the next :meth:`gc`."""
+        return bool(self.index.delete((_STEP, workflow, key)))
+
+    def clear(self, workflow: str | None = None) -> int:
+        """Forget every step (of one workflow, or all); return how many."""
+        return sum(self.delete(wf, key) for _, wf, key in list(self._keys(workflow)))
+
+    # --- housekeeping ------------------------------------------------------
+    def referenced_blobs(self) -> set[str]:
+        """Every blob some saved step needs."""
+        return {name for _, entry in self._entries(None) for name in codec.blob_names(entry.record)}
+
+    def gc(self, *, min_age: float = 600.0) -> GcReport:
+        """Delete blobs no step refers to, and leftovers of interrupted writes.
+
+        Only files older than ``min_age`` seconds are removed, so a save in
+        progress in another kernel keeps the blobs it is about to refer to.
+        """
+        keep = self.referenced_blobs()
+        now, count, freed = time.time(), 0, 0
+        for name in list(self.blobs.names()):
+            if name in keep:
+                continue
+            path = self.blobs.path(name)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            # A blob written (or reused, which refreshes its time) by a save that
+            # has not landed yet is younger than min_age and stays.
+            if now - stat.st_mtime >= min_age and self.blobs.delete(name):
+                count, freed = count + 1, freed + stat.st_size
+        temporaries = self.blobs.remove_stale_temporaries(min_age)
+        return GcReport(blobs=count, bytes=freed, temporaries=temporaries)
+
+    def verify(self) -> list[str]:
+        """Check every saved step, reading all its blobs; return the problems found."""
+        problems = []
+        for (_, workflow, key), entry in self._entries(None):
+            try:
+                codec.decode(entry.record, self.blobs, verify_limit=2**63)
+            except StateFormatError as exc:
+                problems.append(f"{workflow} / {key}: {exc}")
+        for _, workflow, key in self._keys(None):
+            if self.entry(workflow, key) is None:
+                problems.append(f"{workflow} / {key}: the index record is damaged")
+        orphans = set(self.blobs.names()) - self.referenced_blobs()
+        if orphans:
+            problems.append(f"{len(orphans)} blob(s) no step refers to (run gc)")
+        return problems
+
+    def disk_usage(self) -> int:
+        """Bytes on disk used by the store (index and blobs)."""
+        total = 0
+        for root, _, files in os.walk(self.directory):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(os.path.join(root, name)).st_size
+        return total
+
+    def _keys(self, workflow: str | None) -> Iterator[tuple[str, str, str]]:
         for k in self.index.iterkeys():
             if (
                 isinstance(k, tuple)
                 and len(k) == 3
-                and k[0] == kind
+                and k[0] == _STEP
                 and (workflow is None or k[1] == workflow)
             ):
                 yield k
+
+    def _entries(self, workflow: str | None) -> Iterator[tuple[tuple[str, str, str], StoredStep]]:
+        for k in list(self._keys(workflow)):
+            entry = self.entry(k[1], k[2])
+            if entry is not None:
+                yield k, entry
 
     def close(self) -> None:
         self.index.close()

@@ -1,0 +1,136 @@
+"""Values as records: a small pickle stream in the index, big buffers in blob files.
+
+A value is pickled with cloudpickle, protocol 5. Buffers of at least
+``INLINE_BUFFER_LIMIT`` bytes (numpy and pandas data, Arrow buffers) are
+handed out of band and written straight from their memory into blob files;
+the rest of the stream stays inline in the record when it is small, else it
+becomes a blob too. Loading maps the blobs copy-on-write, so restoring a
+1 GB array costs about as much as restoring a 1 KB one.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+import xxhash
+
+from awaitly_nb.errors import SerializationError, StateFormatError
+from awaitly_nb.storage.blobs import BlobStore
+from awaitly_nb.storage.serialize import loads_value, versions
+
+__all__ = [
+    "INLINE_BUFFER_LIMIT",
+    "INLINE_STREAM_LIMIT",
+    "RECORD_FORMAT",
+    "VERIFY_LIMIT",
+    "blob_names",
+    "decode",
+    "encode",
+]
+
+RECORD_FORMAT = 2
+INLINE_BUFFER_LIMIT = 64 * 1024
+"""Buffers smaller than this stay inside the pickle stream."""
+INLINE_STREAM_LIMIT = 16 * 1024
+"""Pickle streams up to this size stay in the index record; larger ones become blobs."""
+VERIFY_LIMIT = 64 * 1024 * 1024
+"""Blobs are hash-checked on every load while their total size is at most this;
+bigger values are checked for size only (``verify`` checks everything)."""
+
+_VERSIONS = versions()
+
+
+def encode(value: Any, blobs: BlobStore) -> dict[str, Any]:
+    """Serialise ``value``, writing its big buffers to ``blobs``; return the record.
+
+    Raises:
+        SerializationError: the value cannot be pickled; no record is made.
+    """
+    buffers: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        raw = buffer.raw()
+        if raw.nbytes < INLINE_BUFFER_LIMIT:
+            return True  # in band
+        buffers.append(raw)
+        return False
+
+    try:
+        stream = cloudpickle.dumps(value, protocol=5, buffer_callback=out_of_band)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot serialise a value of type {type(value).__qualname__}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    refs = [(blobs.put(raw), raw.nbytes) for raw in buffers]
+    record: dict[str, Any] = {
+        "format": RECORD_FORMAT,
+        "versions": _VERSIONS,
+        "stream_xxh3": xxhash.xxh3_128_hexdigest(stream),
+        "buffers": refs,
+        "nbytes": len(stream) + sum(size for _, size in refs),
+    }
+    if len(stream) <= INLINE_STREAM_LIMIT:
+        record["stream"] = stream
+    else:
+        record["stream_ref"] = (blobs.put(memoryview(stream)), len(stream))
+    return record
+
+
+def blob_names(record: Any) -> list[str]:
+    """The blobs a record refers to."""
+    if not isinstance(record, dict):
+        return []
+    names = [ref[0] for ref in record.get("buffers", ()) if isinstance(ref, (tuple, list))]
+    stream_ref = record.get("stream_ref")
+    if isinstance(stream_ref, (tuple, list)):
+        names.append(stream_ref[0])
+    return names
+
+
+def _refs(record: dict[str, Any]) -> list[tuple[str, int]]:
+    refs = record.get("buffers")
+    if not isinstance(refs, list) or not all(
+        isinstance(r, (tuple, list))
+        and len(r) == 2
+        and isinstance(r[0], str)
+        and isinstance(r[1], int)
+        for r in refs
+    ):
+        raise StateFormatError("record is damaged: bad buffer list")
+    return [(name, size) for name, size in refs]
+
+
+def decode(record: Any, blobs: BlobStore, *, verify_limit: int = VERIFY_LIMIT) -> Any:
+    """Load the value of a record made by :func:`encode`.
+
+    Raises:
+        StateFormatError: the record or one of its blobs is damaged, missing,
+            of an unknown format, or cannot be unpickled here.
+    """
+    if not isinstance(record, dict):
+        raise StateFormatError(f"record is damaged: a {type(record).__name__}, not a dict")
+    if record.get("format") != RECORD_FORMAT:
+        raise StateFormatError(
+            f"record has format {record.get('format')!r}; this awaitly_nb reads {RECORD_FORMAT}"
+        )
+    refs = _refs(record)
+    stream: Any = record.get("stream")
+    if stream is None:
+        stream_ref = record.get("stream_ref")
+        if not isinstance(stream_ref, (tuple, list)) or len(stream_ref) != 2:
+            raise StateFormatError("record is damaged: no pickle stream")
+        stream = blobs.open(stream_ref[0], stream_ref[1])
+    if not isinstance(stream, (bytes, bytearray, memoryview)) and not hasattr(stream, "madvise"):
+        raise StateFormatError("record is damaged: the pickle stream is not bytes")
+    if xxhash.xxh3_128_hexdigest(stream) != record.get("stream_xxh3"):
+        raise StateFormatError("record is damaged: the pickle stream's checksum does not match")
+    buffers = [blobs.open(name, size) for name, size in refs]
+    if sum(size for _, size in refs) <= verify_limit:
+        for (name, _), buffer in zip(refs, buffers, strict=True):
+            if xxhash.xxh3_128_hexdigest(buffer) != name:
+                raise StateFormatError(f"blob {name} is damaged: its content does not match")
+    versions_ = record.get("versions")
+    return loads_value(stream, versions_ if isinstance(versions_, dict) else None, buffers)
