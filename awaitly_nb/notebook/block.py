@@ -24,12 +24,12 @@ from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
 from awaitly_nb.notebook.namespace import assigned_names, changed_names, snapshot
 from awaitly_nb.notebook.runner import (
-    current_shell,
     replay,
     rerun_note,
     restore,
     restored_note,
     save_step,
+    session_for_shell,
     show_note,
 )
 
@@ -112,8 +112,7 @@ class StepBlock:
             else code_fingerprint(ast.unparse(ast.Module(body=body, type_ignores=[])))
         )
         self._candidates = set() if body is None else assigned_names(body)[0]
-        self._shell = current_shell()
-        session = get_session()
+        session, self._shell = session_for_shell()
         found = session.lookup(self.key, self._fingerprint, pin=self.pin, force=self.force)
         if found.hit:
             self._found = found
@@ -166,8 +165,12 @@ class StepBlock:
             names = [n for n in self.outputs if n in namespace]
             deleted: list[str] = []
         else:
-            names, deleted = changed_names(self._before, namespace, self._candidates)
-        names = [n for n in names if n not in self.exclude]
+            hidden = getattr(self._shell, "user_ns_hidden", None)
+            if getattr(self._shell, "user_ns", None) is not namespace:
+                hidden = None
+            names, deleted = changed_names(self._before, namespace, self._candidates, hidden)
+        # `with step(...) as s` binds the block itself: not an output.
+        names = [n for n in names if n not in self.exclude and namespace[n] is not self]
         payload = {
             "variables": {n: namespace[n] for n in names},
             "deleted": deleted,
@@ -193,7 +196,7 @@ def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool =
     """Run ``fn()`` once for ``key``; later calls (and later kernels) get the saved value."""
     if not callable(fn):
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
-    session = get_session()
+    session, _ = session_for_shell()
     fingerprint = function_fingerprint(fn)
     found = session.lookup(key, fingerprint, pin=pin, force=force)
     if found.hit:

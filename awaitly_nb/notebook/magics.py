@@ -178,20 +178,27 @@ class StepMagics(Magics):
         tree = shell.compile.ast_parse(source, filename=filename)
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         candidates, _ = assigned_names(tree.body + ([last] if last is not None else []))
+        try:
+            body = shell.compile(tree, filename, "exec")
+            expression = None
+            if last is not None:
+                expression = shell.compile(ast.Expression(last.value), filename, "eval")
+        except SyntaxError as exc:
+            if "await" in str(exc.msg) or "async" in str(exc.msg):
+                raise UsageError(
+                    "a %%step cell cannot use top-level await; put the awaiting code in "
+                    "an async function in its own cell, or run it without %%step"
+                ) from None
+            raise
         namespace = shell.user_ns
         before = snapshot(namespace)
         started = session.started(key)
         result: Any = None
         with OutputRecorder(shell) as recorder:
             try:
-                exec(shell.compile(tree, filename, "exec"), shell.user_global_ns, namespace)
-                if last is not None:
-                    expression = ast.Expression(last.value)
-                    result = eval(
-                        shell.compile(expression, filename, "eval"),
-                        shell.user_global_ns,
-                        namespace,
-                    )
+                exec(body, shell.user_global_ns, namespace)
+                if expression is not None:
+                    result = eval(expression, shell.user_global_ns, namespace)
                 flush_inline_figures()
             except BaseException as exc:
                 session.failed(key, started, exc)
@@ -206,7 +213,7 @@ class StepMagics(Magics):
                 )
             names, deleted = list(outputs), list[str]()
         else:
-            names, deleted = changed_names(before, namespace, candidates)
+            names, deleted = changed_names(before, namespace, candidates, shell.user_ns_hidden)
         names = [n for n in names if n not in exclude]
         payload = {
             "variables": {n: namespace[n] for n in names},
@@ -255,11 +262,12 @@ class StepMagics(Magics):
         command = words[0] if words else "list"
         if command == "list" and len(words) <= 1:
             print(_table(session.steps(), session.workflow_id()))
-        elif command == "forget" and len(words) == 2:
-            if session.forget(words[1]):
-                print(f"forgot {words[1]!r}")
+        elif command == "forget" and len(words) >= 2:
+            key = line.strip()[len("forget") :].strip()  # keys may contain spaces
+            if session.forget(key):
+                print(f"forgot {key!r}")
             else:
-                print(f"no saved step {words[1]!r} in workflow {session.workflow_id()!r}")
+                print(f"no saved step {key!r} in workflow {session.workflow_id()!r}")
         elif command == "clear" and len(words) == 1:
             count = session.clear()
             print(f"forgot {count} step{'s' if count != 1 else ''} of {session.workflow_id()!r}")

@@ -24,14 +24,15 @@ def is_internal_name(name: str) -> bool:
 
 
 def _root_name(node: ast.AST) -> str | None:
-    """``a`` for ``a``, ``a.b.c``, ``a[0].b``, ``a.b()``; None otherwise."""
+    """``a`` for ``a``, ``a.b.c``, ``a[0].b``; None for anything else.
+
+    A call breaks the chain: ``f().append(x)`` changes what ``f`` returned, not ``f``.
+    """
     while True:
         if isinstance(node, ast.Name):
             return node.id
         if isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
             node = node.value
-        elif isinstance(node, ast.Call):
-            node = node.func
         else:
             return None
 
@@ -169,9 +170,14 @@ def snapshot(namespace: Mapping[str, Any]) -> dict[str, int]:
 
 
 def changed_names(
-    before: Mapping[str, int], namespace: Mapping[str, Any], candidates: Iterable[str] = ()
+    before: Mapping[str, int],
+    namespace: Mapping[str, Any],
+    candidates: Iterable[str] = (),
+    hidden: Mapping[str, Any] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Variables the cell produced (new, rebound, or named by ``candidates``) and those it deleted.
+
+    ``hidden`` holds names the shell itself defines; they are not outputs.
 
     >>> ns = {"a": 1, "rows": []}
     >>> before = snapshot(ns)
@@ -185,5 +191,7 @@ def changed_names(
         if not is_internal_name(name) and before.get(name) != id(value)
     }
     produced.update(n for n in candidates if n in namespace and not is_internal_name(n))
+    if hidden:  # the shell's own names (get_ipython, exit, ...) unless the cell rebound them
+        produced = {n for n in produced if n not in hidden or hidden[n] is not namespace[n]}
     deleted = [name for name in before if name not in namespace]
     return sorted(produced), sorted(deleted)

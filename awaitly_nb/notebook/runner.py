@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
-from awaitly_nb.core.session import Lookup, Session
+from awaitly_nb.core.session import Lookup, Session, get_session
 from awaitly_nb.errors import CacheWarning, SerializationError
 from awaitly_nb.notebook.capture import Output, replay_outputs
 from awaitly_nb.storage.serialize import dumps_value
 
 __all__ = [
     "ReplayedResult",
+    "attach_shell",
     "current_shell",
     "format_duration",
+    "notebook_name",
     "restore",
     "save_step",
+    "session_for_shell",
     "show_note",
     "unsaveable",
 ]
@@ -31,6 +36,30 @@ def current_shell() -> Any:
     from IPython import get_ipython
 
     return get_ipython()
+
+
+def notebook_name(shell: Any) -> str:
+    """The notebook's file name if the front end tells the kernel, else ``default``."""
+    vscode = shell.user_ns.get("__vsc_ipynb_file__")
+    if isinstance(vscode, str) and vscode:
+        return Path(vscode).name
+    jupyter = os.environ.get("JPY_SESSION_NAME")
+    if jupyter:
+        return Path(jupyter).name
+    return "default"
+
+
+def attach_shell(session: Session, shell: Any) -> None:
+    """In IPython, steps belong to the notebook's workflow (not to the kernel's script)."""
+    session.workflow_detector = lambda: notebook_name(shell)
+
+
+def session_for_shell() -> tuple[Session, Any]:
+    """The session, attached to the running shell if there is one, and the shell."""
+    session, shell = get_session(), current_shell()
+    if shell is not None and session.workflow_detector is None:
+        attach_shell(session, shell)
+    return session, shell
 
 
 def format_duration(ms: float) -> str:

@@ -1,0 +1,239 @@
+"""``with step("key"):`` and ``step(fn, key=...)`` in a notebook and in a plain script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from awaitly_nb.errors import AwaitlyError
+
+BLOCK = """\
+from awaitly_nb import step
+with step("posts:1"):
+    posts = [1, 2, 3]
+    mark()
+    print("fetched", len(posts))
+print("after the block")
+"""
+
+
+def test_with_block_miss_runs_and_saves(ip: Any, run: Any, marks: Any, saved: Any) -> None:
+    ran = run(BLOCK)
+
+    assert ran.result.success, ran.error
+    assert marks.count() == 1
+    assert ran.stdout == "fetched 3\nafter the block\n"
+    assert saved()["posts:1"]["variables"] == ["posts"]
+
+
+def test_with_block_hit_skips_the_body_and_replays(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    assert run(BLOCK).result.success
+    restart()
+
+    again = run(BLOCK)
+
+    assert again.result.success, again.error
+    assert marks.count() == 1
+    assert ip.user_ns["posts"] == [1, 2, 3]
+    assert again.stdout == "fetched 3\nafter the block\n"
+    assert any("restored" in note for note in again.notes)
+
+
+def test_with_block_options(ip: Any, run: Any, marks: Any, restart: Any, saved: Any) -> None:
+    cell = (
+        "from awaitly_nb import step\n"
+        "with step('opts', outputs=['a', 'b'], exclude=None, force=False):\n"
+        "    a, b, scratch = 1, 2, 3\n"
+        "    mark()\n"
+    )
+    assert run(cell).result.success
+    assert saved()["opts"]["variables"] == ["a", "b"]
+
+    forced = run(cell.replace("force=False", "force=True"))
+    assert forced.result.success
+    assert marks.count() == 2
+
+    excluded = run(
+        "from awaitly_nb import step\n"
+        "with step('excl', exclude='scratch'):\n"
+        "    a, scratch = 1, 3\n"
+        "    mark()\n"
+    )
+    assert excluded.result.success
+    assert saved()["excl"]["variables"] == ["a"]
+
+
+def test_with_block_changed_body_runs_again(ip: Any, run: Any, marks: Any) -> None:
+    assert run(BLOCK).result.success
+
+    changed = run(BLOCK.replace("[1, 2, 3]", "[4, 5]"))
+
+    assert changed.result.success
+    assert marks.count() == 2
+    assert ip.user_ns["posts"] == [4, 5]
+
+
+def test_with_block_failure_saves_nothing(ip: Any, run: Any, marks: Any, saved: Any) -> None:
+    cell = "from awaitly_nb import step\nwith step('bad'):\n    x = 1\n    mark()\n    1 / 0\n"
+    ran = run(cell)
+
+    assert isinstance(ran.result.error_in_exec, ZeroDivisionError)
+    assert saved() == {}
+    run(cell)
+    assert marks.count() == 2
+
+
+def test_with_block_inside_a_function_is_an_error(
+    ip: Any, run: Any, marks: Any, saved: Any
+) -> None:
+    ran = run(
+        "from awaitly_nb import step\n"
+        "def load():\n"
+        "    with step('inner'):\n"
+        "        mark()\n"
+        "load()\n"
+    )
+
+    assert isinstance(ran.result.error_in_exec, AwaitlyError)
+    message = str(ran.result.error_in_exec)
+    assert "notebook or module level" in message
+    assert "step(lambda" in message  # says what to do instead
+    assert marks.count() == 0
+    assert saved() == {}
+
+
+SCRIPT = """\
+from pathlib import Path
+from awaitly_nb import step
+
+def mark():
+    with Path("marks.txt").open("a") as f:
+        f.write("ran\\n")
+
+with step("work"):
+    value = 21 * 2
+    mark()
+    print("computed", value)
+
+print("value is", value)
+"""
+
+
+def test_with_block_in_a_plain_script(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "AWAITLY_NB_DIR": str(tmp_path / "store")}
+    env.pop("JPY_SESSION_NAME", None)
+
+    def run_script() -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    first = run_script()
+    second = run_script()
+
+    assert first.stdout == "computed 42\nvalue is 42\n"
+    assert second.stdout == "computed 42\nvalue is 42\n"
+    assert (tmp_path / "marks.txt").read_text() == "ran\n"
+    assert "restored 'work'" in second.stderr
+    assert (tmp_path / "store").is_dir()
+    assert not (tmp_path / ".awaitly").exists()
+
+
+# --- the call form --------------------------------------------------------------------------
+
+CALL = "from awaitly_nb import step\ntotal = step(lambda: (mark(), 6 * 7)[1], key='total:1')\n"
+
+
+def test_call_form_computes_once(ip: Any, run: Any, marks: Any, restart: Any) -> None:
+    assert run(CALL).result.success
+    restart()
+
+    again = run(CALL)
+
+    assert again.result.success, again.error
+    assert marks.count() == 1
+    assert ip.user_ns["total"] == 42
+
+
+def test_call_form_uses_the_notebook_store_and_workflow(
+    ip: Any, run: Any, marks: Any, saved: Any
+) -> None:
+    assert run(CALL).result.success
+    assert run("%%step key=cell\nx = 1").result.success
+
+    listing = run("%steps list")
+
+    assert sorted(saved()) == ["cell", "total:1"]
+    assert "total:1" in listing.stdout
+    assert "cell" in listing.stdout
+
+
+def test_call_form_changed_function_runs_again(ip: Any, run: Any, marks: Any) -> None:
+    assert run(CALL).result.success
+
+    changed = run(CALL.replace("6 * 7", "6 * 8"))
+
+    assert changed.result.success
+    assert marks.count() == 2
+    assert ip.user_ns["total"] == 48
+
+
+def test_call_form_failure_is_not_saved(ip: Any, run: Any, marks: Any, saved: Any) -> None:
+    cell = "from awaitly_nb import step\ntotal = step(lambda: (mark(), 1 / 0), key='t')\n"
+    ran = run(cell)
+
+    assert isinstance(ran.result.error_in_exec, ZeroDivisionError)
+    assert saved() == {}
+    run(cell)
+    assert marks.count() == 2
+
+
+@pytest.mark.parametrize("where", ["cell", "function"])
+def test_call_form_works_inside_functions_too(ip: Any, run: Any, marks: Any, where: str) -> None:
+    body = "step(lambda: (mark(), 5)[1], key='fn')"
+    if where == "function":
+        cell = f"from awaitly_nb import step\ndef get():\n    return {body}\nv = get()\nv = get()\n"
+    else:
+        cell = f"from awaitly_nb import step\nv = {body}\nv = {body}\n"
+
+    assert run(cell).result.success
+    assert marks.count() == 1
+    assert ip.user_ns["v"] == 5
+
+
+def test_with_block_as_target_is_not_saved(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    cell = (
+        "from awaitly_nb import step\n"
+        "with step('as') as s:\n"
+        "    v = 1\n"
+        "    mark()\n"
+        "was_restored = s.restored\n"
+    )
+    ran = run(cell)
+    assert ran.result.success, ran.error
+    assert saved()["as"]["variables"] == ["v"]
+    assert ip.user_ns["was_restored"] is False
+
+    restart()
+    assert run(cell).result.success
+    assert marks.count() == 1
+    assert ip.user_ns["was_restored"] is True

@@ -1,0 +1,164 @@
+"""A failing body saves nothing; changed code runs again; ``--pin`` and ``--force``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from IPython.utils.capture import capture_output
+
+FAILING = (
+    "%%step key=fails\npartial = 1\nmark()\nif broken:\n    raise ValueError('boom')\nfine = 2"
+)
+
+
+def test_an_exception_is_re_raised_and_nothing_is_saved(
+    ip: Any, run: Any, marks: Any, saved: Any
+) -> None:
+    ip.user_ns["broken"] = True
+    ran = run(FAILING)
+
+    assert not ran.result.success
+    assert type(ran.result.error_in_exec) is ValueError
+    assert str(ran.result.error_in_exec) == "boom"
+    assert "ValueError" in ran.stdout + ran.stderr  # the normal traceback is shown
+    assert saved() == {}
+
+
+def test_after_a_failure_the_next_run_executes_again(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    ip.user_ns["broken"] = True
+    assert not run(FAILING).result.success
+    assert not run(FAILING).result.success
+    assert marks.count() == 2
+
+    ip.user_ns["broken"] = False  # the fix
+    assert run(FAILING).result.success
+    assert marks.count() == 3
+    assert list(saved()) == ["fails"]
+
+    restart()
+    ip.user_ns["broken"] = False
+    assert run(FAILING).result.success
+    assert marks.count() == 3
+    assert ip.user_ns["fine"] == 2
+
+
+def test_keyboard_interrupt_leaves_no_entry(ip: Any, run: Any, marks: Any, saved: Any) -> None:
+    cell = "%%step key=interrupted\nresult = 1\nmark()\nraise KeyboardInterrupt"
+    ran = run(cell)
+
+    assert not ran.result.success
+    assert isinstance(ran.result.error_in_exec, KeyboardInterrupt)
+    assert saved() == {}
+
+    run(cell)
+    assert marks.count() == 2
+
+
+def test_failure_does_not_replace_an_earlier_entry(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    ip.user_ns["broken"] = False
+    assert run(FAILING).result.success
+    before = saved()["fails"]
+
+    ip.user_ns["broken"] = True
+    assert not run(FAILING.replace("key=fails", "key=fails --force")).result.success
+
+    assert saved()["fails"] == before
+
+
+# --- staleness ----------------------------------------------------------------------------
+
+
+def test_comment_and_whitespace_changes_still_hit(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    assert run("%%step key=code\nx = [1, 2]\nmark()").result.success
+    restart()
+
+    again = run("%%step key=code\n# a note about x\nx = [1,\n     2]   # two\n\nmark()\n\n")
+
+    assert again.result.success
+    assert marks.count() == 1
+    assert ip.user_ns["x"] == [1, 2]
+    assert "restored" in again.notes[0]
+
+
+def test_changed_code_runs_again_and_replaces_the_entry(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    assert run("%%step key=code\nx = 1\nmark()").result.success
+    fingerprint = saved()["code"]["fingerprint"]
+
+    changed = run("%%step key=code\nx = 2\nmark()")
+
+    assert changed.result.success
+    assert marks.count() == 2
+    assert ip.user_ns["x"] == 2
+    (note,) = changed.notes
+    assert "changed" in note
+    assert list(saved()) == ["code"]
+    assert saved()["code"]["fingerprint"] != fingerprint
+
+    restart()
+    assert run("%%step key=code\nx = 2\nmark()").result.success
+    assert marks.count() == 2
+    assert ip.user_ns["x"] == 2
+
+
+def test_pin_trusts_the_key_alone(ip: Any, run: Any, marks: Any, restart: Any) -> None:
+    assert run("%%step key=code\nx = 1\nmark()").result.success
+    restart()
+
+    pinned = run("%%step key=code --pin\nx = 2\nmark()")
+
+    assert pinned.result.success
+    assert marks.count() == 1
+    assert ip.user_ns["x"] == 1
+
+
+def test_force_runs_again_and_overwrites(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    cell = "%%step key=code\nx = source\nmark()"
+    ip.user_ns["source"] = "old"
+    assert run(cell).result.success
+    ip.user_ns["source"] = "new"
+    assert run(cell).result.success
+    assert ip.user_ns["x"] == "old"  # a plain hit ignores the new source
+    assert marks.count() == 1
+
+    forced = run(cell.replace("key=code", "key=code --force"))
+
+    assert forced.result.success
+    assert marks.count() == 2
+    assert ip.user_ns["x"] == "new"
+    restart()
+    assert run(cell).result.success
+    assert marks.count() == 2
+    assert ip.user_ns["x"] == "new"
+
+
+@pytest.mark.parametrize("flag", ["--pin", "--force", "--quiet"])
+def test_flags_may_come_before_the_key(ip: Any, run: Any, marks: Any, flag: str) -> None:
+    ran = run(f"%%step {flag} key=flag\nx = 1\nmark()")
+
+    assert ran.result.success, ran.error
+    assert marks.count() == 1
+
+
+@pytest.mark.parametrize("error", ["ValueError('boom')", "KeyboardInterrupt"])
+def test_recording_is_removed_after_a_failure(ip: Any, marks: Any, error: str) -> None:
+    with capture_output():
+        stdout, stderr = sys.stdout, sys.stderr
+        result = ip.run_cell(f"%%step key=rec\nprint('partial')\nraise {error}")
+        assert sys.stdout is stdout
+        assert sys.stderr is stderr
+        assert "publish" not in vars(ip.display_pub)
+        assert "clear_output" not in vars(ip.display_pub)
+
+    assert not result.success

@@ -1,0 +1,109 @@
+"""``%steps``: list, forget and clear the saved steps of this notebook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+import awaitly_nb
+
+
+def _cell(key: str) -> str:
+    return f"%%step key={key}\nx = '{key}'\nmark('{key}')"
+
+
+@pytest.mark.parametrize("line", ["%steps list", "%steps"])
+def test_list_prints_a_table_of_the_saved_steps(ip: Any, run: Any, marks: Any, line: str) -> None:
+    assert run(_cell("user:1")).result.success
+    assert run(_cell("posts:1")).result.success
+
+    listing = run(line)
+
+    assert listing.result.success, listing.error
+    lines = listing.stdout.splitlines()
+    header = next(row for row in lines if row.startswith("key"))
+    assert header.split() == ["key", "status", "saved", "at", "took", "size"]
+    rows = [row.split()[0] for row in lines[lines.index(header) + 2 :]]
+    assert rows == ["user:1", "posts:1"]
+    for row in lines[lines.index(header) + 2 :]:
+        assert "complete" in row
+        assert row.rstrip().endswith("B")  # a size: 123 B, 1.2 KB
+
+
+def test_list_only_shows_this_workflow(ip: Any, run: Any, marks: Any) -> None:
+    awaitly_nb.configure(workflow="other")
+    assert run(_cell("elsewhere")).result.success
+    awaitly_nb.configure(workflow="test")
+    assert run(_cell("here")).result.success
+
+    listing = run("%steps list")
+
+    assert "here" in listing.stdout
+    assert "elsewhere" not in listing.stdout
+
+
+def test_list_when_nothing_is_saved(ip: Any, run: Any) -> None:
+    listing = run("%steps list")
+
+    assert listing.result.success
+    assert "no saved steps" in listing.stdout
+
+
+def test_forget_makes_that_step_run_again(ip: Any, run: Any, marks: Any, restart: Any) -> None:
+    assert run(_cell("a")).result.success
+    assert run(_cell("b")).result.success
+
+    forget = run("%steps forget a")
+    assert forget.result.success
+    assert "a" in forget.stdout
+    restart()
+    assert run(_cell("a")).result.success
+    assert run(_cell("b")).result.success
+
+    assert marks.count("a") == 2
+    assert marks.count("b") == 1
+
+
+def test_forget_an_unknown_key_says_so(ip: Any, run: Any) -> None:
+    forget = run("%steps forget nothing-here")
+
+    assert forget.result.success
+    assert "no saved step" in forget.stdout
+
+
+def test_clear_forgets_every_step(ip: Any, run: Any, marks: Any, saved: Any) -> None:
+    assert run(_cell("a")).result.success
+    assert run(_cell("b")).result.success
+
+    cleared = run("%steps clear")
+
+    assert cleared.result.success
+    assert "2" in cleared.stdout
+    assert saved() == {}
+    assert run(_cell("a")).result.success
+    assert run(_cell("b")).result.success
+    assert marks.count() == 4
+
+
+@pytest.mark.parametrize(
+    "line", ["%steps foo", "%steps forget", "%steps clear all", "%steps list x"]
+)
+def test_bad_subcommand_is_a_usage_error(ip: Any, run: Any, line: str) -> None:
+    ran = run(line)
+
+    assert not ran.result.success
+    assert isinstance(ran.error, UsageError)
+    assert "%steps" in str(ran.error)
+
+
+def test_forget_a_key_with_a_space(ip: Any, run: Any, marks: Any, saved: Any) -> None:
+    ip.user_ns["name"] = "Ada Lovelace"
+    assert run("%%step key=user:{name}\nx = name").result.success
+    assert list(saved()) == ["user:Ada Lovelace"]
+
+    forget = run("%steps forget user:Ada Lovelace")
+
+    assert forget.result.success, forget.error
+    assert saved() == {}

@@ -1,0 +1,265 @@
+"""Which variables a ``%%step`` cell saves: found from the namespace diff and the cell's AST."""
+
+from __future__ import annotations
+
+import copy
+import types
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+
+def _saved_variables(saved: Any, key: str) -> list[str]:
+    return list(saved()[key]["variables"])
+
+
+def test_new_and_rebound_names_are_saved_and_restored(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    ip.user_ns["old"] = 1
+    cell = "%%step key=v\nnew = 10\nold = 2\nmark()"
+    assert run(cell).result.success
+
+    assert _saved_variables(saved, "v") == ["new", "old"]
+    restart()
+    ip.user_ns["old"] = 1
+    assert run(cell).result.success
+    assert marks.count() == 1
+    assert (ip.user_ns["new"], ip.user_ns["old"]) == (10, 2)
+
+
+# (setup, cell body, expected saved name, check after the restore)
+IN_PLACE = [
+    pytest.param(
+        {"rows": [0]},
+        "rows.append(1)",
+        "rows",
+        lambda ns: ns["rows"] == [0, 1],
+        id="method-call-receiver",
+    ),
+    pytest.param(
+        {"cfg": {}},
+        "cfg['a'] = 1",
+        "cfg",
+        lambda ns: ns["cfg"] == {"a": 1},
+        id="subscript-store",
+    ),
+    pytest.param(
+        {"obj": types.SimpleNamespace()},
+        "obj.value = 3",
+        "obj",
+        lambda ns: getattr(ns["obj"], "value", None) == 3,
+        id="attribute-store",
+    ),
+    pytest.param(
+        {"acc": [1]},
+        "acc += [2]",
+        "acc",
+        lambda ns: ns["acc"] == [1, 2],
+        id="augmented-in-place",
+    ),
+    pytest.param(
+        {"n": 1},
+        "n += 1",
+        "n",
+        lambda ns: ns["n"] == 2,
+        id="augmented-rebinding",
+    ),
+    pytest.param(
+        {"grid": [[0, 0]]},
+        "grid[0].append(5)",
+        "grid",
+        lambda ns: ns["grid"] == [[0, 0, 5]],
+        id="nested-receiver",
+    ),
+]
+
+
+@pytest.mark.parametrize(("setup", "body", "name", "check"), IN_PLACE)
+def test_variables_changed_in_place_are_saved_and_restored(
+    ip: Any,
+    run: Any,
+    marks: Any,
+    restart: Any,
+    saved: Any,
+    setup: dict[str, Any],
+    body: str,
+    name: str,
+    check: Any,
+) -> None:
+    ip.user_ns.update(copy.deepcopy(setup))
+    cell = f"%%step key=inplace\n{body}\nmark()"
+    ran = run(cell)
+    assert ran.result.success, ran.error
+    assert _saved_variables(saved, "inplace") == [name]
+
+    # Restart: the earlier cells ran again, so the variable has its old value.
+    restart()
+    ip.user_ns.update(copy.deepcopy(setup))
+    assert not check(ip.user_ns)
+    assert run(cell).result.success
+
+    assert marks.count() == 1
+    assert check(ip.user_ns)
+
+
+BINDINGS = [
+    pytest.param("import json as j", ["j"], "j.dumps([1]) == '[1]'", id="import-as"),
+    pytest.param("from os import path", ["path"], "path.join('a', 'b')", id="from-import"),
+    pytest.param("def f(x):\n    return x * 2", ["f"], "f(21) == 42", id="def"),
+    pytest.param(
+        "class C:\n    def m(self):\n        return 'm'", ["C"], "C().m() == 'm'", id="class"
+    ),
+    pytest.param("for i in range(3):\n    pass", ["i"], "i == 2", id="for-target"),
+    pytest.param(
+        "total = 0\nfor k, v in [('a', 1), ('b', 2)]:\n    total += v",
+        ["k", "total", "v"],
+        "(k, v, total) == ('b', 2, 3)",
+        id="for-tuple-target",
+    ),
+    pytest.param(
+        "import contextlib\nwith contextlib.nullcontext(5) as five:\n    pass",
+        ["contextlib", "five"],
+        "five == 5",
+        id="with-target",
+    ),
+    pytest.param("if (w := 7):\n    pass", ["w"], "w == 7", id="walrus"),
+]
+
+
+@pytest.mark.parametrize(("body", "names", "check"), BINDINGS)
+def test_bound_names_are_saved_and_restored(
+    ip: Any,
+    run: Any,
+    marks: Any,
+    restart: Any,
+    saved: Any,
+    body: str,
+    names: list[str],
+    check: str,
+) -> None:
+    cell = f"%%step key=bind\n{body}\nmark()"
+    ran = run(cell)
+    assert ran.result.success, ran.error
+    assert _saved_variables(saved, "bind") == names
+
+    restart()
+    for name in names:
+        assert name not in ip.user_ns
+    assert run(cell).result.success
+
+    assert marks.count() == 1
+    assert eval(check, ip.user_ns)
+
+
+def test_repeated_import_of_an_existing_name_is_saved(
+    ip: Any, run: Any, marks: Any, saved: Any
+) -> None:
+    import json
+
+    ip.user_ns["json"] = json  # same object before and after: the diff alone misses it
+    assert run("%%step key=imp\nimport json\nmark()").result.success
+
+    assert _saved_variables(saved, "imp") == ["json"]
+
+
+def test_variables_the_cell_only_reads_are_not_saved(
+    ip: Any, run: Any, marks: Any, saved: Any
+) -> None:
+    ip.user_ns.update(source=[1, 2, 3], factor=10, untouched={"a": 1})
+    ran = run(
+        "%%step key=reads\n"
+        "result = sum(source) * factor\n"
+        "size = len(untouched)\n"
+        "squares = [x * x for x in source]\n"
+        "mark()"
+    )
+
+    assert ran.result.success, ran.error
+    assert _saved_variables(saved, "reads") == ["result", "size", "squares"]
+    assert "x" not in ip.user_ns  # comprehension variables are local
+
+
+def test_outputs_option_saves_only_the_named_variables(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    cell = "%%step key=out outputs=a,b\na = 1\nb = 2\nscratch = 3\nmark()"
+    assert run(cell).result.success
+
+    assert _saved_variables(saved, "out") == ["a", "b"]
+    restart()
+    assert run(cell).result.success
+    assert marks.count() == 1
+    assert (ip.user_ns["a"], ip.user_ns["b"]) == (1, 2)
+    assert "scratch" not in ip.user_ns
+
+
+def test_exclude_option_leaves_variables_out(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    cell = "%%step key=exc exclude=scratch,tmp\na = 1\nscratch = 3\ntmp = 4\nmark()"
+    assert run(cell).result.success
+
+    assert _saved_variables(saved, "exc") == ["a"]
+    restart()
+    assert run(cell).result.success
+    assert marks.count() == 1
+    assert ip.user_ns["a"] == 1
+    assert "scratch" not in ip.user_ns
+
+
+def test_deleted_variables_are_deleted_again_on_restore(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    ip.user_ns["temp"] = "big"
+    cell = "%%step key=del\nkept = len(temp)\ndel temp\nmark()"
+    assert run(cell).result.success
+    assert "temp" not in ip.user_ns
+
+    restart()
+    ip.user_ns["temp"] = "big"
+    assert run(cell).result.success
+    assert marks.count() == 1
+    assert ip.user_ns["kept"] == 3
+    assert "temp" not in ip.user_ns
+
+
+def test_shared_references_stay_shared(ip: Any, run: Any, marks: Any, restart: Any) -> None:
+    cell = "%%step key=alias\nrows = [1]\nalias = rows\nmark()"
+    assert run(cell).result.success
+    restart()
+
+    assert run(cell).result.success
+
+    assert marks.count() == 1
+    assert ip.user_ns["alias"] is ip.user_ns["rows"]
+
+
+@pytest.mark.parametrize("line", ["%time y = 2", "!echo hi"], ids=["line-magic", "shell-escape"])
+def test_cells_with_ipython_syntax_are_saved(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any, line: str
+) -> None:
+    cell = f"%%step key=ipy\nx = 1\n{line}\nmark()"
+    ran = run(cell)
+
+    assert ran.result.success, ran.error
+    assert "get_ipython" not in saved()["ipy"]["variables"]
+    restart()
+    assert run(cell).result.success
+    assert marks.count() == 1
+    assert ip.user_ns["x"] == 1
+
+
+def test_top_level_await_in_the_body_is_a_clear_usage_error(
+    ip: Any, run: Any, marks: Any, saved: Any
+) -> None:
+    plain = run("import asyncio\nawait asyncio.sleep(0)\nplain = 1")
+    assert plain.result.success, plain.error  # IPython allows it in a normal cell
+
+    ran = run("%%step key=aw\nimport asyncio\nawait asyncio.sleep(0)\nz = 3\nmark()")
+
+    assert isinstance(ran.result.error_in_exec, UsageError)
+    assert "top-level await" in str(ran.result.error_in_exec)
+    assert marks.count() == 0  # the body did not run
+    assert "aw" not in saved()
