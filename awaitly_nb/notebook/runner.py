@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+import types
 import warnings
 from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
@@ -131,9 +133,48 @@ class ReplayedResult:
         return str(self._bundle.get("text/plain", "<restored output>"))
 
 
+def _rebind(function: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
+    """The same function, reading its globals from ``namespace``."""
+    rebound = types.FunctionType(
+        function.__code__,
+        namespace,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    rebound.__kwdefaults__ = function.__kwdefaults__
+    rebound.__dict__.update(function.__dict__)
+    for attr in ("__qualname__", "__doc__", "__module__", "__annotations__"):
+        setattr(rebound, attr, getattr(function, attr))
+    return rebound
+
+
+def _home(value: Any, namespace: dict[str, Any]) -> Any:
+    """Make functions and classes defined in the notebook see the notebook's globals again.
+
+    cloudpickle gives a restored function a private copy of the globals it used
+    when it was saved, so it would miss later changes and later definitions.
+    """
+    if isinstance(value, types.FunctionType):
+        if value.__module__ == "__main__" and value.__globals__ is not namespace:
+            return _rebind(value, namespace)
+    elif isinstance(value, type) and value.__module__ == "__main__":
+        for attr, member in list(vars(value).items()):
+            target = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+            if isinstance(target, types.FunctionType) and target.__globals__ is not namespace:
+                rebound = _rebind(target, namespace)
+                wrapped = type(member)(rebound) if target is not member else rebound
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(value, attr, wrapped)
+    return value
+
+
 def restore(namespace: MutableMapping[str, Any], payload: Mapping[str, Any]) -> None:
     """Put a saved step's variables back into ``namespace`` (and remove those it deleted)."""
-    namespace.update(payload.get("variables", {}))
+    variables: dict[str, Any] = payload.get("variables", {})
+    if isinstance(namespace, dict):
+        variables = {name: _home(value, namespace) for name, value in variables.items()}
+    namespace.update(variables)
     for name in payload.get("deleted", ()):
         namespace.pop(name, None)
 

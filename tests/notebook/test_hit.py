@@ -129,3 +129,32 @@ def test_none_result_is_not_shown(
     assert marks.count() == 1
     assert again.result.result is None
     assert execute_results == []
+
+
+def test_restored_functions_and_classes_see_the_notebook_globals(
+    ip: Any, run: Any, marks: Any
+) -> None:
+    cell = (
+        "%%step key=defs\n"
+        "SCALE = 2\n"
+        "def scaled(x):\n"
+        "    return helper(x) * SCALE\n"
+        "class Model:\n"
+        "    def predict(self):\n"
+        "        return helper(1) + SCALE\n"
+        "    @staticmethod\n"
+        "    def scale():\n"
+        "        return SCALE\n"
+        "mark()"
+    )
+    assert run(cell).result.success
+    ip.reset()  # a kernel restart, in process
+    ip.user_ns["mark"] = marks
+    assert run(cell).result.success
+    assert marks.count() == 1
+
+    # Defined after the restore, and changed: a restored function must see both.
+    assert run("def helper(x):\n    return x + 100\nSCALE = 3").result.success
+    result = run("scaled(1), Model().predict(), Model.scale()").result
+    assert result.success, result.error_in_exec
+    assert result.result == (303, 104, 3)
