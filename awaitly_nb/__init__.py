@@ -10,6 +10,8 @@ The awaitly workflow API in Python::
 
 from __future__ import annotations
 
+from typing import Any
+
 from awaitly_nb._version import __version__
 from awaitly_nb.core.collector import StepCollector, create_step_collector
 from awaitly_nb.core.events import (
@@ -82,9 +84,22 @@ __all__ = [
     "create_workflow",
     "is_step_complete",
     "parse_state",
+    "status_widget",
     "step",
     "stringify_state",
 ]
+
+
+def status_widget() -> Any:
+    """The status widget of the current workflow: each step's state, updated live.
+
+    See :class:`awaitly_nb.notebook.widget.StatusWidget`; needs ipywidgets
+    (for a text table use ``%steps list`` or
+    :func:`awaitly_nb.notebook.status.status_text`).
+    """
+    from awaitly_nb.notebook.widget import StatusWidget
+
+    return StatusWidget()
 
 
 def load_ipython_extension(ipython: object) -> None:

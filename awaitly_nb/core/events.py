@@ -115,7 +115,10 @@ class StepComplete:
 
 @dataclass(frozen=True, kw_only=True)
 class StepCacheHit:
-    """A keyed step was found saved; ``value`` is returned and the function does not run."""
+    """A keyed step was found saved; ``value`` is returned and the function does not run.
+
+    ``duration_ms`` is how long restoring it took (0 when it was already in memory).
+    """
 
     type: Literal["step_cache_hit"] = field(default="step_cache_hit", init=False)
     workflow_id: str
@@ -124,17 +127,23 @@ class StepCacheHit:
     value: Any
     meta: StepMeta
     name: str | None = None
+    duration_ms: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
 class StepCacheMiss:
-    """A keyed step was looked up and not found; its function will run."""
+    """A keyed step was looked up and not found; its function will run.
+
+    ``reason`` says why a saved entry was not used: ``"stale"`` (its code
+    changed), ``"forced"`` or ``"unreadable"``; None when nothing was saved.
+    """
 
     type: Literal["step_cache_miss"] = field(default="step_cache_miss", init=False)
     workflow_id: str
     ts: float
     step_key: str
     name: str | None = None
+    reason: str | None = None
 
 
 Event: TypeAlias = (

@@ -27,6 +27,7 @@ from awaitly_nb.core.events import (
 )
 from awaitly_nb.core.keys import validate_key
 from awaitly_nb.core.state import StepMeta
+from awaitly_nb.core.status import StatusTracker, StepStatus
 from awaitly_nb.errors import CacheWarning, StateFormatError
 from awaitly_nb.storage.store import StepStore
 
@@ -75,6 +76,9 @@ class Session:
     workflow: str | None = None
     workflow_detector: Callable[[], str | None] | None = None
     listeners: list[Callable[[Event], Any]] = field(default_factory=list)
+    tracker: StatusTracker = field(default_factory=StatusTracker)
+    on_change: list[Callable[[], Any]] = field(default_factory=list)
+    """Called after steps are forgotten or cleared (events cover the rest)."""
     _stores: dict[Path, StepStore] = field(default_factory=dict, repr=False)
 
     # --- where -------------------------------------------------------------
@@ -104,6 +108,7 @@ class Session:
 
     # --- events ------------------------------------------------------------
     def emit(self, event: Event) -> None:
+        self.tracker.handle_event(event)
         for listener in list(self.listeners):
             try:
                 listener(event)
@@ -120,6 +125,7 @@ class Session:
     ) -> Lookup:
         """Decide whether the step ``key`` can be restored, and load it if so."""
         key = validate_key(key)
+        started = time.perf_counter()
         workflow = self.workflow_id()
         entry = self.store.entry(workflow, key)
         manifest = None if entry is None else entry.manifest
@@ -151,10 +157,12 @@ class Session:
                     step_key=key,
                     value=found.payload,
                     meta=_meta(manifest),
+                    duration_ms=(time.perf_counter() - started) * 1000,
                 )
             )
         else:
-            self.emit(StepCacheMiss(workflow_id=workflow, ts=now, step_key=key))
+            reason = None if found.status == "miss" else found.status
+            self.emit(StepCacheMiss(workflow_id=workflow, ts=now, step_key=key, reason=reason))
         return found
 
     def started(self, key: str) -> float:
@@ -212,15 +220,34 @@ class Session:
 
     def forget(self, key: str) -> bool:
         """Forget the saved step ``key`` of the current workflow."""
-        return self.store.delete(self.workflow_id(), validate_key(key))
+        workflow = self.workflow_id()
+        forgotten = self.store.delete(workflow, validate_key(key))
+        self.tracker.forgot(workflow, key)
+        self._changed()
+        return forgotten
 
     def clear(self) -> int:
         """Forget every saved step of the current workflow."""
-        return self.store.clear(self.workflow_id())
+        workflow = self.workflow_id()
+        keys = [m["key"] for m in self.store.manifests(workflow)]
+        count = self.store.clear(workflow)
+        for key in keys:
+            self.tracker.forgot(workflow, key)
+        self._changed()
+        return count
+
+    def _changed(self) -> None:
+        for callback in list(self.on_change):
+            callback()
 
     def steps(self) -> list[dict[str, Any]]:
         """Manifests of the current workflow's saved steps."""
         return self.store.manifests(self.workflow_id())
+
+    def status(self) -> list[StepStatus]:
+        """Every step of the current workflow: saved ones and those seen this session."""
+        workflow = self.workflow_id()
+        return self.tracker.rows(workflow, self.store.manifests(workflow))
 
 
 def _meta(manifest: dict[str, Any]) -> StepMeta:
@@ -264,4 +291,5 @@ def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET) -> Session:
         if dir is not None and not isinstance(dir, (str, os.PathLike)):
             raise TypeError(f"dir must be a path, got {type(dir).__name__}")
         _SESSION.directory = None if dir is None else Path(dir).absolute()
+        _SESSION.tracker = StatusTracker()  # another store: what this session saw is elsewhere
     return _SESSION

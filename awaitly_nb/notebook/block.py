@@ -22,8 +22,9 @@ from awaitly_nb.core.keys import validate_key
 from awaitly_nb.core.session import Lookup, get_session
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
-from awaitly_nb.notebook.namespace import assigned_names, changed_names, snapshot
+from awaitly_nb.notebook.namespace import assigned_names, snapshot
 from awaitly_nb.notebook.runner import (
+    produced,
     replay,
     rerun_note,
     restore,
@@ -111,7 +112,7 @@ class StepBlock:
             if body is None
             else code_fingerprint(ast.unparse(ast.Module(body=body, type_ignores=[])))
         )
-        self._candidates = set() if body is None else assigned_names(body)[0]
+        self._targets = assigned_names(body or [])
         session, self._shell = session_for_shell()
         found = session.lookup(self.key, self._fingerprint, pin=self.pin, force=self.force)
         if found.hit:
@@ -161,16 +162,19 @@ class StepBlock:
             return False
         duration_ms = (time.perf_counter() - self._started) * 1000
         namespace = frame.f_globals
-        if self.outputs is not None:
-            names = [n for n in self.outputs if n in namespace]
-            deleted: list[str] = []
-        else:
-            hidden = getattr(self._shell, "user_ns_hidden", None)
-            if getattr(self._shell, "user_ns", None) is not namespace:
-                hidden = None
-            names, deleted = changed_names(self._before, namespace, self._candidates, hidden)
+        hidden = getattr(self._shell, "user_ns_hidden", None)
+        if getattr(self._shell, "user_ns", None) is not namespace:
+            hidden = None
         # `with step(...) as s` binds the block itself: not an output.
-        names = [n for n in names if n not in self.exclude and namespace[n] is not self]
+        itself = {n for n, v in namespace.items() if v is self}
+        names, deleted, optional = produced(
+            self._before,
+            namespace,
+            self._targets,
+            hidden=hidden,
+            outputs=self.outputs,
+            exclude=self.exclude | itself,
+        )
         payload = {
             "variables": {n: namespace[n] for n in names},
             "deleted": deleted,
@@ -184,6 +188,7 @@ class StepBlock:
             duration_ms=duration_ms,
             kind="block",
             how_to_exclude='exclude="{names}" to step(...)',
+            optional=optional,
         )
         return False
 

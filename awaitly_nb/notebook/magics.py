@@ -20,11 +20,11 @@ from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_
 
 from awaitly_nb.core.fingerprint import code_fingerprint
 from awaitly_nb.core.session import get_session
-from awaitly_nb.errors import InvalidKeyError
+from awaitly_nb.errors import AwaitlyError, InvalidKeyError
 from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
-from awaitly_nb.notebook.namespace import assigned_names, changed_names, snapshot
+from awaitly_nb.notebook.namespace import assigned_names, snapshot
 from awaitly_nb.notebook.runner import (
-    format_duration,
+    produced,
     replay,
     rerun_note,
     restore,
@@ -33,6 +33,7 @@ from awaitly_nb.notebook.runner import (
     show_note,
     unsaveable,
 )
+from awaitly_nb.notebook.status import status_text
 
 __all__ = ["StepMagics"]
 
@@ -177,7 +178,7 @@ class StepMagics(Magics):
         filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
         tree = shell.compile.ast_parse(source, filename=filename)
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        candidates, _ = assigned_names(tree.body + ([last] if last is not None else []))
+        targets = assigned_names(tree.body + ([last] if last is not None else []))
         try:
             body = shell.compile(tree, filename, "exec")
             expression = None
@@ -204,17 +205,17 @@ class StepMagics(Magics):
                 session.failed(key, started, exc)
                 raise
         duration_ms = (time.perf_counter() - started) * 1000
-        if outputs is not None:
-            missing = [n for n in outputs if n not in namespace]
-            if missing:
-                raise UsageError(
-                    f"outputs= names variables the cell did not set: {', '.join(missing)}; "
-                    "nothing was saved"
-                )
-            names, deleted = list(outputs), list[str]()
-        else:
-            names, deleted = changed_names(before, namespace, candidates, shell.user_ns_hidden)
-        names = [n for n in names if n not in exclude]
+        try:
+            names, deleted, optional = produced(
+                before,
+                namespace,
+                targets,
+                hidden=shell.user_ns_hidden,
+                outputs=outputs,
+                exclude=exclude,
+            )
+        except AwaitlyError as exc:
+            raise UsageError(str(exc)) from None
         payload = {
             "variables": {n: namespace[n] for n in names},
             "deleted": deleted,
@@ -229,6 +230,7 @@ class StepMagics(Magics):
             duration_ms=duration_ms,
             kind="cell",
             how_to_exclude="exclude={names} to the %%step line",
+            optional=optional,
         )
         return result
 
@@ -247,21 +249,23 @@ class StepMagics(Magics):
         return fields
 
     @line_magic
-    def steps(self, line: str) -> None:
-        """List, forget or clear the saved steps of this notebook.
+    def steps(self, line: str) -> Any:
+        """Show, forget or clear the saved steps of this notebook.
 
         Usage::
 
-            %steps                 the saved steps of this notebook
-            %steps list            the same, as a text table
+            %steps                 the status widget (a text table outside a notebook)
+            %steps list            the text table
             %steps forget KEY      forget one step (it runs again next time)
             %steps clear           forget every step of this notebook
         """
         words = line.split()
         session = get_session()
-        command = words[0] if words else "list"
-        if command == "list" and len(words) <= 1:
-            print(_table(session.steps(), session.workflow_id()))
+        command = words[0] if words else ""
+        if not words:
+            return self._status_view()
+        if command == "list" and len(words) == 1:
+            print(status_text(session))
         elif command == "forget" and len(words) >= 2:
             key = line.strip()[len("forget") :].strip()  # keys may contain spaces
             if session.forget(key):
@@ -272,34 +276,18 @@ class StepMagics(Magics):
             count = session.clear()
             print(f"forgot {count} step{'s' if count != 1 else ''} of {session.workflow_id()!r}")
         else:
-            raise UsageError("usage: %steps [list] | %steps forget KEY | %steps clear")
+            raise UsageError("usage: %steps | %steps list | %steps forget KEY | %steps clear")
+        return None
 
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def _table(manifests: list[dict[str, Any]], workflow: str) -> str:
-    if not manifests:
-        return f"no saved steps in workflow {workflow!r}"
-    rows = [("key", "status", "saved at", "took", "size")]
-    for m in manifests:
-        rows.append(
-            (
-                str(m.get("key")),
-                "complete",
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.get("saved_at", 0))),
-                format_duration(m.get("duration_ms", 0.0)),
-                _size(m.get("size", 0)),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return f"workflow {workflow!r}\n" + "\n".join(lines)
+    def _status_view(self) -> Any:
+        """The widget in a kernel; the text table in a terminal or without ipywidgets."""
+        if getattr(self.shell, "kernel", None) is None:
+            print(status_text())
+            return None
+        try:
+            from awaitly_nb.notebook.widget import StatusWidget
+        except ImportError as exc:
+            print(f"(the status widget needs ipywidgets: {exc}; showing the text table)")
+            print(status_text())
+            return None
+        return StatusWidget()

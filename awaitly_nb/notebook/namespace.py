@@ -11,9 +11,9 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["assigned_names", "changed_names", "is_internal_name", "snapshot"]
+__all__ = ["Targets", "assigned_names", "changed_names", "is_internal_name", "snapshot"]
 
 _INTERNAL = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|In|Out|_oh|_ih|_dh|_sh)$")
 
@@ -42,6 +42,7 @@ class _Finder(ast.NodeVisitor):
 
     def __init__(self) -> None:
         self.names: set[str] = set()
+        self.receivers: set[str] = set()
         self.deleted: set[str] = set()
 
     def _target(self, node: ast.AST) -> None:
@@ -143,25 +144,40 @@ class _Finder(ast.NodeVisitor):
         if isinstance(node.func, ast.Attribute):
             name = _root_name(node.func.value)
             if name is not None:
-                self.names.add(name)
+                self.receivers.add(name)
 
     def visit_Call(self, node: ast.Call) -> None:
         self._call(node)
         self.generic_visit(node)
 
 
-def assigned_names(tree: ast.AST | Iterable[ast.stmt]) -> tuple[set[str], set[str]]:
-    """Names a block binds or mutates at its own level, and names it deletes.
+class Targets(NamedTuple):
+    """What a block of statements does to module-level names.
+
+    ``bound``: assigned, augmented, stored into (``a[0] = 1``, ``a.b = 1``),
+    imported, defined, loop and with targets. ``receivers``: objects whose
+    methods it calls (``rows.append(x)``) — maybe changed in place. ``deleted``:
+    names it deletes.
+    """
+
+    bound: set[str]
+    receivers: set[str]
+    deleted: set[str]
+
+
+def assigned_names(tree: ast.AST | Iterable[ast.stmt]) -> Targets:
+    """The names a block binds or may change at its own level, and those it deletes.
 
     >>> tree = ast.parse("import numpy as np\\nrows.append(1)\\ncfg['a'] = 2\\nfor i in x: pass")
-    >>> sorted(assigned_names(tree)[0])
-    ['cfg', 'i', 'np', 'rows']
+    >>> targets = assigned_names(tree)
+    >>> sorted(targets.bound), sorted(targets.receivers)
+    (['cfg', 'i', 'np'], ['rows'])
     """
     finder = _Finder()
     statements = tree.body if isinstance(tree, ast.Module) else tree
     for stmt in statements:  # type: ignore[union-attr]
         finder.visit(stmt)
-    return finder.names, finder.deleted
+    return Targets(finder.names, finder.receivers - finder.names, finder.deleted)
 
 
 def snapshot(namespace: Mapping[str, Any]) -> dict[str, int]:

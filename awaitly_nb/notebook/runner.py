@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from awaitly_nb.core.session import Lookup, Session, get_session
-from awaitly_nb.errors import CacheWarning, SerializationError
+from awaitly_nb.errors import AwaitlyError, CacheWarning, SerializationError
 from awaitly_nb.notebook.capture import Output, replay_outputs
+from awaitly_nb.notebook.namespace import Targets, changed_names
 from awaitly_nb.storage.serialize import dumps_value
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "current_shell",
     "format_duration",
     "notebook_name",
+    "produced",
     "restore",
     "save_step",
     "session_for_shell",
@@ -203,6 +205,39 @@ def unsaveable(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     return bad
 
 
+def produced(
+    before: Mapping[str, int],
+    namespace: Mapping[str, Any],
+    targets: Targets,
+    *,
+    hidden: Mapping[str, Any] | None = None,
+    outputs: list[str] | None = None,
+    exclude: Iterable[str] = (),
+) -> tuple[list[str], list[str], set[str]]:
+    """The variables to save, those the step deleted, and which of them are optional.
+
+    Optional ones are objects whose methods the step called but that it did not
+    rebind: they may have changed in place (``rows.append(x)``), or not
+    (``conn.execute(q)``); one that cannot be saved is left out, not an error.
+
+    Raises:
+        AwaitlyError: ``outputs`` names a variable the step did not set.
+    """
+    if outputs is not None:
+        missing = [n for n in outputs if n not in namespace]
+        if missing:
+            raise AwaitlyError(
+                f"outputs= names variables the step did not set: {', '.join(missing)}; "
+                "nothing was saved"
+            )
+        return list(outputs), [], set()
+    names, deleted = changed_names(before, namespace, targets.bound | targets.receivers, hidden)
+    skip = set(exclude)
+    names = [n for n in names if n not in skip]
+    optional = {n for n in names if n in targets.receivers and before.get(n) == id(namespace[n])}
+    return names, deleted, optional
+
+
 def save_step(
     session: Session,
     key: str,
@@ -212,29 +247,40 @@ def save_step(
     duration_ms: float,
     kind: str,
     how_to_exclude: str,
+    optional: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> bool:
-    """Save a finished step; on unsaveable variables warn (naming each) and save nothing."""
+    """Save a finished step; on unsaveable variables warn (naming each) and save nothing.
+
+    Unsaveable ``optional`` variables are left out instead (see :func:`produced`).
+    """
     variables: dict[str, Any] = payload.get("variables", {})
-    try:
-        session.save(
-            key,
-            payload,
-            fingerprint=fingerprint,
-            duration_ms=duration_ms,
-            kind=kind,
-            variables=list(variables),
-        )
-    except SerializationError as exc:
-        bad = unsaveable(variables)
-        if bad:
-            names = ", ".join(f"{name} ({kind_})" for name, kind_ in bad)
-            hint = how_to_exclude.format(names=",".join(name for name, _ in bad))
-            message = (
-                f"step {key!r} ran, but it is not saved: these variables cannot be "
-                f"saved: {names}. To save the rest, add {hint}"
+    for attempt in range(2):
+        try:
+            session.save(
+                key,
+                payload,
+                fingerprint=fingerprint,
+                duration_ms=duration_ms,
+                kind=kind,
+                variables=list(variables),
             )
-        else:
-            message = f"step {key!r} ran, but it is not saved: {exc}"
-        warnings.warn(message, CacheWarning, stacklevel=3)
-        return False
-    return True
+            return True
+        except SerializationError as exc:
+            bad = unsaveable(variables)
+            required = [(name, type_) for name, type_ in bad if name not in optional]
+            if bad and not required and attempt == 0:
+                variables = {n: v for n, v in variables.items() if n not in dict(bad)}
+                payload = {**payload, "variables": variables, "skipped": [n for n, _ in bad]}
+                continue
+            if required:
+                names = ", ".join(f"{name} ({type_})" for name, type_ in required)
+                hint = how_to_exclude.format(names=",".join(name for name, _ in required))
+                message = (
+                    f"step {key!r} ran, but it is not saved: these variables cannot be "
+                    f"saved: {names}. To save the rest, add {hint}"
+                )
+            else:
+                message = f"step {key!r} ran, but it is not saved: {exc}"
+            warnings.warn(message, CacheWarning, stacklevel=3)
+            return False
+    return False

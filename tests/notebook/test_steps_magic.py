@@ -24,12 +24,13 @@ def test_list_prints_a_table_of_the_saved_steps(ip: Any, run: Any, marks: Any, l
     assert listing.result.success, listing.error
     lines = listing.stdout.splitlines()
     header = next(row for row in lines if row.startswith("key"))
-    assert header.split() == ["key", "status", "saved", "at", "took", "size"]
+    assert header.split() == ["key", "status", "saved", "at", "took", "replay", "size", "variables"]
     rows = [row.split()[0] for row in lines[lines.index(header) + 2 :]]
     assert rows == ["user:1", "posts:1"]
     for row in lines[lines.index(header) + 2 :]:
         assert "complete" in row
-        assert row.rstrip().endswith("B")  # a size: 123 B, 1.2 KB
+        assert row.rstrip().endswith(" x")  # the variable it saves
+        assert " B " in row or " KB " in row  # its size: 123 B, 1.2 KB
 
 
 def test_list_only_shows_this_workflow(ip: Any, run: Any, marks: Any) -> None:

@@ -80,3 +80,37 @@ def test_excluding_the_unsaveable_variable_saves_the_rest(
     assert marks.count() == 1
     assert ip.user_ns["fine"] == 1
     assert "handle" not in ip.user_ns
+
+
+def test_an_unsaveable_object_only_used_through_its_methods_is_left_out(
+    ip: Any, run: Any, marks: Any, saved: Any, restart: Any
+) -> None:
+    # A connection the cell only calls methods on is an input, not an output.
+    assert run("import sqlite3\nconn = sqlite3.connect(':memory:')").result.success
+    cell = (
+        "%%step key=query\n"
+        "conn.execute('create table if not exists t (x)')\n"
+        "rows = conn.execute('select 1').fetchall()\n"
+        "mark()"
+    )
+    ran = run(cell)  # CacheWarning is an error under pytest: none may be raised
+
+    assert ran.result.success, ran.error
+    assert saved()["query"]["variables"] == ["rows"]
+    restart()
+    assert run(cell).result.success
+    assert marks.count() == 1
+    assert ip.user_ns["rows"] == [(1,)]
+
+
+def test_a_picklable_object_changed_through_its_methods_is_saved(
+    ip: Any, run: Any, marks: Any, saved: Any, restart: Any
+) -> None:
+    assert run("items = []").result.success
+    cell = "%%step key=grow\nitems.append(1)\nitems.extend([2, 3])\nmark()"
+    assert run(cell).result.success
+    assert saved()["grow"]["variables"] == ["items"]
+    ip.user_ns["items"] = []  # as the earlier cell leaves it after a restart
+    assert run(cell).result.success
+    assert marks.count() == 1
+    assert ip.user_ns["items"] == [1, 2, 3]

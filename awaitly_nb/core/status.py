@@ -1,0 +1,127 @@
+"""What state each step is in this session: the data behind ``%steps`` and the widget.
+
+A :class:`StatusTracker` follows the session's events; :meth:`StatusTracker.rows`
+merges what it saw with the saved manifests into one :class:`StepStatus` per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from awaitly_nb.core.events import Event
+
+__all__ = ["STATES", "State", "StatusTracker", "StepStatus"]
+
+State = Literal["complete", "running", "restored", "stale", "failed", "not run yet"]
+STATES: tuple[State, ...] = ("complete", "running", "restored", "stale", "failed", "not run yet")
+
+
+@dataclass(frozen=True)
+class StepStatus:
+    """One row of the status view.
+
+    Attributes:
+        key: the step's key.
+        state: ``complete`` (saved), ``running``, ``restored`` (this session),
+            ``stale`` (its code changed; about to run again), ``failed`` (its
+            last run raised; nothing saved) or ``not run yet`` (forgotten, or
+            not saved yet).
+        saved_at: when the saved entry was written (epoch seconds), if saved.
+        duration_ms: how long the original run took, if saved.
+        replay_ms: how long restoring it took this session, if restored.
+        size: bytes of the saved entry, if saved.
+        variables: the variables it saves.
+        error: the error of a failed run.
+    """
+
+    key: str
+    state: State
+    saved_at: float | None = None
+    duration_ms: float | None = None
+    replay_ms: float | None = None
+    size: int | None = None
+    variables: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass
+class _Seen:
+    state: State
+    replay_ms: float | None = None
+    error: str | None = None
+    order: int = 0
+
+
+@dataclass
+class StatusTracker:
+    """Follows step events; knows each step's state and the time replays saved.
+
+    >>> from awaitly_nb.core.events import StepStart
+    >>> tracker = StatusTracker()
+    >>> tracker.handle_event(StepStart(workflow_id="nb", ts=0.0, step_key="load"))
+    >>> [(row.key, row.state) for row in tracker.rows("nb", [])]
+    [('load', 'running')]
+    """
+
+    seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
+    time_saved_ms: float = 0.0
+    restores: int = 0
+    _order: int = 0
+
+    def _set(self, workflow: str, key: str, state: State, **extra: Any) -> None:
+        self._order += 1
+        self.seen[(workflow, key)] = _Seen(state, order=self._order, **extra)
+
+    def handle_event(self, event: Event) -> None:
+        """Update the state of the step the event is about."""
+        key = getattr(event, "step_key", None)
+        if key is None:
+            return
+        workflow = event.workflow_id
+        if event.type == "step_start":
+            self._set(workflow, key, "running")
+        elif event.type == "step_complete":
+            self._set(workflow, key, "complete")
+        elif event.type == "step_error":
+            self._set(workflow, key, "failed", error=f"{type(event.error).__name__}: {event.error}")
+        elif event.type == "step_cache_hit":
+            self._set(workflow, key, "restored", replay_ms=event.duration_ms)
+            self.restores += 1
+            self.time_saved_ms += max(0.0, event.meta.duration_ms - event.duration_ms)
+        elif event.type == "step_cache_miss" and event.reason == "stale":
+            self._set(workflow, key, "stale")
+
+    def forgot(self, workflow: str, key: str) -> None:
+        """The step's saved entry was deleted."""
+        self._set(workflow, key, "not run yet")
+
+    def rows(self, workflow: str, manifests: list[dict[str, Any]]) -> list[StepStatus]:
+        """One row per step of ``workflow``: saved ones (oldest first), then the others seen."""
+        rows = []
+        saved = {m.get("key"): m for m in manifests}
+        for key, manifest in saved.items():
+            seen = self.seen.get((workflow, str(key)))
+            state: State = "complete"
+            if seen is not None and seen.state != "not run yet":
+                state = seen.state
+            rows.append(
+                StepStatus(
+                    key=str(key),
+                    state=state,
+                    saved_at=manifest.get("saved_at"),
+                    duration_ms=manifest.get("duration_ms"),
+                    replay_ms=seen.replay_ms if seen is not None else None,
+                    size=manifest.get("size"),
+                    variables=tuple(manifest.get("variables") or ()),
+                    error=seen.error if seen is not None else None,
+                )
+            )
+        unsaved = sorted(
+            ((k, s) for (wf, k), s in self.seen.items() if wf == workflow and k not in saved),
+            key=lambda item: item[1].order,
+        )
+        for key, seen in unsaved:
+            state = seen.state if seen.state in ("running", "failed") else "not run yet"
+            rows.append(replace(StepStatus(key=key, state=state), error=seen.error))
+        return rows
