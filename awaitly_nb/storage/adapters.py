@@ -61,7 +61,7 @@ class DiskCacheAdapter:
         if isinstance(directory, diskcache.Cache):
             self.cache = directory
         else:
-            self.cache = diskcache.Cache(str(Path(directory)))
+            self.cache = diskcache.Cache(str(Path(directory)), eviction_policy="none")
 
     def get(self, key: str) -> str | bytes | None:
         value = self.cache.get(key)

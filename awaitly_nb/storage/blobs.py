@@ -12,19 +12,32 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import xxhash
 
 from awaitly_nb.errors import StateFormatError, StorageError
 
-__all__ = ["BlobStore"]
+__all__ = ["BlobStore", "GcReport"]
 
 # Hash and write in slices that stay in the CPU cache between the two passes.
 _CHUNK = 4 * 1024 * 1024
+# Python 3.13+ can map without keeping a file descriptor open per map.
+_NO_FD: dict[str, bool] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What a garbage collection removed: blobs, their bytes, temporary files."""
+
+    blobs: int
+    bytes: int
+    temporaries: int
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -70,12 +83,11 @@ class BlobStore:
                 os.close(fd)
             name = digest.hexdigest()
             final = self.path(name)
-            if final.exists() and final.stat().st_size == len(view):
-                os.unlink(tmp)  # already stored (same content)
-                os.utime(final)  # fresh again: gc must not take it before its record lands
-            else:
-                final.parent.mkdir(exist_ok=True)
-                os.replace(tmp, final)
+            final.parent.mkdir(exist_ok=True)
+            # Even when the same content is stored already: the new file is known
+            # good (an old one may be damaged) and fresh, so gc leaves it alone
+            # until the record that needs it lands. Readers keep their old map.
+            os.replace(tmp, final)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -84,11 +96,12 @@ class BlobStore:
             raise
         return str(name)
 
-    def open(self, name: str, size: int) -> mmap.mmap | bytearray:
-        """Map the blob copy-on-write (a writable, lazily loaded view of its bytes).
+    def open(self, name: str, size: int, *, map: bool = True) -> mmap.mmap | bytearray:
+        """The blob's bytes, writable: mapped copy-on-write (lazily), or read (``map=False``).
 
         Raises:
-            StateFormatError: the blob is missing or does not have ``size`` bytes.
+            StateFormatError: the blob is missing, does not have ``size`` bytes,
+                or cannot be read (for example, no file descriptor is free).
         """
         path = self.path(name)
         try:
@@ -103,7 +116,15 @@ class BlobStore:
                 raise StateFormatError(f"blob {name} has {actual} bytes, expected {size}")
             if size == 0:
                 return bytearray()
-            return mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+            if not map:
+                data = bytearray(size)
+                with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+                    if f.readinto(data) != size:
+                        raise StateFormatError(f"blob {name} changed while it was read")
+                return data
+            return mmap.mmap(fd, size, access=mmap.ACCESS_COPY, **_NO_FD)
+        except OSError as exc:
+            raise StateFormatError(f"cannot read blob {name}: {exc}") from exc
         finally:
             os.close(fd)
 
@@ -133,6 +154,24 @@ class BlobStore:
         except FileNotFoundError:
             return False
         return True
+
+    def collect(self, keep: set[str], *, min_age: float) -> GcReport:
+        """Delete the blobs not in ``keep`` and interrupted writes, older than ``min_age`` s.
+
+        A blob written (or reused, which refreshes its time) by a save whose
+        record has not landed yet is younger than ``min_age`` and stays.
+        """
+        now, count, freed = time.time(), 0, 0
+        for name in list(self.names()):
+            if name in keep:
+                continue
+            try:
+                stat = self.path(name).stat()
+            except FileNotFoundError:
+                continue
+            if now - stat.st_mtime >= min_age and self.delete(name):
+                count, freed = count + 1, freed + stat.st_size
+        return GcReport(count, freed, self.remove_stale_temporaries(min_age))
 
     def remove_stale_temporaries(self, min_age: float) -> int:
         """Delete temporary files left by interrupted writes, older than ``min_age`` seconds."""

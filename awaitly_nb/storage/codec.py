@@ -13,12 +13,11 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-import cloudpickle
 import xxhash
 
-from awaitly_nb.errors import SerializationError, StateFormatError
+from awaitly_nb.errors import StateFormatError
 from awaitly_nb.storage.blobs import BlobStore
-from awaitly_nb.storage.serialize import loads_value, versions
+from awaitly_nb.storage.serialize import dumps_value, loads_value, versions
 
 __all__ = [
     "INLINE_BUFFER_LIMIT",
@@ -35,6 +34,11 @@ INLINE_BUFFER_LIMIT = 64 * 1024
 """Buffers smaller than this stay inside the pickle stream."""
 INLINE_STREAM_LIMIT = 16 * 1024
 """Pickle streams up to this size stay in the index record; larger ones become blobs."""
+MAP_MIN = 1024 * 1024
+"""Blobs at least this big are memory-mapped; smaller ones are read (cheap, and no
+file descriptor stays open per buffer)."""
+MAX_MAPS = 64
+"""At most this many blobs of one value are mapped; the rest are read."""
 VERIFY_LIMIT = 64 * 1024 * 1024
 """Blobs are hash-checked on every load while their total size is at most this;
 bigger values are checked for size only (``verify`` checks everything)."""
@@ -57,13 +61,7 @@ def encode(value: Any, blobs: BlobStore) -> dict[str, Any]:
         buffers.append(raw)
         return False
 
-    try:
-        stream = cloudpickle.dumps(value, protocol=5, buffer_callback=out_of_band)
-    except Exception as exc:
-        raise SerializationError(
-            f"cannot serialise a value of type {type(value).__qualname__}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+    stream = dumps_value(value, buffer_callback=out_of_band)
     refs = [(blobs.put(raw), raw.nbytes) for raw in buffers]
     record: dict[str, Any] = {
         "format": RECORD_FORMAT,
@@ -127,7 +125,9 @@ def decode(record: Any, blobs: BlobStore, *, verify_limit: int = VERIFY_LIMIT) -
         raise StateFormatError("record is damaged: the pickle stream is not bytes")
     if xxhash.xxh3_128_hexdigest(stream) != record.get("stream_xxh3"):
         raise StateFormatError("record is damaged: the pickle stream's checksum does not match")
-    buffers = [blobs.open(name, size) for name, size in refs]
+    by_size = sorted(range(len(refs)), key=lambda i: -refs[i][1])
+    mapped = {i for i in by_size[:MAX_MAPS] if refs[i][1] >= MAP_MIN}
+    buffers = [blobs.open(name, size, map=i in mapped) for i, (name, size) in enumerate(refs)]
     if sum(size for _, size in refs) <= verify_limit:
         for (name, _), buffer in zip(refs, buffers, strict=True):
             if xxhash.xxh3_128_hexdigest(buffer) != name:

@@ -13,7 +13,8 @@ from typing import Any
 import diskcache
 
 from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError
-from awaitly_nb.storage.serialize import dumps_envelope, loads_envelope
+from awaitly_nb.storage import codec
+from awaitly_nb.storage.blobs import BlobStore, GcReport
 
 __all__ = ["FileCache", "create_file_cache"]
 
@@ -45,8 +46,9 @@ class FileCache:
 
     It implements awaitly's ``StepCache`` (``get``, ``set``, ``has``,
     ``delete``, ``clear``) and can be passed as ``create_workflow(cache=...)``.
-    Values are stored in a versioned cloudpickle envelope; an entry that cannot
-    be loaded (damaged, or written by another Python) is reported with a
+    Values are stored like notebook steps (:mod:`awaitly_nb.storage.codec`):
+    big arrays in blob files, mapped back lazily. An entry that cannot be
+    loaded (damaged, or written by another Python) is reported with a
     :class:`~awaitly_nb.errors.CacheWarning` and treated as absent. Entries
     older than ``ttl`` are absent too. Several processes may share one directory.
 
@@ -61,9 +63,10 @@ class FileCache:
         self.directory = Path(directory)
         self.ttl = ttl
         try:
-            self._cache = diskcache.Cache(str(self.directory))
+            self._cache = diskcache.Cache(str(self.directory), eviction_policy="none")
         except Exception as exc:
             raise StorageError(f"cannot open the file cache in {self.directory}: {exc}") from exc
+        self._blobs = BlobStore(self.directory / "blobs")
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value saved under ``key``, or ``default`` if absent, expired or unusable."""
@@ -71,7 +74,7 @@ class FileCache:
         if raw is _ENOVAL:
             return default
         try:
-            return loads_envelope(raw)
+            return codec.decode(raw, self._blobs)
         except StateFormatError as exc:
             warnings.warn(
                 f"cache entry {key!r} in {self.directory} cannot be used and is "
@@ -87,8 +90,8 @@ class FileCache:
         Raises:
             SerializationError: the value cannot be pickled; nothing is written.
         """
-        data = dumps_envelope(value)
-        self._cache.set(key, data, expire=self.ttl)
+        record = codec.encode(value, self._blobs)
+        self._cache.set(key, record, expire=self.ttl)
 
     def has(self, key: str) -> bool:
         """True if an unexpired entry is saved under ``key``."""
@@ -99,8 +102,19 @@ class FileCache:
         return bool(self._cache.delete(key))
 
     def clear(self) -> None:
-        """Remove every entry."""
+        """Remove every entry (and the blobs only they used)."""
         self._cache.clear()
+        self.gc(min_age=0)
+
+    def gc(self, *, min_age: float = 600.0) -> GcReport:
+        """Delete expired entries and the blob files no entry refers to."""
+        self._cache.expire()
+        keep = {
+            name
+            for key in self._cache.iterkeys()
+            for name in codec.blob_names(self._cache.get(key))
+        }
+        return self._blobs.collect(keep, min_age=min_age)
 
     def keys(self) -> Iterator[str]:
         """The keys saved (expired ones may still be listed until evicted)."""

@@ -22,7 +22,7 @@ import diskcache
 
 from awaitly_nb.errors import StateFormatError, StorageError
 from awaitly_nb.storage import codec
-from awaitly_nb.storage.blobs import BlobStore
+from awaitly_nb.storage.blobs import BlobStore, GcReport
 from awaitly_nb.storage.serialize import versions
 
 __all__ = ["MANIFEST_VERSION", "GcReport", "StepStore", "StoredStep"]
@@ -48,15 +48,6 @@ class StoredStep:
         return codec.decode(self.record, self.blobs)
 
 
-@dataclass(frozen=True)
-class GcReport:
-    """What :meth:`StepStore.gc` removed."""
-
-    blobs: int
-    bytes: int
-    temporaries: int
-
-
 class StepStore:
     """Saved steps in a directory (``.awaitly/`` by default): ``index/`` and ``blobs/``.
 
@@ -70,7 +61,8 @@ class StepStore:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         try:
-            self.index = diskcache.Cache(str(self.directory / "index"))
+            # Never evict: a saved step stays until it is forgotten.
+            self.index = diskcache.Cache(str(self.directory / "index"), eviction_policy="none")
         except Exception as exc:
             raise StorageError(f"cannot open the step store in {self.directory}: {exc}") from exc
         self.blobs = BlobStore(self.directory / "blobs")
@@ -156,22 +148,7 @@ class StepStore:
         Only files older than ``min_age`` seconds are removed, so a save in
         progress in another kernel keeps the blobs it is about to refer to.
         """
-        keep = self.referenced_blobs()
-        now, count, freed = time.time(), 0, 0
-        for name in list(self.blobs.names()):
-            if name in keep:
-                continue
-            path = self.blobs.path(name)
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue
-            # A blob written (or reused, which refreshes its time) by a save that
-            # has not landed yet is younger than min_age and stays.
-            if now - stat.st_mtime >= min_age and self.blobs.delete(name):
-                count, freed = count + 1, freed + stat.st_size
-        temporaries = self.blobs.remove_stale_temporaries(min_age)
-        return GcReport(blobs=count, bytes=freed, temporaries=temporaries)
+        return self.blobs.collect(self.referenced_blobs(), min_age=min_age)
 
     def verify(self) -> list[str]:
         """Check every saved step, reading all its blobs; return the problems found."""

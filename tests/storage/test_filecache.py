@@ -1,19 +1,23 @@
-"""create_file_cache: a persistent step cache that honours its TTL and survives damage."""
+"""create_file_cache: a persistent step cache that honours its TTL, keeps big values in
+memory-mapped blob files, and survives damage."""
 
 from __future__ import annotations
 
+import mmap
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import types
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import diskcache
+import numpy as np
 import pytest
 
 from awaitly_nb import (
@@ -25,7 +29,8 @@ from awaitly_nb import (
     create_file_cache,
     create_workflow,
 )
-from awaitly_nb.storage.serialize import dumps_envelope
+from awaitly_nb.storage import codec
+from awaitly_nb.storage.blobs import BlobStore, GcReport
 
 
 @pytest.fixture
@@ -239,20 +244,69 @@ def test_file_cache_survives_a_new_process(tmp_path: Path) -> None:
 # --- damaged and foreign entries -------------------------------------------------------------
 
 
+def blob_files(directory: Path) -> list[Path]:
+    """The blob files under a BlobStore directory (``ab/cdef...``), not its temporaries."""
+    if not directory.exists():
+        return []
+    return sorted(
+        file
+        for sub in directory.iterdir()
+        if sub.is_dir() and len(sub.name) == 2
+        for file in sub.iterdir()
+    )
+
+
+def memory_map_under(obj: Any) -> mmap.mmap | None:
+    """The mmap.mmap at the end of an array's ``base`` chain (through memoryviews), if any."""
+    for _ in range(50):
+        if isinstance(obj, mmap.mmap):
+            return obj
+        if obj is None:
+            return None
+        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
+    return None
+
+
+def big_array(seed: int = 0) -> np.ndarray:
+    """A float64 array well above the out-of-band threshold (160 KB)."""
+    return np.random.default_rng(seed).standard_normal(20_000)
+
+
+def _record_without(field: str) -> Any:
+    def make(directory: Path) -> Any:
+        record = codec.encode({"x": 1}, BlobStore(directory / "blobs"))
+        del record[field]
+        return record
+
+    return make
+
+
 @pytest.mark.parametrize(
-    ("raw", "reason"),
+    ("make", "reason"),
     [
-        (b"not an envelope at all", "magic"),
-        (dumps_envelope("x")[:-3], "truncated"),
-        (b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01.", "magic"),  # a bare pickle
+        (lambda d: b"not a record at all", "a bytes, not a dict"),
+        (lambda d: b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01.", "a bytes, not a dict"),
+        (lambda d: b"AWNB\x01\x10\x00\x00\x00{}", "a bytes, not a dict"),  # an old envelope
+        (lambda d: {"answer": 42}, "format None"),
+        (lambda d: {**codec.encode("x", BlobStore(d / "blobs")), "format": 1}, "format 1"),
+        (_record_without("stream"), "no pickle stream"),
+        (_record_without("buffers"), "bad buffer list"),
     ],
-    ids=["garbage", "truncated", "bare pickle"],
+    ids=[
+        "garbage",
+        "bare pickle",
+        "old envelope",
+        "foreign dict",
+        "old format",
+        "no stream",
+        "no buffer list",
+    ],
 )
 def test_foreign_or_corrupted_entry_is_a_miss_with_a_warning(
-    tmp_path: Path, raw: bytes, reason: str
+    tmp_path: Path, make: Any, reason: str
 ) -> None:
     with diskcache.Cache(str(tmp_path)) as raw_cache:
-        raw_cache.set("user:1", raw)
+        raw_cache.set("user:1", make(tmp_path))
     fn = Counted("recomputed")
     with create_file_cache(tmp_path) as cache:
         workflow = create_workflow(cache=cache)
@@ -268,11 +322,77 @@ def test_flipped_byte_in_a_stored_entry_is_detected(tmp_path: Path) -> None:
     with create_file_cache(tmp_path) as cache:
         cache.set("k", {"payload": list(range(50))})
     with diskcache.Cache(str(tmp_path)) as raw_cache:
-        data = bytearray(raw_cache.get("k"))
-        data[-10] ^= 0xFF
-        raw_cache.set("k", bytes(data))
+        record = raw_cache.get("k")
+        stream = bytearray(record["stream"])
+        stream[-10] ^= 0xFF
+        raw_cache.set("k", {**record, "stream": bytes(stream)})
     with create_file_cache(tmp_path) as cache, pytest.warns(CacheWarning, match="'k'.*checksum"):
         assert cache.get("k") is None
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+BLOB_DAMAGE = {
+    "flipped byte": (_flip, "is damaged"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:-8]), "bytes, expected"),
+    "deleted": (lambda p: p.unlink(), "is missing"),
+}
+
+
+def _save_big_step(directory: Path, fn: Counted) -> Path:
+    with create_file_cache(directory) as cache:
+        workflow = create_workflow(cache=cache)
+        np.testing.assert_array_equal(workflow(lambda step: step(fn, key="big")), fn.value)
+    assert fn.calls == 1
+    (blob,) = blob_files(directory / "blobs")
+    return blob
+
+
+@pytest.mark.parametrize("damage", list(BLOB_DAMAGE), ids=list(BLOB_DAMAGE))
+def test_damaged_blob_is_a_miss_with_a_warning_and_the_step_runs_again(
+    tmp_path: Path, damage: str
+) -> None:
+    spoil, reason = BLOB_DAMAGE[damage]
+    fn = Counted(big_array())
+    spoil(_save_big_step(tmp_path, fn))
+    events: list[Any] = []
+    with create_file_cache(tmp_path) as cache:
+        workflow = create_workflow(cache=cache, on_event=events.append)
+        with pytest.warns(CacheWarning, match=f"'big'.*blob .*{reason}"):
+            value = workflow(lambda step: step(fn, key="big"))
+    np.testing.assert_array_equal(value, fn.value, strict=True)
+    assert fn.calls == 2
+    assert "step_cache_miss" in [e.type for e in events]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(
+            "flipped byte",
+        ),
+        "truncated",
+        "deleted",
+    ],
+)
+def test_the_recomputed_step_repairs_a_damaged_blob(tmp_path: Path, damage: str) -> None:
+    spoil, _ = BLOB_DAMAGE[damage]
+    fn = Counted(big_array())
+    spoil(_save_big_step(tmp_path, fn))
+    with create_file_cache(tmp_path) as cache:
+        workflow = create_workflow(cache=cache)
+        with pytest.warns(CacheWarning):
+            workflow(lambda step: step(fn, key="big"))
+        assert fn.calls == 2
+    with create_file_cache(tmp_path) as cache, warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        value = create_workflow(cache=cache)(lambda step: step(fn, key="big"))
+    np.testing.assert_array_equal(value, fn.value, strict=True)
+    assert fn.calls == 2  # a hit: the saved entry is good again
 
 
 def test_entry_referring_to_a_missing_module_is_a_miss_and_the_step_runs_again(
@@ -294,7 +414,10 @@ def test_entry_referring_to_a_missing_module_is_a_miss_and_the_step_runs_again(
 def test_foreign_non_bytes_entry_is_a_miss_with_a_warning(tmp_path: Path) -> None:
     with diskcache.Cache(str(tmp_path)) as raw_cache:
         raw_cache.set("k", "a str written by another tool")
-    with create_file_cache(tmp_path) as cache, pytest.warns(CacheWarning, match="'k'"):
+    with (
+        create_file_cache(tmp_path) as cache,
+        pytest.warns(CacheWarning, match="'k'.*a str, not a dict"),
+    ):
         assert cache.get("k") is None
 
 
@@ -334,3 +457,58 @@ def test_repr_names_directory_and_ttl(tmp_path: Path) -> None:
     with create_file_cache(tmp_path, ttl=5) as cache:
         assert str(tmp_path) in repr(cache)
         assert "ttl=5.0" in repr(cache)
+
+
+# --- big values: blob files, memory maps, gc -------------------------------------------------
+
+
+def test_a_big_array_survives_a_new_cache_object_and_is_memory_mapped(tmp_path: Path) -> None:
+    array = np.random.default_rng(0).standard_normal(200_000)  # 1.6 MB: memory-mapped
+    with create_file_cache(tmp_path) as cache:
+        cache.set("big", {"array": array})
+    (blob,) = blob_files(tmp_path / "blobs")
+    assert blob.stat().st_size == array.nbytes
+    with create_file_cache(tmp_path) as cache:
+        loaded = cache.get("big")["array"]
+    np.testing.assert_array_equal(loaded, array, strict=True)
+    assert isinstance(memory_map_under(loaded), mmap.mmap)
+    assert loaded.flags.writeable
+    loaded[:] = 0.0
+    assert blob.read_bytes() == array.tobytes()  # copy-on-write: the file is untouched
+    with create_file_cache(tmp_path) as cache:
+        np.testing.assert_array_equal(cache.get("big")["array"], array, strict=True)
+
+
+def test_gc_removes_the_blobs_of_overwritten_and_deleted_entries(tmp_path: Path) -> None:
+    old, new, kept = big_array(1), big_array(2), big_array(3)
+    with create_file_cache(tmp_path) as cache:
+        cache.set("k", old)
+        cache.set("other", kept)
+        cache.set("k", new)
+        assert len(blob_files(tmp_path / "blobs")) == 3
+        assert cache.gc(min_age=3600) == GcReport(blobs=0, bytes=0, temporaries=0)  # fresh
+        assert cache.gc(min_age=0) == GcReport(blobs=1, bytes=old.nbytes, temporaries=0)
+        np.testing.assert_array_equal(cache.get("k"), new, strict=True)
+        cache.delete("other")
+        assert cache.gc(min_age=0).blobs == 1
+        assert [p.read_bytes() for p in blob_files(tmp_path / "blobs")] == [new.tobytes()]
+        np.testing.assert_array_equal(cache.get("k"), new, strict=True)
+
+
+def test_clear_removes_the_blob_files(tmp_path: Path) -> None:
+    with create_file_cache(tmp_path) as cache:
+        cache.set("a", big_array(1))
+        cache.set("b", [big_array(2), [str(i) for i in range(10_000)]])
+        assert len(blob_files(tmp_path / "blobs")) == 3
+        cache.clear()
+        assert blob_files(tmp_path / "blobs") == []
+        assert len(cache) == 0
+
+
+def test_gc_removes_the_blobs_of_expired_entries(tmp_path: Path) -> None:
+    with create_file_cache(tmp_path, ttl=0.2) as cache:
+        cache.set("k", big_array())
+        time.sleep(0.4)
+        assert cache.gc(min_age=0).blobs == 1
+        assert blob_files(tmp_path / "blobs") == []
+        assert list(cache.keys()) == []  # the expired entry left the index too

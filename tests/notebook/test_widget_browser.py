@@ -1,0 +1,149 @@
+"""The status widget in a real browser: JupyterLab on 127.0.0.1, driven by Playwright.
+
+Uses Debian's Chromium (``/usr/bin/chromium``; ``.ci/run`` installs it) and
+never downloads a browser. A screenshot is kept in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+pytestmark = pytest.mark.timeout(300)
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+if not os.path.exists(CHROMIUM):
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A JupyterLab server on 127.0.0.1 with a token, isolated in tmp_path."""
+    root = tmp_path / "root"
+    root.mkdir()
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "AWAITLY_NB_DIR": str(tmp_path / "store"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
+    log = (tmp_path / "lab.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+            "--ServerApp.allow_root=True",  # CI runs as root
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()
+                    ) from None
+                time.sleep(0.5)
+        yield f"{base}/lab/tree/%s?token={token}", root
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def test_status_widget_shows_both_steps_complete(lab: tuple[str, Path]) -> None:
+    url, root = lab
+    cells = [
+        "%load_ext awaitly_nb",
+        "%%step key=load:1\nx = 41\nprint('loaded')",
+        "%%step key=fit:1\ny = x + 1",
+        "%steps",
+    ]
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, root / "status.ipynb")
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url % "status.ipynb")
+            page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
+            page.locator(".jp-Notebook .jp-Cell").first.click()
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+
+            # Scope to the output area: the cell's source also contains the keys.
+            widget = page.locator(".jp-OutputArea-output .awaitly-nb-status")
+            widget.wait_for(timeout=180_000)
+            rows = widget.locator(".awaitly-nb-step")
+            script = (
+                "n => document.querySelectorAll('.awaitly-nb-status .awaitly-nb-step').length == n"
+            )
+            page.wait_for_function(script, arg=2, timeout=60_000)
+            texts = [rows.nth(i).inner_text() for i in range(rows.count())]
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "status-widget.png"), full_page=True)
+        finally:
+            browser.close()
+
+    assert len(texts) == 2
+    load, fit = texts
+    assert "load:1" in load and "complete" in load and "x" in load
+    assert "fit:1" in fit and "complete" in fit and "y" in fit
+    assert (ARTIFACTS / "status-widget.png").stat().st_size > 10_000
