@@ -27,7 +27,7 @@ from awaitly_nb.core.events import (
     WorkflowSuccess,
 )
 from awaitly_nb.core.persistence import StatePersistence, create_state_persistence
-from awaitly_nb.core.session import configure
+from awaitly_nb.core.session import configure, gc
 from awaitly_nb.core.state import (
     StepEntry,
     StepMeta,
@@ -82,6 +82,7 @@ __all__ = [
     "create_state_persistence",
     "create_step_collector",
     "create_workflow",
+    "gc",
     "is_step_complete",
     "parse_state",
     "status_widget",

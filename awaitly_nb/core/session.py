@@ -29,9 +29,10 @@ from awaitly_nb.core.keys import validate_key
 from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.status import StatusTracker, StepStatus
 from awaitly_nb.errors import CacheWarning, StateFormatError
+from awaitly_nb.storage.blobs import GcReport
 from awaitly_nb.storage.store import StepStore
 
-__all__ = ["Lookup", "Session", "configure", "get_session"]
+__all__ = ["Lookup", "Session", "configure", "gc", "get_session"]
 
 ENV_DIR = "AWAITLY_NB_DIR"
 DEFAULT_DIR = ".awaitly"
@@ -248,6 +249,22 @@ class Session:
         """Every step of the current workflow: saved ones and those seen this session."""
         workflow = self.workflow_id()
         return self.tracker.rows(workflow, self.store.manifests(workflow))
+
+
+def gc(*, min_age: float = 600.0) -> GcReport:
+    """Delete the blob files no saved step refers to (in the current store).
+
+    Forgetting a step, or saving it again with new values, leaves its old
+    blobs behind; this reclaims them. Files younger than ``min_age`` seconds
+    stay, so a save in progress in another kernel is safe.
+
+    >>> import tempfile
+    >>> _ = configure(dir=tempfile.mkdtemp())
+    >>> gc(min_age=0).blobs
+    0
+    >>> _ = configure(dir=None)
+    """
+    return _SESSION.store.gc(min_age=min_age)
 
 
 def _meta(manifest: dict[str, Any]) -> StepMeta:
