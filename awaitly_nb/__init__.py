@@ -44,8 +44,10 @@ from awaitly_nb.errors import (
     SerializationError,
     StateFormatError,
     StorageError,
+    TrustError,
 )
 from awaitly_nb.notebook.block import step
+from awaitly_nb.sharing.state import export_state, import_state
 from awaitly_nb.storage.adapters import DiskCacheAdapter, MemoryAdapter
 from awaitly_nb.storage.filecache import FileCache, create_file_cache
 
@@ -71,6 +73,7 @@ __all__ = [
     "StepStart",
     "StepSuccess",
     "StorageError",
+    "TrustError",
     "Workflow",
     "WorkflowError",
     "WorkflowStart",
@@ -82,7 +85,9 @@ __all__ = [
     "create_state_persistence",
     "create_step_collector",
     "create_workflow",
+    "export_state",
     "gc",
+    "import_state",
     "is_step_complete",
     "parse_state",
     "status_widget",

@@ -15,6 +15,7 @@ __all__ = [
     "SerializationError",
     "StateFormatError",
     "StorageError",
+    "TrustError",
 ]
 
 
@@ -36,6 +37,10 @@ class SerializationError(AwaitlyError, TypeError):
 
 class InvalidKeyError(AwaitlyError, ValueError):
     """A step key is not a non-empty string without NUL characters."""
+
+
+class TrustError(AwaitlyError):
+    """A bundle is not signed with the team key, and was not explicitly trusted."""
 
 
 class CacheWarning(UserWarning):

@@ -191,7 +191,7 @@ class Session:
         fingerprint: str | None,
         duration_ms: float,
         kind: str,
-        variables: list[str] | None = None,
+        variables: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Save a finished step; raises SerializationError if the payload cannot be saved."""
         workflow = self.workflow_id()
@@ -201,7 +201,9 @@ class Session:
             {
                 "kind": kind,
                 "fingerprint": fingerprint,
-                "variables": sorted(variables or []),
+                "variables": sorted(variables or {}),
+                "types": {n: type(v).__qualname__ for n, v in (variables or {}).items()},
+                "nbytes": {n: _nbytes(v) for n, v in (variables or {}).items()},
                 "duration_ms": duration_ms,
                 "saved_at": time.time(),
             },
@@ -224,7 +226,7 @@ class Session:
         workflow = self.workflow_id()
         forgotten = self.store.delete(workflow, validate_key(key))
         self.tracker.forgot(workflow, key)
-        self._changed()
+        self.notify_changed()
         return forgotten
 
     def clear(self) -> int:
@@ -234,10 +236,11 @@ class Session:
         count = self.store.clear(workflow)
         for key in keys:
             self.tracker.forgot(workflow, key)
-        self._changed()
+        self.notify_changed()
         return count
 
-    def _changed(self) -> None:
+    def notify_changed(self) -> None:
+        """Tell ``on_change`` callbacks (the widget) that saved steps changed."""
         for callback in list(self.on_change):
             callback()
 
@@ -265,6 +268,21 @@ def gc(*, min_age: float = 600.0) -> GcReport:
     >>> _ = configure(dir=None)
     """
     return _SESSION.store.gc(min_age=min_age)
+
+
+def _nbytes(value: Any) -> int:
+    """Memory a value holds, cheaply: arrays' ``nbytes``, frames' columns, else shallow size."""
+    try:
+        nbytes = getattr(value, "nbytes", None)
+        if isinstance(nbytes, int):
+            return nbytes
+        usage = getattr(value, "memory_usage", None)
+        if callable(usage):
+            total = usage(index=True, deep=False)
+            return int(total.sum()) if hasattr(total, "sum") else int(total)
+    except Exception:
+        pass
+    return sys.getsizeof(value, 0)
 
 
 def _meta(manifest: dict[str, Any]) -> StepMeta:

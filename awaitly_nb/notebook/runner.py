@@ -262,7 +262,7 @@ def save_step(
                 fingerprint=fingerprint,
                 duration_ms=duration_ms,
                 kind=kind,
-                variables=list(variables),
+                variables=variables,
             )
             return True
         except SerializationError as exc:

@@ -96,6 +96,21 @@ class BlobStore:
             raise
         return str(name)
 
+    def stage(self) -> tuple[int, Path]:
+        """A new temporary file for a blob being received: ``(fd, path)``; see :meth:`adopt`."""
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="import-")
+        except OSError as exc:
+            raise StorageError(f"cannot write to {self.directory}: {exc}") from exc
+        return fd, Path(tmp)
+
+    def adopt(self, staged: Path, name: str) -> None:
+        """Move a staged file, already checked to hold the blob ``name``, into place."""
+        final = self.path(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, final)
+
     def open(self, name: str, size: int, *, map: bool = True) -> mmap.mmap | bytearray:
         """The blob's bytes, writable: mapped copy-on-write (lazily), or read (``map=False``).
 

@@ -98,7 +98,7 @@ class StepStore:
 
     def manifests(self, workflow: str | None = None) -> list[dict[str, Any]]:
         """Manifests of the saved steps (of one workflow, or all), oldest first."""
-        found = [entry.manifest for _, entry in self._entries(workflow)]
+        found = [entry.manifest for _, entry in self.entries(workflow)]
         return sorted(found, key=lambda m: (m.get("saved_at", 0.0), str(m.get("key", ""))))
 
     def workflows(self) -> list[str]:
@@ -129,6 +129,15 @@ class StepStore:
             raise StorageError(f"cannot save step {key!r} in {self.directory}: {exc}") from exc
         return stored
 
+    def put_record(
+        self, workflow: str, key: str, manifest: dict[str, Any], record: dict[str, Any]
+    ) -> None:
+        """Write an index record whose blobs are already in place (an import)."""
+        try:
+            self.index.set((_STEP, workflow, key), {"manifest": manifest, "value": record})
+        except OSError as exc:
+            raise StorageError(f"cannot save step {key!r} in {self.directory}: {exc}") from exc
+
     def delete(self, workflow: str, key: str) -> bool:
         """Forget a step; True if it was saved. Its blobs go at the next :meth:`gc`."""
         return bool(self.index.delete((_STEP, workflow, key)))
@@ -140,7 +149,7 @@ class StepStore:
     # --- housekeeping ------------------------------------------------------
     def referenced_blobs(self) -> set[str]:
         """Every blob some saved step needs."""
-        return {name for _, entry in self._entries(None) for name in codec.blob_names(entry.record)}
+        return {name for _, entry in self.entries(None) for name in codec.blob_names(entry.record)}
 
     def gc(self, *, min_age: float = 600.0) -> GcReport:
         """Delete blobs no step refers to, and leftovers of interrupted writes.
@@ -153,7 +162,7 @@ class StepStore:
     def verify(self) -> list[str]:
         """Check every saved step, reading all its blobs; return the problems found."""
         problems = []
-        for (_, workflow, key), entry in self._entries(None):
+        for (_, workflow, key), entry in self.entries(None):
             try:
                 codec.decode(entry.record, self.blobs, verify_limit=2**63)
             except StateFormatError as exc:
@@ -185,7 +194,10 @@ class StepStore:
             ):
                 yield k
 
-    def _entries(self, workflow: str | None) -> Iterator[tuple[tuple[str, str, str], StoredStep]]:
+    def entries(
+        self, workflow: str | None = None
+    ) -> Iterator[tuple[tuple[str, str, str], StoredStep]]:
+        """Every saved step (of one workflow, or all) as ``(("step", workflow, key), entry)``."""
         for k in list(self._keys(workflow)):
             entry = self.entry(k[1], k[2])
             if entry is not None:

@@ -1,0 +1,1 @@
+"""Sharing state with teammates: portable bundles (export/import) and their signing."""

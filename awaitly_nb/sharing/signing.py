@@ -1,0 +1,51 @@
+"""Team keys: bundles signed with HMAC-SHA256 are trusted by whoever holds the same key.
+
+Loading a saved step unpickles it, and unpickling runs code; so an import
+accepts a bundle only if it is signed with the team key, or if the user says
+they trust it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+from awaitly_nb.errors import AwaitlyError
+
+__all__ = ["ENV_KEY", "load_key", "sign", "signature_matches"]
+
+ENV_KEY = "AWAITLY_NB_KEY"
+
+
+def load_key(key_file: str | os.PathLike[str] | None = None) -> bytes | None:
+    """The team key: from ``key_file`` if given, else ``$AWAITLY_NB_KEY``, else None.
+
+    Raises:
+        AwaitlyError: the key file cannot be read or is empty.
+    """
+    if key_file is not None:
+        try:
+            key = Path(key_file).read_bytes().strip()
+        except OSError as exc:
+            raise AwaitlyError(f"cannot read the key file {key_file}: {exc}") from exc
+        if not key:
+            raise AwaitlyError(f"the key file {key_file} is empty")
+        return key
+    env = os.environ.get(ENV_KEY, "").strip()
+    return env.encode() if env else None
+
+
+def sign(data: bytes, key: bytes) -> str:
+    """The HMAC-SHA256 of ``data`` under ``key``, hex.
+
+    >>> sign(b"manifest", b"team-key") == sign(b"manifest", b"team-key")
+    True
+    """
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def signature_matches(data: bytes, signature: str | None, key: bytes) -> bool:
+    """True if ``signature`` is ``data`` signed with ``key`` (compared in constant time)."""
+    return signature is not None and hmac.compare_digest(sign(data, key), signature)

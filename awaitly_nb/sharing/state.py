@@ -1,0 +1,109 @@
+"""``export_state`` / ``import_state``: the notebook store's steps as one bundle file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from awaitly_nb.core.session import get_session
+from awaitly_nb.sharing.bundle import BundleReport, Progress, export_bundle, import_bundle
+from awaitly_nb.sharing.signing import load_key
+
+__all__ = ["export_state", "import_state"]
+
+PROGRESS_MIN_BYTES = 64 * 1024 * 1024
+"""Bundles with at least this many blob bytes show a progress bar."""
+
+
+@contextmanager
+def progress_bar(total: int, what: str, show: bool | None) -> Iterator[Progress | None]:
+    """A tqdm bar over ``total`` bytes (shown if ``show``, or if None and the bundle is big)."""
+    if show is False or (show is None and total < PROGRESS_MIN_BYTES):
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what) as bar:
+        yield bar.update
+
+
+def _blob_bytes(entries: Iterable[Any]) -> int:
+    sizes: dict[str, int] = {}
+    for entry in entries:
+        record = entry.record
+        for name, size in record.get("buffers", ()):
+            sizes[name] = size
+        if record.get("stream_ref"):
+            sizes[record["stream_ref"][0]] = record["stream_ref"][1]
+    return sum(sizes.values())
+
+
+def export_state(
+    path: str | os.PathLike[str],
+    *,
+    workflow: str | None = None,
+    keys: Iterable[str] | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> BundleReport:
+    """Write saved steps to one bundle file for a teammate.
+
+    Args:
+        path: the bundle file to write (``.awnb`` by convention).
+        workflow: only this workflow's steps (default: every workflow in the store).
+        keys: only these keys.
+        key_file: the team key to sign with (default: ``$AWAITLY_NB_KEY``; no key:
+            unsigned, and the importer must pass ``trust=True``).
+        progress: show a progress bar (default: for bundles over 64 MB).
+
+    >>> import tempfile, awaitly_nb
+    >>> tmp = tempfile.mkdtemp()
+    >>> _ = awaitly_nb.configure(dir=tmp + "/a", workflow="doc")
+    >>> awaitly_nb.step(lambda: 41 + 1, key="answer")
+    42
+    >>> export_state(tmp + "/state.awnb").steps
+    [('doc', 'answer')]
+    >>> _ = awaitly_nb.configure(dir=tmp + "/b")
+    >>> import_state(tmp + "/state.awnb", trust=True).steps
+    [('doc', 'answer')]
+    >>> awaitly_nb.step(lambda: 0, key="answer", pin=True)  # restored, not run
+    42
+    >>> _ = awaitly_nb.configure(dir=None, workflow=None)
+    """
+    store = get_session().store
+    key = load_key(key_file)
+    wanted = None if keys is None else set(keys)
+    entries = [e for (_, _, k), e in store.entries(workflow) if wanted is None or k in wanted]
+    with progress_bar(_blob_bytes(entries), "export", progress) as bar:
+        return export_bundle(store, path, workflow=workflow, keys=wanted, key=key, progress=bar)
+
+
+def import_state(
+    path: str | os.PathLike[str],
+    *,
+    trust: bool = False,
+    key_file: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> BundleReport:
+    """Import a bundle's steps into the store; they then restore like your own.
+
+    A bundle signed with the team key (``key_file`` or ``$AWAITLY_NB_KEY``) is
+    accepted; any other needs ``trust=True``, because restoring a step
+    unpickles it, which runs code. Every checksum is verified first: a
+    tampered or truncated bundle is refused and nothing is imported. Steps
+    written by another Python or library version import with a warning and run
+    again if they cannot be loaded.
+
+    Raises:
+        TrustError: the bundle is not signed with the team key and ``trust`` is false.
+        StateFormatError: the bundle is damaged; nothing was imported.
+    """
+    session = get_session()
+    key = load_key(key_file)
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    with progress_bar(size, "import", progress) as bar:
+        report = import_bundle(session.store, path, trust=trust, key=key, progress=bar)
+    session.notify_changed()
+    return report
