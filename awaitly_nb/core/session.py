@@ -30,11 +30,13 @@ from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.status import StatusTracker, StepStatus
 from awaitly_nb.errors import CacheWarning, StateFormatError
 from awaitly_nb.storage.blobs import GcReport
+from awaitly_nb.storage.shared import open_shared_store
 from awaitly_nb.storage.store import StepStore
 
 __all__ = ["Lookup", "Session", "configure", "gc", "get_session"]
 
 ENV_DIR = "AWAITLY_NB_DIR"
+ENV_STORE = "AWAITLY_NB_STORE"
 DEFAULT_DIR = ".awaitly"
 
 Status = Literal["hit", "miss", "stale", "forced", "unreadable"]
@@ -74,13 +76,15 @@ class Session:
     """Where steps are saved and under which workflow; see :func:`configure`."""
 
     directory: Path | None = None
+    shared: str | None = None
+    """A shared store's URL (Redis or fsspec); None keeps steps in ``directory`` only."""
     workflow: str | None = None
     workflow_detector: Callable[[], str | None] | None = None
     listeners: list[Callable[[Event], Any]] = field(default_factory=list)
     tracker: StatusTracker = field(default_factory=StatusTracker)
     on_change: list[Callable[[], Any]] = field(default_factory=list)
     """Called after steps are forgotten or cleared (events cover the rest)."""
-    _stores: dict[Path, StepStore] = field(default_factory=dict, repr=False)
+    _stores: dict[tuple[Path, str | None], StepStore] = field(default_factory=dict, repr=False)
 
     # --- where -------------------------------------------------------------
     def resolved_directory(self) -> Path:
@@ -91,10 +95,17 @@ class Session:
 
     @property
     def store(self) -> StepStore:
+        """The store in use: local, or shared (its blobs cached in the local directory)."""
         directory = self.resolved_directory()
-        store = self._stores.get(directory)
+        shared = self.shared or os.environ.get(ENV_STORE) or None
+        where = (directory, shared)
+        store = self._stores.get(where)
         if store is None:
-            store = self._stores[directory] = StepStore(directory)
+            if shared is None:
+                store = StepStore(directory)
+            else:
+                store = open_shared_store(shared, directory / "shared-cache")
+            self._stores[where] = store
         return store
 
     def workflow_id(self) -> str:
@@ -303,7 +314,7 @@ def get_session() -> Session:
 _UNSET: Any = object()
 
 
-def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET) -> Session:
+def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET, store: Any = _UNSET) -> Session:
     """Choose where notebook steps are saved and the workflow they belong to.
 
     Only the settings given change; pass None to go back to the default.
@@ -311,6 +322,10 @@ def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET) -> Session:
     Args:
         dir: the store directory (default ``$AWAITLY_NB_DIR`` or ``./.awaitly``).
         workflow: the workflow id (default: the notebook's file name, else ``default``).
+        store: a shared store to use instead of the local one (default
+            ``$AWAITLY_NB_STORE``): ``redis://host:6379/0`` or an fsspec URL
+            (``s3://bucket/team``, ``file:///shared/steps``, ``memory://name``).
+            Blobs are cached in ``dir``.
 
     >>> import tempfile
     >>> session = configure(dir=tempfile.mkdtemp(), workflow="analysis.ipynb")
@@ -327,4 +342,12 @@ def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET) -> Session:
             raise TypeError(f"dir must be a path, got {type(dir).__name__}")
         _SESSION.directory = None if dir is None else Path(dir).absolute()
         _SESSION.tracker = StatusTracker()  # another store: what this session saw is elsewhere
+    if store is not _UNSET:
+        if store is not None and (not isinstance(store, str) or "://" not in store):
+            raise ValueError(
+                f"store= takes a URL such as redis://127.0.0.1:6379/0 or s3://bucket/path, "
+                f"got {store!r}; for a local folder use dir="
+            )
+        _SESSION.shared = store
+        _SESSION.tracker = StatusTracker()
     return _SESSION

@@ -16,8 +16,6 @@ them into place and write the index records. Nothing is unpickled on import.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import getpass
 import hashlib
@@ -37,6 +35,7 @@ import xxhash
 
 from awaitly_nb.errors import AwaitlyError, CacheWarning, StateFormatError, TrustError
 from awaitly_nb.sharing.signing import sign, signature_matches
+from awaitly_nb.storage.codec import record_from_json, record_to_json
 from awaitly_nb.storage.serialize import versions
 from awaitly_nb.storage.store import StepStore
 
@@ -77,28 +76,6 @@ def _creator() -> str:
     except Exception:
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-def _json_record(record: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in record.items() if k != "stream"}
-    stream = record.get("stream")
-    if stream is not None:
-        out["stream_b64"] = base64.b64encode(stream).decode("ascii")
-        out["stream_sha256"] = hashlib.sha256(stream).hexdigest()
-    return out
-
-
-def _record_from_json(data: dict[str, Any], where: str) -> dict[str, Any]:
-    record = {k: v for k, v in data.items() if k not in ("stream_b64", "stream_sha256")}
-    if "stream_b64" in data:
-        try:
-            stream = base64.b64decode(str(data["stream_b64"]).encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError) as exc:
-            raise StateFormatError(f"bundle is damaged: {where}: bad inline stream") from exc
-        if hashlib.sha256(stream).hexdigest() != data.get("stream_sha256"):
-            raise StateFormatError(f"bundle is damaged: {where}: inline stream checksum mismatch")
-        record["stream"] = stream
-    return record
 
 
 class _HashingReader(io.RawIOBase):
@@ -160,7 +137,7 @@ def export_bundle(
                 "workflow": wf,
                 "key": k,
                 "manifest": entry.manifest,
-                "record": _json_record(entry.record),
+                "record": record_to_json(entry.record),
             }
             for wf, k, entry in entries
         ],
@@ -171,7 +148,7 @@ def export_bundle(
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             for name, size in sorted(blob_sizes.items()):
                 try:
-                    f = open(store.blobs.path(name), "rb")  # noqa: SIM115 - closed below
+                    f = open(store.blobs.ensure(name, size), "rb")  # noqa: SIM115 - closed below
                 except FileNotFoundError:
                     raise AwaitlyError(
                         f"blob {name} is missing from the store; run verify"
@@ -297,7 +274,7 @@ def _checked_steps(
             raise StateFormatError(f"bundle {path} is damaged: step {i} has a bad key")
         if not isinstance(m, dict) or not isinstance(r, dict):
             raise StateFormatError(f"bundle {path} is damaged: step {k!r} lacks its record")
-        record = _record_from_json(r, f"step {k!r}")
+        record = record_from_json(r, f"bundle {path} is damaged: step {k!r}")
         try:
             refs = _blob_refs(record)
         except (TypeError, ValueError) as exc:

@@ -8,13 +8,16 @@ mapping of functions with the same names works, sync or async.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import os
+import uuid
 from pathlib import Path
+from typing import Any
 
 import diskcache
 
-__all__ = ["DiskCacheAdapter", "MemoryAdapter"]
+__all__ = ["DiskCacheAdapter", "FsspecAdapter", "MemoryAdapter", "RedisAdapter"]
 
 
 class MemoryAdapter:
@@ -85,3 +88,125 @@ class DiskCacheAdapter:
 
     def close(self) -> None:
         self.cache.close()
+
+
+class RedisAdapter:
+    """An adapter on a Redis server (redis-py): share states and steps with a team.
+
+    Args:
+        url: ``redis://host:port/db`` (or ``rediss://``, ``unix://``), or a
+            ready ``redis.Redis`` client.
+        prefix: put before every key, to share one database between projects.
+
+    Values come back as ``bytes``; keys are listed with ``SCAN`` (never ``KEYS``).
+    """
+
+    def __init__(self, url: Any, *, prefix: str = "") -> None:
+        self.client: Any
+        if isinstance(url, str):
+            try:
+                import redis
+            except ImportError as exc:  # pragma: no cover - an optional dependency
+                raise ImportError("RedisAdapter needs redis-py: pip install redis") from exc
+            self.client = redis.Redis.from_url(url)
+            self.url = url
+        else:
+            self.client, self.url = url, repr(url)
+        self.prefix = prefix
+
+    def get(self, key: str) -> bytes | None:
+        value = self.client.get(self.prefix + key)
+        return None if value is None else bytes(value)
+
+    def set(self, key: str, value: str | bytes) -> None:
+        self.client.set(self.prefix + key, value)
+
+    def delete(self, key: str) -> bool:
+        return bool(self.client.delete(self.prefix + key))
+
+    def exists(self, key: str) -> bool:
+        return bool(self.client.exists(self.prefix + key))
+
+    def keys(self, pattern: str) -> list[str]:
+        size = len(self.prefix)
+        found = self.client.scan_iter(match=_redis_escape(self.prefix) + pattern, count=1000)
+        return sorted((k.decode() if isinstance(k, bytes) else str(k))[size:] for k in found)
+
+    def __repr__(self) -> str:
+        return f"RedisAdapter({self.url!r})"
+
+
+def _redis_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class FsspecAdapter:
+    """An adapter on any fsspec file system: ``file://``, ``memory://``, ``s3://``, ``gs://``...
+
+    Each key is one file under the URL's folder; its name is the key encoded
+    (URL-safe base64), so any key is a safe file name and nothing escapes the
+    folder. Writes go to a temporary name first where the file system allows.
+
+    >>> adapter = FsspecAdapter("memory://awaitly-doctest")
+    >>> adapter.set("workflow:state:wf-1", "{}")
+    >>> adapter.keys("workflow:state:*"), adapter.get("workflow:state:wf-1")
+    (['workflow:state:wf-1'], b'{}')
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        try:
+            import fsspec
+        except ImportError as exc:  # pragma: no cover - an optional dependency
+            raise ImportError("FsspecAdapter needs fsspec: pip install fsspec") from exc
+        self.url = url
+        self.fs, root = fsspec.core.url_to_fs(url, **options)
+        self.root = root.rstrip("/")
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def _path(self, key: str) -> str:
+        name = base64.urlsafe_b64encode(key.encode("utf-8", "surrogatepass")).decode("ascii")
+        return f"{self.root}/k-{name}"
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(self._path(key)))
+        except FileNotFoundError:
+            return None
+
+    def set(self, key: str, value: str | bytes) -> None:
+        data = value.encode() if isinstance(value, str) else bytes(value)
+        path = self._path(key)
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        if "file" in protocols:  # a local rename is atomic: readers never see half a file
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            self.fs.pipe_file(tmp, data)
+            self.fs.mv(tmp, path)
+        else:  # object stores write whole objects
+            self.fs.pipe_file(path, data)
+
+    def delete(self, key: str) -> bool:
+        try:
+            self.fs.rm_file(self._path(key))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self._path(key)))
+
+    def keys(self, pattern: str) -> list[str]:
+        found = []
+        for path in self.fs.ls(self.root, detail=False):
+            name = str(path).rstrip("/").rsplit("/", 1)[-1]
+            if not name.startswith("k-") or ".tmp-" in name:
+                continue
+            try:
+                key = base64.urlsafe_b64decode(name[2:]).decode("utf-8", "surrogatepass")
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if fnmatch.fnmatchcase(key, pattern):
+                found.append(key)
+        return sorted(found)
+
+    def __repr__(self) -> str:
+        return f"FsspecAdapter({self.url!r})"

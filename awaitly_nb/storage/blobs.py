@@ -96,6 +96,10 @@ class BlobStore:
             raise
         return str(name)
 
+    def ensure(self, name: str, size: int) -> Path:
+        """The local file of a blob (a shared store first fetches it)."""
+        return self.path(name)
+
     def stage(self) -> tuple[int, Path]:
         """A new temporary file for a blob being received: ``(fd, path)``; see :meth:`adopt`."""
         try:

@@ -10,6 +10,9 @@ becomes a blob too. Loading maps the blobs copy-on-write, so restoring a
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import pickle
 from typing import Any
 
@@ -27,6 +30,8 @@ __all__ = [
     "blob_names",
     "decode",
     "encode",
+    "record_from_json",
+    "record_to_json",
 ]
 
 RECORD_FORMAT = 2
@@ -134,3 +139,31 @@ def decode(record: Any, blobs: BlobStore, *, verify_limit: int = VERIFY_LIMIT) -
                 raise StateFormatError(f"blob {name} is damaged: its content does not match")
     versions_ = record.get("versions")
     return loads_value(stream, versions_ if isinstance(versions_, dict) else None, buffers)
+
+
+def record_to_json(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as JSON-able data (its inline stream base64, with a SHA-256), for sharing."""
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in record.items() if k != "stream"}
+    stream = record.get("stream")
+    if stream is not None:
+        out["stream_b64"] = base64.b64encode(stream).decode("ascii")
+        out["stream_sha256"] = hashlib.sha256(stream).hexdigest()
+    return out
+
+
+def record_from_json(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The inverse of :func:`record_to_json`.
+
+    Raises:
+        StateFormatError: the inline stream is not base64 or fails its checksum.
+    """
+    record = {k: v for k, v in data.items() if k not in ("stream_b64", "stream_sha256")}
+    if "stream_b64" in data:
+        try:
+            stream = base64.b64decode(str(data["stream_b64"]).encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError) as exc:
+            raise StateFormatError(f"{where}: the inline stream is not base64") from exc
+        if hashlib.sha256(stream).hexdigest() != data.get("stream_sha256"):
+            raise StateFormatError(f"{where}: the inline stream does not match its checksum")
+        record["stream"] = stream
+    return record

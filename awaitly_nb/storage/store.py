@@ -58,14 +58,29 @@ class StepStore:
     (['user'], {'user': {'id': 1}})
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        index: Any = None,
+        blobs: BlobStore | None = None,
+    ) -> None:
+        """A store in ``directory``; a shared store passes its own ``index`` and ``blobs``.
+
+        ``index`` is anything with diskcache's ``get``, ``set``, ``delete``,
+        ``iterkeys`` and ``close`` (see :mod:`awaitly_nb.storage.shared`).
+        """
         self.directory = Path(directory)
-        try:
-            # Never evict: a saved step stays until it is forgotten.
-            self.index = diskcache.Cache(str(self.directory / "index"), eviction_policy="none")
-        except Exception as exc:
-            raise StorageError(f"cannot open the step store in {self.directory}: {exc}") from exc
-        self.blobs = BlobStore(self.directory / "blobs")
+        if index is None:
+            try:
+                # Never evict: a saved step stays until it is forgotten.
+                index = diskcache.Cache(str(self.directory / "index"), eviction_policy="none")
+            except Exception as exc:
+                raise StorageError(
+                    f"cannot open the step store in {self.directory}: {exc}"
+                ) from exc
+        self.index = index
+        self.blobs = blobs if blobs is not None else BlobStore(self.directory / "blobs")
 
     # --- reading -----------------------------------------------------------
     def entry(self, workflow: str, key: str) -> StoredStep | None:

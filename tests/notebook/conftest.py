@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
-from IPython.testing.globalipapp import start_ipython
+from IPython.testing.globalipapp import get_ipython, start_ipython
 from IPython.utils.capture import CapturedIO, capture_output
 
 import awaitly_nb
@@ -45,7 +45,7 @@ class Marks:
 
 @pytest.fixture(scope="session")
 def _shell() -> InteractiveShell:
-    return start_ipython()  # type: ignore[no-any-return]
+    return start_ipython() or get_ipython()  # type: ignore[no-any-return]  # None once started
 
 
 def _ensure_loaded(shell: InteractiveShell) -> None:

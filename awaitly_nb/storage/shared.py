@@ -1,0 +1,214 @@
+"""Shared stores: a team's steps in Redis or any fsspec file system.
+
+A shared store is a :class:`~awaitly_nb.storage.store.StepStore` whose index
+records and blobs live behind a key/value adapter
+(:class:`~awaitly_nb.storage.adapters.RedisAdapter`,
+:class:`~awaitly_nb.storage.adapters.FsspecAdapter`, or any object with
+``get/set/delete/exists/keys``). Blobs are cached in a local folder, which is
+read through: a blob is downloaded once, checked against its hash, and then
+memory-mapped from the local copy like any other.
+
+Remote layout (adapter keys): ``step:["<workflow>", "<key>"]`` holds a step's
+manifest and record as JSON; ``blob:<name>:meta`` holds a blob's size, part
+count and upload time; ``blob:<name>:<i>`` its bytes, in parts of at most 64 MB
+(Redis values are limited to 512 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from awaitly_nb.errors import StateFormatError, StorageError
+from awaitly_nb.storage.adapters import FsspecAdapter, RedisAdapter
+from awaitly_nb.storage.blobs import BlobStore, GcReport
+from awaitly_nb.storage.codec import record_from_json, record_to_json
+from awaitly_nb.storage.store import StepStore
+
+__all__ = ["AdapterIndex", "ReadThroughBlobs", "adapter_for_url", "open_shared_store"]
+
+PART = 64 * 1024 * 1024
+_STEP = "step:"
+
+
+def adapter_for_url(url: str) -> Any:
+    """``redis://``, ``rediss://`` and ``unix://`` URLs get a Redis adapter; others fsspec."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisAdapter(url)
+    if "://" not in url:
+        raise ValueError(
+            f"a shared store is a URL (redis://host:6379/0, s3://bucket/path, file:///path, "
+            f"memory://name); for a local folder use configure(dir={url!r})"
+        )
+    return FsspecAdapter(url)
+
+
+class AdapterIndex:
+    """The step index of a shared store, in the diskcache shape :class:`StepStore` uses."""
+
+    def __init__(self, adapter: Any) -> None:
+        self.adapter = adapter
+
+    @staticmethod
+    def _name(key: tuple[str, str, str]) -> str:
+        return _STEP + json.dumps([key[1], key[2]], ensure_ascii=False)
+
+    def get(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
+        raw = self.adapter.get(self._name(key))
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            return {
+                "manifest": data["manifest"],
+                "value": record_from_json(data["value"], f"shared step {key[2]!r}"),
+            }
+        except (ValueError, KeyError, TypeError, StateFormatError):
+            return None  # a damaged record is a miss; verify reports it
+
+    def set(self, key: tuple[str, str, str], value: dict[str, Any]) -> None:
+        data = {"manifest": value["manifest"], "value": record_to_json(value["value"])}
+        self.adapter.set(self._name(key), json.dumps(data, ensure_ascii=False))
+
+    def delete(self, key: tuple[str, str, str]) -> bool:
+        return bool(self.adapter.delete(self._name(key)))
+
+    def iterkeys(self) -> Iterator[tuple[str, str, str]]:
+        for name in self.adapter.keys(_STEP + "*"):
+            try:
+                workflow, key = json.loads(name[len(_STEP) :])
+            except (ValueError, TypeError):
+                continue
+            yield ("step", str(workflow), str(key))
+
+    def close(self) -> None:
+        pass
+
+
+class ReadThroughBlobs(BlobStore):
+    """Blobs kept behind an adapter, with a local folder as a read-through cache."""
+
+    def __init__(self, directory: str | os.PathLike[str], adapter: Any) -> None:
+        super().__init__(directory)
+        self.remote = adapter
+
+    @staticmethod
+    def _meta_key(name: str) -> str:
+        return f"blob:{name}:meta"
+
+    def _upload(self, name: str) -> None:
+        meta_key = self._meta_key(name)
+        path = self.path(name)
+        size = path.stat().st_size
+        parts = max(1, -(-size // PART))
+        if not self.remote.exists(meta_key):
+            with open(path, "rb") as f:
+                for i in range(parts):
+                    self.remote.set(f"blob:{name}:{i}", f.read(PART))
+        # Written last (and again when the blob is reused): its time keeps gc away.
+        meta = {"size": size, "parts": parts, "uploaded_at": time.time()}
+        self.remote.set(meta_key, json.dumps(meta))
+
+    def put(self, data: memoryview) -> str:
+        name = super().put(data)
+        self._upload(name)
+        return name
+
+    def adopt(self, staged: Path, name: str) -> None:
+        super().adopt(staged, name)
+        self._upload(name)
+
+    def ensure(self, name: str, size: int) -> Path:
+        """Download the blob into the local cache unless it is there; return its path."""
+        path = self.path(name)
+        try:
+            if path.stat().st_size == size:
+                return path
+        except FileNotFoundError:
+            pass
+        raw = self.remote.get(self._meta_key(name))
+        if raw is None:
+            raise StateFormatError(f"blob {name} is missing from the shared store")
+        try:
+            parts = int(json.loads(raw)["parts"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateFormatError(
+                f"blob {name}: its record in the shared store is damaged"
+            ) from exc
+        fd, staged = self.stage()
+        digest, seen = xxhash.xxh3_128(), 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for i in range(parts):
+                    chunk = self.remote.get(f"blob:{name}:{i}")
+                    if chunk is None:
+                        raise StateFormatError(f"blob {name} is incomplete in the shared store")
+                    digest.update(chunk)
+                    out.write(chunk)
+                    seen += len(chunk)
+            if seen != size or digest.hexdigest() != name:
+                raise StateFormatError(f"blob {name} in the shared store is damaged")
+            super().adopt(staged, name)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return path
+
+    def open(self, name: str, size: int, *, map: bool = True) -> Any:
+        self.ensure(name, size)
+        return super().open(name, size, map=map)
+
+    def names(self) -> Iterator[str]:
+        for key in self.remote.keys("blob:*:meta"):
+            yield key[len("blob:") : -len(":meta")]
+
+    def delete(self, name: str) -> bool:
+        raw = self.remote.get(self._meta_key(name))
+        if raw is None:
+            return super().delete(name)
+        parts = int(json.loads(raw).get("parts", 1))
+        self.remote.delete(self._meta_key(name))  # first: an incomplete blob is never listed
+        for i in range(parts):
+            self.remote.delete(f"blob:{name}:{i}")
+        super().delete(name)
+        return True
+
+    def collect(self, keep: set[str], *, min_age: float) -> GcReport:
+        now, count, freed = time.time(), 0, 0
+        for name in list(self.names()):
+            if name in keep:
+                continue
+            raw = self.remote.get(self._meta_key(name))
+            try:
+                meta = json.loads(raw) if raw is not None else {}
+            except ValueError:
+                meta = {}
+            if now - float(meta.get("uploaded_at", 0.0)) >= min_age and self.delete(name):
+                count, freed = count + 1, freed + int(meta.get("size", 0))
+        local = super().collect(keep, min_age=min_age)  # the cache's own leftovers
+        return GcReport(count, freed, local.temporaries)
+
+
+def open_shared_store(url: str, cache_dir: str | os.PathLike[str]) -> StepStore:
+    """A step store shared through ``url``, caching blobs in ``cache_dir``.
+
+    >>> import tempfile
+    >>> store = open_shared_store("memory://awaitly-shared-doc", tempfile.mkdtemp())
+    >>> _ = store.save("nb", "k", {}, {"x": 1})
+    >>> open_shared_store("memory://awaitly-shared-doc", tempfile.mkdtemp()).load("nb", "k")
+    {'x': 1}
+    """
+    try:
+        adapter = adapter_for_url(url)
+    except (OSError, ImportError) as exc:
+        raise StorageError(f"cannot open the shared store {url}: {exc}") from exc
+    cache = Path(cache_dir)
+    return StepStore(
+        cache, index=AdapterIndex(adapter), blobs=ReadThroughBlobs(cache / "blobs", adapter)
+    )
