@@ -28,7 +28,7 @@ from awaitly_nb.core.events import (
 from awaitly_nb.core.keys import validate_key
 from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.status import StatusTracker, StepStatus
-from awaitly_nb.errors import CacheWarning, StateFormatError
+from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError
 from awaitly_nb.storage.blobs import GcReport
 from awaitly_nb.storage.shared import open_shared_store
 from awaitly_nb.storage.store import StepStore
@@ -139,7 +139,13 @@ class Session:
         key = validate_key(key)
         started = time.perf_counter()
         workflow = self.workflow_id()
-        entry = self.store.entry(workflow, key)
+        try:
+            entry = self.store.entry(workflow, key)
+        except StorageError as exc:
+            warnings.warn(
+                f"the store cannot be read, so step {key!r} runs: {exc}", CacheWarning, stacklevel=3
+            )
+            entry = None
         manifest = None if entry is None else entry.manifest
         if entry is None or manifest is None:
             found = Lookup("miss")

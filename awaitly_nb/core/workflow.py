@@ -24,7 +24,7 @@ from awaitly_nb.core.events import (
 )
 from awaitly_nb.core.keys import validate_key
 from awaitly_nb.core.state import StepEntry, StepMeta, WorkflowState
-from awaitly_nb.errors import AwaitlyError, CacheWarning, SerializationError
+from awaitly_nb.errors import AwaitlyError, CacheWarning
 
 __all__ = ["StepCache", "Workflow", "create_workflow"]
 
@@ -156,7 +156,7 @@ class _Run:
         if self.cache is not None:
             try:
                 self.cache.store(key, StepEntry(value, meta))
-            except SerializationError as exc:
+            except (AwaitlyError, OSError) as exc:  # unpicklable, disk full, store gone
                 warnings.warn(
                     f"step {key!r} ran but its value cannot be saved, so it is not "
                     f"recorded as complete: {exc}",

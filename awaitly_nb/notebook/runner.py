@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from awaitly_nb.core.session import Lookup, Session, get_session
-from awaitly_nb.errors import AwaitlyError, CacheWarning, SerializationError
+from awaitly_nb.errors import AwaitlyError, CacheWarning, SerializationError, StorageError
 from awaitly_nb.notebook.capture import Output, replay_outputs
 from awaitly_nb.notebook.namespace import Targets, changed_names
 from awaitly_nb.storage.serialize import dumps_value
@@ -265,6 +265,11 @@ def save_step(
                 variables=variables,
             )
             return True
+        except StorageError as exc:  # disk full, store unreachable: the results stay in memory
+            warnings.warn(
+                f"step {key!r} ran, but it could not be saved: {exc}", CacheWarning, stacklevel=3
+            )
+            return False
         except SerializationError as exc:
             bad = unsaveable(variables)
             required = [(name, type_) for name, type_ in bad if name not in optional]

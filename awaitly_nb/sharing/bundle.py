@@ -364,20 +364,25 @@ def import_bundle(
             nothing was imported.
     """
     path = Path(path)
-    with _open_bundle(path) as tar:
-        manifest, signed = _read_manifest(tar, path, key, trust)
-        steps = _checked_steps(manifest, path)
-        _warn_versions(manifest, path)
-        staged: list[tuple[Path, str]] = []
-        try:
+    staged: list[tuple[Path, str]] = []
+    try:
+        with _open_bundle(path) as tar:
+            manifest, signed = _read_manifest(tar, path, key, trust)
+            steps = _checked_steps(manifest, path)
+            _warn_versions(manifest, path)
             for name, spec in sorted(manifest["blobs"].items()):
                 if not isinstance(spec, dict):
                     raise StateFormatError(f"bundle {path} is damaged: blob {name} has no size")
                 staged.append((_receive(tar, name, spec, store, path, progress), name))
-        except BaseException:
-            for file, _ in staged:
-                file.unlink(missing_ok=True)
-            raise
+    except BaseException as exc:
+        for file, _ in staged:
+            file.unlink(missing_ok=True)
+        if isinstance(exc, Exception) and not isinstance(exc, AwaitlyError):
+            # tarfile reading garbage can raise almost anything
+            raise StateFormatError(
+                f"bundle {path} is damaged: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise
     for file, name in staged:
         store.blobs.adopt(file, name)
     for wf, k, m, record in steps:
@@ -418,6 +423,8 @@ def verify_bundle(path: str | os.PathLike[str], *, key: bytes | None = None) -> 
                     sha.update(chunk)
                 if sha.hexdigest() != spec.get("sha256"):
                     problems.append(f"blob {name} does not match its checksum")
-    except (StateFormatError, tarfile.TarError, EOFError, OSError) as exc:
+    except AwaitlyError as exc:
         problems.append(str(exc))
+    except Exception as exc:  # tarfile reading garbage can raise almost anything
+        problems.append(f"bundle {path} is damaged: {type(exc).__name__}: {exc}")
     return BundleCheck(problems, signed)

@@ -9,7 +9,9 @@ mapping of functions with the same names works, sync or async.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -140,6 +142,9 @@ def _redis_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+_MAX_NAME = 200  # file names longer than about 255 bytes are refused by most file systems
+
+
 class FsspecAdapter:
     """An adapter on any fsspec file system: ``file://``, ``memory://``, ``s3://``, ``gs://``...
 
@@ -164,8 +169,12 @@ class FsspecAdapter:
         self.fs.makedirs(self.root, exist_ok=True)
 
     def _path(self, key: str) -> str:
-        name = base64.urlsafe_b64encode(key.encode("utf-8", "surrogatepass")).decode("ascii")
-        return f"{self.root}/k-{name}"
+        raw = key.encode("utf-8", "surrogatepass")
+        name = base64.urlsafe_b64encode(raw).decode("ascii")
+        if len(name) <= _MAX_NAME:
+            return f"{self.root}/k-{name}"
+        # Too long for a file name: name it by hash; a ".key" file beside it keeps the key.
+        return f"{self.root}/h-{hashlib.sha256(raw).hexdigest()}"
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -176,6 +185,8 @@ class FsspecAdapter:
     def set(self, key: str, value: str | bytes) -> None:
         data = value.encode() if isinstance(value, str) else bytes(value)
         path = self._path(key)
+        if "/h-" in path:
+            self.fs.pipe_file(path + ".key", key.encode("utf-8", "surrogatepass"))
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         if "file" in protocols:  # a local rename is atomic: readers never see half a file
             tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -185,10 +196,14 @@ class FsspecAdapter:
             self.fs.pipe_file(path, data)
 
     def delete(self, key: str) -> bool:
+        path = self._path(key)
         try:
-            self.fs.rm_file(self._path(key))
+            self.fs.rm_file(path)
         except FileNotFoundError:
             return False
+        if "/h-" in path:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(path + ".key")
         return True
 
     def exists(self, key: str) -> bool:
@@ -198,11 +213,17 @@ class FsspecAdapter:
         found = []
         for path in self.fs.ls(self.root, detail=False):
             name = str(path).rstrip("/").rsplit("/", 1)[-1]
-            if not name.startswith("k-") or ".tmp-" in name:
+            if ".tmp-" in name or name.endswith(".key"):
                 continue
             try:
-                key = base64.urlsafe_b64decode(name[2:]).decode("utf-8", "surrogatepass")
-            except (ValueError, UnicodeDecodeError):
+                if name.startswith("k-"):
+                    key = base64.urlsafe_b64decode(name[2:]).decode("utf-8", "surrogatepass")
+                elif name.startswith("h-"):
+                    raw = self.fs.cat_file(f"{self.root}/{name}.key")
+                    key = bytes(raw).decode("utf-8", "surrogatepass")
+                else:
+                    continue
+            except (ValueError, UnicodeDecodeError, FileNotFoundError):
                 continue
             if fnmatch.fnmatchcase(key, pattern):
                 found.append(key)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import re
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ from awaitly_nb.errors import StateFormatError, StorageError
 
 __all__ = ["BlobStore", "GcReport"]
 
+_NAME = re.compile(r"[0-9a-f]{32}")
 # Hash and write in slices that stay in the CPU cache between the two passes.
 _CHUNK = 4 * 1024 * 1024
 # Python 3.13+ can map without keeping a file descriptor open per map.
@@ -61,7 +63,14 @@ class BlobStore:
         self._tmp = self.directory / "tmp"
 
     def path(self, name: str) -> Path:
-        """Where the blob ``name`` lives."""
+        """Where the blob ``name`` lives.
+
+        Raises:
+            StateFormatError: ``name`` is not a blob name (32 hex digits), e.g.
+                from a damaged or malicious record; no path outside the folder is made.
+        """
+        if not _NAME.fullmatch(name):
+            raise StateFormatError(f"{name!r} is not a blob name")
         return self.directory / name[:2] / name[2:]
 
     def put(self, data: memoryview) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
@@ -70,7 +71,16 @@ class FileCache:
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value saved under ``key``, or ``default`` if absent, expired or unusable."""
-        raw = self._cache.get(key, default=_ENOVAL)
+        try:
+            raw = self._cache.get(key, default=_ENOVAL)
+        except sqlite3.DatabaseError as exc:
+            warnings.warn(
+                f"the file cache in {self.directory} cannot be read ({exc}); "
+                f"{key!r} is treated as not saved",
+                CacheWarning,
+                stacklevel=2,
+            )
+            return default
         if raw is _ENOVAL:
             return default
         try:
@@ -91,7 +101,10 @@ class FileCache:
             SerializationError: the value cannot be pickled; nothing is written.
         """
         record = codec.encode(value, self._blobs)
-        self._cache.set(key, record, expire=self.ttl)
+        try:
+            self._cache.set(key, record, expire=self.ttl)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StorageError(f"cannot save {key!r} in {self.directory}: {exc}") from exc
 
     def has(self, key: str) -> bool:
         """True if an unexpired entry is saved under ``key``."""

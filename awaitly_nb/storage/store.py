@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 import diskcache
 
-from awaitly_nb.errors import StateFormatError, StorageError
+from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError
 from awaitly_nb.storage import codec
 from awaitly_nb.storage.blobs import BlobStore, GcReport
 from awaitly_nb.storage.serialize import versions
@@ -71,21 +73,60 @@ class StepStore:
         ``iterkeys`` and ``close`` (see :mod:`awaitly_nb.storage.shared`).
         """
         self.directory = Path(directory)
-        if index is None:
-            try:
-                # Never evict: a saved step stays until it is forgotten.
-                index = diskcache.Cache(str(self.directory / "index"), eviction_policy="none")
-            except Exception as exc:
-                raise StorageError(
-                    f"cannot open the step store in {self.directory}: {exc}"
-                ) from exc
-        self.index = index
+        self._local = index is None
+        self.index = index if index is not None else self._open_index()
         self.blobs = blobs if blobs is not None else BlobStore(self.directory / "blobs")
+
+    # --- the index, guarded ---------------------------------------------------
+    def _open_index(self) -> Any:
+        path = self.directory / "index"
+        try:
+            # Never evict: a saved step stays until it is forgotten.
+            return diskcache.Cache(str(path), eviction_policy="none")
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"cannot open the store in {self.directory}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            return self._quarantine(exc)
+        except Exception as exc:
+            raise StorageError(f"cannot open the store in {self.directory}: {exc}") from exc
+
+    def _quarantine(self, error: Exception) -> Any:
+        """Move a damaged index aside (keeping it for inspection) and start a new one."""
+        path = self.directory / "index"
+        aside = self.directory / f"index.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        with contextlib.suppress(Exception):
+            self.index.close()
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            raise StorageError(f"the store index in {path} is damaged ({error}): {exc}") from exc
+        warnings.warn(
+            f"the store index in {path} is damaged ({error}); it was moved to {aside.name} "
+            "and a new one started: saved steps run again (run `awaitly-nb gc` to free "
+            "their blobs)",
+            CacheWarning,
+            stacklevel=4,
+        )
+        return diskcache.Cache(str(path), eviction_policy="none")
+
+    def _index(self, op: str, *args: Any) -> Any:
+        """Call the index; a damaged local index is replaced, a refused write is a StorageError."""
+        try:
+            return getattr(self.index, op)(*args)
+        except sqlite3.OperationalError as exc:  # locked, disk full, read-only
+            raise StorageError(f"the store index in {self.directory} refused {op}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # malformed
+            if not self._local:
+                raise StorageError(f"the store index is damaged: {exc}") from exc
+            self.index = self._quarantine(exc)
+            return getattr(self.index, op)(*args)
+        except OSError as exc:
+            raise StorageError(f"the store in {self.directory} refused {op}: {exc}") from exc
 
     # --- reading -----------------------------------------------------------
     def entry(self, workflow: str, key: str) -> StoredStep | None:
         """The saved step, or None (a damaged index record counts as absent)."""
-        found = self.index.get((_STEP, workflow, key))
+        found = self._index("get", (_STEP, workflow, key))
         if (
             not isinstance(found, dict)
             or not isinstance(found.get("manifest"), dict)
@@ -138,24 +179,18 @@ class StepStore:
             saved_at=stored.get("saved_at", time.time()),
             versions=versions(),
         )
-        try:
-            self.index.set((_STEP, workflow, key), {"manifest": stored, "value": record})
-        except OSError as exc:
-            raise StorageError(f"cannot save step {key!r} in {self.directory}: {exc}") from exc
+        self._index("set", (_STEP, workflow, key), {"manifest": stored, "value": record})
         return stored
 
     def put_record(
         self, workflow: str, key: str, manifest: dict[str, Any], record: dict[str, Any]
     ) -> None:
         """Write an index record whose blobs are already in place (an import)."""
-        try:
-            self.index.set((_STEP, workflow, key), {"manifest": manifest, "value": record})
-        except OSError as exc:
-            raise StorageError(f"cannot save step {key!r} in {self.directory}: {exc}") from exc
+        self._index("set", (_STEP, workflow, key), {"manifest": manifest, "value": record})
 
     def delete(self, workflow: str, key: str) -> bool:
         """Forget a step; True if it was saved. Its blobs go at the next :meth:`gc`."""
-        return bool(self.index.delete((_STEP, workflow, key)))
+        return bool(self._index("delete", (_STEP, workflow, key)))
 
     def clear(self, workflow: str | None = None) -> int:
         """Forget every step (of one workflow, or all); return how many."""
@@ -200,7 +235,7 @@ class StepStore:
         return total
 
     def _keys(self, workflow: str | None) -> Iterator[tuple[str, str, str]]:
-        for k in self.index.iterkeys():
+        for k in list(self._index("iterkeys")):
             if (
                 isinstance(k, tuple)
                 and len(k) == 3
