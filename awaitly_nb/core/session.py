@@ -12,10 +12,12 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import xxhash
 
 from awaitly_nb.core.events import (
     Event,
@@ -82,6 +84,8 @@ class Session:
     workflow_detector: Callable[[], str | None] | None = None
     listeners: list[Callable[[Event], Any]] = field(default_factory=list)
     tracker: StatusTracker = field(default_factory=StatusTracker)
+    produced_by: dict[str, str] = field(default_factory=dict)
+    """Which step (``key@saved_at``) last produced each variable this session."""
     on_change: list[Callable[[], Any]] = field(default_factory=list)
     """Called after steps are forgotten or cleared (events cover the rest)."""
     _stores: dict[tuple[Path, str | None], StepStore] = field(default_factory=dict, repr=False)
@@ -132,10 +136,34 @@ class Session:
                 )
 
     # --- the rules ---------------------------------------------------------
+    def inputs(self, names: Iterable[str]) -> dict[str, str]:
+        """Which of ``names`` were produced by steps this session, as ``{name: "key@saved_at"}``.
+
+        A step's lineage: if it reads a variable that another step produced, and
+        that step has since run again, this step is stale too.
+        """
+        produced = self.produced_by
+        return {name: produced[name] for name in sorted(set(names)) if name in produced}
+
+    def _produced(self, key: str, manifest: dict[str, Any]) -> None:
+        stamp = f"{key}@{float(manifest.get('saved_at', 0.0)):.6f}"
+        for name in manifest.get("variables") or ():
+            self.produced_by[name] = stamp
+
     def lookup(
-        self, key: str, fingerprint: str | None, *, pin: bool = False, force: bool = False
+        self,
+        key: str,
+        fingerprint: str | None,
+        *,
+        pin: bool = False,
+        force: bool = False,
+        inputs: dict[str, str] | None = None,
     ) -> Lookup:
-        """Decide whether the step ``key`` can be restored, and load it if so."""
+        """Decide whether the step ``key`` can be restored, and load it if so.
+
+        ``fingerprint`` is the step's code fingerprint; ``inputs`` (from
+        :meth:`inputs`) the steps whose variables it reads.
+        """
         key = validate_key(key)
         started = time.perf_counter()
         workflow = self.workflow_id()
@@ -151,8 +179,12 @@ class Session:
             found = Lookup("miss")
         elif force:
             found = Lookup("forced", manifest, reason="--force")
-        elif not pin and fingerprint is not None and manifest.get("fingerprint") != fingerprint:
-            found = Lookup("stale", manifest, reason="its code changed since it was saved")
+        elif (
+            not pin
+            and fingerprint is not None
+            and manifest.get("fingerprint") != _combined(fingerprint, inputs)
+        ):
+            found = Lookup("stale", manifest, reason=_why_stale(manifest, fingerprint, inputs))
         else:
             try:
                 payload = entry.load()
@@ -168,6 +200,7 @@ class Session:
         now = time.time()
         if found.hit:
             assert manifest is not None
+            self._produced(key, manifest)
             self.emit(
                 StepCacheHit(
                     workflow_id=workflow,
@@ -209,6 +242,7 @@ class Session:
         duration_ms: float,
         kind: str,
         variables: dict[str, Any] | None = None,
+        inputs: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Save a finished step; raises SerializationError if the payload cannot be saved."""
         workflow = self.workflow_id()
@@ -217,7 +251,9 @@ class Session:
             key,
             {
                 "kind": kind,
-                "fingerprint": fingerprint,
+                "fingerprint": _combined(fingerprint, inputs),
+                "code": fingerprint,
+                "inputs": inputs or {},
                 "variables": sorted(variables or {}),
                 "types": {n: type(v).__qualname__ for n, v in (variables or {}).items()},
                 "nbytes": {n: _nbytes(v) for n, v in (variables or {}).items()},
@@ -226,6 +262,7 @@ class Session:
             },
             payload,
         )
+        self._produced(key, manifest)
         self.emit(
             StepComplete(
                 workflow_id=workflow,
@@ -302,6 +339,25 @@ def _nbytes(value: Any) -> int:
     return sys.getsizeof(value, 0)
 
 
+def _combined(fingerprint: str | None, inputs: dict[str, str] | None) -> str | None:
+    """The code fingerprint, folded with the versions of the inputs it reads."""
+    if fingerprint is None or not inputs:
+        return fingerprint
+    text = fingerprint + "|" + "|".join(f"{n}={v}" for n, v in sorted(inputs.items()))
+    return str(xxhash.xxh3_128_hexdigest(text.encode()))
+
+
+def _why_stale(manifest: dict[str, Any], code: str, inputs: dict[str, str] | None) -> str:
+    if manifest.get("code", manifest.get("fingerprint")) != code:
+        return "its code changed since it was saved"
+    before, now = manifest.get("inputs") or {}, inputs or {}
+    changed = sorted(n for n in set(before) | set(now) if before.get(n) != now.get(n))
+    sources = ", ".join(
+        f"{n} (from {str(now.get(n, before.get(n))).rsplit('@', 1)[0]!r})" for n in changed
+    )
+    return f"an input it reads was recomputed: {sources}"
+
+
 def _meta(manifest: dict[str, Any]) -> StepMeta:
     return StepMeta(
         saved_at=float(manifest.get("saved_at", 0.0)),
@@ -348,6 +404,7 @@ def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET, store: Any = _UNSET)
             raise TypeError(f"dir must be a path, got {type(dir).__name__}")
         _SESSION.directory = None if dir is None else Path(dir).absolute()
         _SESSION.tracker = StatusTracker()  # another store: what this session saw is elsewhere
+        _SESSION.produced_by.clear()
     if store is not _UNSET:
         if store is not None and (not isinstance(store, str) or "://" not in store):
             raise ValueError(
@@ -356,4 +413,5 @@ def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET, store: Any = _UNSET)
             )
         _SESSION.shared = store
         _SESSION.tracker = StatusTracker()
+        _SESSION.produced_by.clear()
     return _SESSION

@@ -22,7 +22,7 @@ from awaitly_nb.core.keys import validate_key
 from awaitly_nb.core.session import Lookup, get_session
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
-from awaitly_nb.notebook.namespace import assigned_names, snapshot
+from awaitly_nb.notebook.namespace import assigned_names, read_names, snapshot
 from awaitly_nb.notebook.runner import (
     produced,
     replay,
@@ -113,8 +113,12 @@ class StepBlock:
             else code_fingerprint(ast.unparse(ast.Module(body=body, type_ignores=[])))
         )
         self._targets = assigned_names(body or [])
+        reads = read_names(body or []) - self._targets.bound - self._targets.receivers
         session, self._shell = session_for_shell()
-        found = session.lookup(self.key, self._fingerprint, pin=self.pin, force=self.force)
+        self._inputs = session.inputs(reads)
+        found = session.lookup(
+            self.key, self._fingerprint, pin=self.pin, force=self.force, inputs=self._inputs
+        )
         if found.hit:
             self._found = found
             self._previous_trace = sys.gettrace()
@@ -189,6 +193,7 @@ class StepBlock:
             kind="block",
             how_to_exclude='exclude="{names}" to step(...)',
             optional=optional,
+            inputs=self._inputs,
         )
         return False
 
@@ -203,7 +208,9 @@ def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool =
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
     session, _ = session_for_shell()
     fingerprint = function_fingerprint(fn)
-    found = session.lookup(key, fingerprint, pin=pin, force=force)
+    code = getattr(fn, "__code__", None)
+    inputs = session.inputs(code.co_names if code is not None else ())
+    found = session.lookup(key, fingerprint, pin=pin, force=force, inputs=inputs)
     if found.hit:
         return found.payload["value"]  # type: ignore[no-any-return]
     started = session.started(key)
@@ -219,6 +226,7 @@ def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool =
         fingerprint=fingerprint,
         duration_ms=(time.perf_counter() - started) * 1000,
         kind="call",
+        inputs=inputs,
         how_to_exclude="a key to a step whose value can be pickled ({names})",
     )
     return value

@@ -22,7 +22,7 @@ from awaitly_nb.core.fingerprint import code_fingerprint
 from awaitly_nb.core.session import get_session
 from awaitly_nb.errors import AwaitlyError, InvalidKeyError
 from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
-from awaitly_nb.notebook.namespace import assigned_names, snapshot
+from awaitly_nb.notebook.namespace import assigned_names, read_names, snapshot
 from awaitly_nb.notebook.runner import (
     produced,
     replay,
@@ -49,6 +49,16 @@ def _name_list(option: str, value: str) -> list[str]:
             f"(got {option}={value!r}). Usage: {_FORM}"
         )
     return names
+
+
+def _pure_reads(source: str) -> set[str]:
+    """Names the code reads without binding or changing them: its inputs."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return set()
+    targets = assigned_names(body)
+    return read_names(body) - targets.bound - targets.receivers
 
 
 def _expand_key(template: str, namespace: dict[str, Any]) -> str:
@@ -116,8 +126,9 @@ class StepMagics(Magics):
         fingerprint = code_fingerprint(source)
         if key is None:
             key = f"cell:{fingerprint[:16]}"
+        inputs = session.inputs(_pure_reads(source))
         try:
-            found = session.lookup(key, fingerprint, pin=args.pin, force=args.force)
+            found = session.lookup(key, fingerprint, pin=args.pin, force=args.force, inputs=inputs)
         except InvalidKeyError as exc:
             raise UsageError(f"{exc}. Usage: {_FORM}") from None
         if found.hit:
@@ -128,7 +139,7 @@ class StepMagics(Magics):
         note = rerun_note(key, found)
         if note and not args.quiet:
             show_note(note, shell)
-        return self._run(key, source, cell, fingerprint, outputs, exclude)
+        return self._run(key, source, cell, fingerprint, outputs, exclude, inputs)
 
     def _parse(self, line: str, cell: str) -> tuple[str | None, list[str] | None, set[str], Any]:
         try:
@@ -171,6 +182,7 @@ class StepMagics(Magics):
         fingerprint: str,
         outputs: list[str] | None,
         exclude: set[str],
+        inputs: dict[str, str],
     ) -> Any:
         __tracebackhide__ = True
         shell: Any = self.shell
@@ -231,6 +243,7 @@ class StepMagics(Magics):
             kind="cell",
             how_to_exclude="exclude={names} to the %%step line",
             optional=optional,
+            inputs=inputs,
         )
         return result
 

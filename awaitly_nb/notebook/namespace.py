@@ -13,7 +13,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["Targets", "assigned_names", "changed_names", "is_internal_name", "snapshot"]
+__all__ = [
+    "Targets",
+    "assigned_names",
+    "changed_names",
+    "is_internal_name",
+    "read_names",
+    "snapshot",
+]
 
 _INTERNAL = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|In|Out|_oh|_ih|_dh|_sh)$")
 
@@ -178,6 +185,20 @@ def assigned_names(tree: ast.AST | Iterable[ast.stmt]) -> Targets:
     for stmt in statements:  # type: ignore[union-attr]
         finder.visit(stmt)
     return Targets(finder.names, finder.receivers - finder.names, finder.deleted)
+
+
+def read_names(statements: Iterable[ast.AST]) -> set[str]:
+    """Every name a block reads (loads), at any depth.
+
+    >>> sorted(read_names(ast.parse("y = f(x) + len(rows)").body))
+    ['f', 'len', 'rows', 'x']
+    """
+    return {
+        node.id
+        for stmt in statements
+        for node in ast.walk(stmt)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
 
 
 def snapshot(namespace: Mapping[str, Any]) -> dict[str, int]:

@@ -248,6 +248,7 @@ def save_step(
     kind: str,
     how_to_exclude: str,
     optional: set[str] = frozenset(),  # type: ignore[assignment]
+    inputs: dict[str, str] | None = None,
 ) -> bool:
     """Save a finished step; on unsaveable variables warn (naming each) and save nothing.
 
@@ -263,6 +264,7 @@ def save_step(
                 duration_ms=duration_ms,
                 kind=kind,
                 variables=variables,
+                inputs=inputs,
             )
             return True
         except StorageError as exc:  # disk full, store unreachable: the results stay in memory

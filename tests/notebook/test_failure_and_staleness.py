@@ -162,3 +162,40 @@ def test_recording_is_removed_after_a_failure(ip: Any, marks: Any, error: str) -
         assert "clear_output" not in vars(ip.display_pub)
 
     assert not result.success
+
+
+LOAD = "%%step key=load\nbase = [1, 2, 3]\nmark('load')"
+TOTAL = "%%step key=total\ntotal = sum(base)\nmark('total')"
+
+
+def test_a_step_reading_a_recomputed_variable_is_stale_too(ip: Any, run: Any, marks: Any) -> None:
+    assert run(LOAD).result.success and run(TOTAL).result.success
+    assert run(LOAD.replace("3]", "3, 4]")).result.success  # its code changed: runs again
+
+    again = run(TOTAL)  # same code, but `base` was recomputed upstream
+
+    assert again.result.success
+    assert marks.count("total") == 2
+    assert ip.user_ns["total"] == 10
+    assert any("an input it reads was recomputed: base (from 'load')" in n for n in again.notes)
+
+
+def test_lineage_survives_a_restart_when_nothing_changed(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    assert run(LOAD).result.success and run(TOTAL).result.success
+    restart()
+    assert run(LOAD).result.success and run(TOTAL).result.success  # both restored
+    assert marks.count("load") == 1 and marks.count("total") == 1
+    assert ip.user_ns["total"] == 6
+
+
+def test_a_cell_that_rebinds_its_input_stays_a_hit_when_run_again(
+    ip: Any, run: Any, marks: Any
+) -> None:
+    assert run(LOAD).result.success
+    grow = "%%step key=grow\nbase = base + [10]\nmark('grow')"
+    assert run(grow).result.success
+    assert run(grow).result.success  # restored, not grown twice
+    assert marks.count("grow") == 1
+    assert ip.user_ns["base"] == [1, 2, 3, 10]
