@@ -24,7 +24,7 @@ from awaitly_nb.notebook.runner import format_duration
 from awaitly_nb.notebook.status import format_size
 from awaitly_nb.sharing.bundle import export_bundle, import_bundle, verify_bundle
 from awaitly_nb.sharing.signing import load_key
-from awaitly_nb.sharing.state import progress_bar
+from awaitly_nb.sharing.state import blob_bytes, progress_bar
 from awaitly_nb.storage.store import StepStore
 
 __all__ = ["main"]
@@ -58,10 +58,15 @@ def _errors(fn: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def _store(ctx: click.Context) -> StepStore:
+def _store(ctx: click.Context, *, create: bool = False) -> StepStore:
+    """The store of ``--dir``; only ``import`` may create one."""
     store = ctx.obj.get("store")
     if store is None:
-        store = ctx.obj["store"] = StepStore(ctx.obj["dir"])
+        directory = Path(ctx.obj["dir"])
+        if not create and not (directory / "index").is_dir():
+            click.echo(f"error: no awaitly_nb store at {directory} (see --dir)", err=True)
+            sys.exit(EXIT_PROBLEMS)
+        store = ctx.obj["store"] = StepStore(directory)
     return store  # type: ignore[no-any-return]
 
 
@@ -230,11 +235,8 @@ def export_command(
     store = _store(ctx)
     key = load_key(key_file)
     wanted = set(keys) or None
-    total = sum(
-        size
-        for (_, _, k), entry in store.entries(workflow)
-        if wanted is None or k in wanted
-        for _, size in entry.record.get("buffers", ())
+    total = blob_bytes(
+        entry for (_, _, k), entry in store.entries(workflow) if wanted is None or k in wanted
     )
     with progress_bar(total, "export", progress) as bar:
         report = export_bundle(store, path, workflow=workflow, keys=wanted, key=key, progress=bar)
@@ -264,7 +266,7 @@ def import_command(
     Restoring an imported step unpickles it, which runs code: a bundle must be
     signed with the team key, or you must pass --trust.
     """
-    store = _store(ctx)
+    store = _store(ctx, create=True)
     with progress_bar(path.stat().st_size, "import", progress) as bar:
         report = import_bundle(store, path, trust=trust, key=load_key(key_file), progress=bar)
     signed = "signed with the team key" if report.signed else "trusted without a signature"

@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import xxhash
 
-from awaitly_nb.errors import AwaitlyError, CacheWarning, StateFormatError, TrustError
+from awaitly_nb.errors import AwaitlyError, CacheWarning, StateFormatError, StorageError, TrustError
 from awaitly_nb.sharing.signing import sign, signature_matches
 from awaitly_nb.storage.codec import record_from_json, record_to_json
 from awaitly_nb.storage.serialize import versions
@@ -143,9 +143,17 @@ def export_bundle(
         ],
         "blobs": {},
     }
+    if not entries:
+        raise AwaitlyError(
+            "no saved steps to export" + (f" in workflow {workflow!r}" if workflow else "")
+        )
     tmp = path.with_name(path.name + ".partial")
     try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        try:
+            tar = tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        except OSError as exc:
+            raise StorageError(f"cannot write the bundle {path}: {exc}") from exc
+        with tar:
             for name, size in sorted(blob_sizes.items()):
                 try:
                     f = open(store.blobs.ensure(name, size), "rb")  # noqa: SIM115 - closed below
@@ -418,10 +426,11 @@ def verify_bundle(path: str | os.PathLike[str], *, key: bytes | None = None) -> 
                 if source is None or info.size != spec.get("size"):
                     problems.append(f"blob {name} has the wrong size")
                     continue
-                sha = hashlib.sha256()
+                sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
                 while chunk := source.read(_CHUNK):
                     sha.update(chunk)
-                if sha.hexdigest() != spec.get("sha256"):
+                    xxh.update(chunk)
+                if sha.hexdigest() != spec.get("sha256") or xxh.hexdigest() != name:
                     problems.append(f"blob {name} does not match its checksum")
     except AwaitlyError as exc:
         problems.append(str(exc))

@@ -11,7 +11,7 @@ from awaitly_nb.core.session import get_session
 from awaitly_nb.sharing.bundle import BundleReport, Progress, export_bundle, import_bundle
 from awaitly_nb.sharing.signing import load_key
 
-__all__ = ["export_state", "import_state"]
+__all__ = ["blob_bytes", "export_state", "import_state", "progress_bar"]
 
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 """Bundles with at least this many blob bytes show a progress bar."""
@@ -29,7 +29,8 @@ def progress_bar(total: int, what: str, show: bool | None) -> Iterator[Progress 
         yield bar.update
 
 
-def _blob_bytes(entries: Iterable[Any]) -> int:
+def blob_bytes(entries: Iterable[Any]) -> int:
+    """Bytes of the distinct blobs the given stored steps refer to."""
     sizes: dict[str, int] = {}
     for entry in entries:
         record = entry.record
@@ -76,7 +77,7 @@ def export_state(
     key = load_key(key_file)
     wanted = None if keys is None else set(keys)
     entries = [e for (_, _, k), e in store.entries(workflow) if wanted is None or k in wanted]
-    with progress_bar(_blob_bytes(entries), "export", progress) as bar:
+    with progress_bar(blob_bytes(entries), "export", progress) as bar:
         return export_bundle(store, path, workflow=workflow, keys=wanted, key=key, progress=bar)
 
 
