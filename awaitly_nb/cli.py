@@ -116,6 +116,7 @@ def main(ctx: click.Context, directory: Path) -> None:
 @main.command("ls", epilog=EPILOG)
 @click.option("--workflow", help="Only this workflow (default: all).")
 @click.pass_context
+@_errors
 def ls_command(ctx: click.Context, workflow: str | None) -> None:
     """List the saved steps: workflow, key, saved at, original duration, size, variables."""
     manifests = _store(ctx).manifests(workflow)
@@ -182,6 +183,7 @@ def forget_command(ctx: click.Context, key: str, workflow: str | None) -> None:
 @click.option("--workflow", help="Only this workflow (default: all).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
+@_errors
 def clear_command(ctx: click.Context, workflow: str | None, yes: bool) -> None:
     """Forget every step (of one workflow, or all), then remove their blobs."""
     store = _store(ctx)
@@ -202,6 +204,7 @@ def clear_command(ctx: click.Context, workflow: str | None, yes: bool) -> None:
     help="Keep files younger than this many seconds (a save may be in progress).",
 )
 @click.pass_context
+@_errors
 def gc_command(ctx: click.Context, min_age: float) -> None:
     """Remove blob files no saved step refers to, and leftovers of interrupted writes."""
     report = _store(ctx).gc(min_age=min_age)

@@ -38,10 +38,20 @@ def code_fingerprint(source: str) -> str:
     return _digest(ast.dump(tree, annotate_fields=False, include_attributes=False))
 
 
+def _const(value: Any) -> Any:
+    """A constant in a form whose repr does not depend on the process (set order, ids)."""
+    if isinstance(value, types.CodeType):
+        return _code_parts(value)
+    if isinstance(value, (frozenset, set)):
+        return ["set", sorted(repr(_const(v)) for v in value)]
+    if isinstance(value, tuple):
+        return ["tuple", [_const(v) for v in value]]
+    return repr(value)
+
+
 def _code_parts(code: types.CodeType) -> list[Any]:
     parts: list[Any] = [code.co_code, code.co_names, code.co_varnames, code.co_freevars]
-    for const in code.co_consts:
-        parts.append(_code_parts(const) if isinstance(const, types.CodeType) else repr(const))
+    parts.extend(_const(const) for const in code.co_consts)
     return parts
 
 

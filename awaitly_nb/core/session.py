@@ -188,7 +188,7 @@ class Session:
         else:
             try:
                 payload = entry.load()
-            except StateFormatError as exc:
+            except (StateFormatError, StorageError) as exc:
                 warnings.warn(
                     f"saved step {key!r} cannot be restored and runs again: {exc}",
                     CacheWarning,

@@ -156,7 +156,7 @@ class _Run:
         if self.cache is not None:
             try:
                 self.cache.store(key, StepEntry(value, meta))
-            except (AwaitlyError, OSError) as exc:  # unpicklable, disk full, store gone
+            except Exception as exc:  # unpicklable, disk full, a cache that refuses
                 warnings.warn(
                     f"step {key!r} ran but its value cannot be saved, so it is not "
                     f"recorded as complete: {exc}",

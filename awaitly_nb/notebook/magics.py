@@ -74,10 +74,9 @@ def _expand_key(template: str, namespace: dict[str, Any]) -> str:
                 f"cannot fill {{{expr}}} in the key {template!r}: {type(exc).__name__}: {exc}"
             ) from None
 
-    filled = _FIELD.sub(field, escaped)
-    if "{" in filled or "}" in filled:
+    if "{" in _FIELD.sub("", escaped) or "}" in _FIELD.sub("", escaped):
         raise UsageError(f"unbalanced braces in the key {template!r}; write {{{{ for a brace")
-    return filled.replace("\x00", "{").replace("\x01", "}")
+    return _FIELD.sub(field, escaped).replace("\x00", "{").replace("\x01", "}")
 
 
 @magics_class

@@ -190,14 +190,15 @@ class BlobStore:
         record has not landed yet is younger than ``min_age`` and stays.
         """
         now, count, freed = time.time(), 0, 0
-        for name in list(self.names()):
+        # BlobStore's own names/delete: the local files, also under a subclass.
+        for name in list(BlobStore.names(self)):
             if name in keep:
                 continue
             try:
                 stat = self.path(name).stat()
             except FileNotFoundError:
                 continue
-            if now - stat.st_mtime >= min_age and self.delete(name):
+            if now - stat.st_mtime >= min_age and BlobStore.delete(self, name):
                 count, freed = count + 1, freed + stat.st_size
         return GcReport(count, freed, self.remove_stale_temporaries(min_age))
 

@@ -91,12 +91,30 @@ class AdapterIndex:
         pass
 
 
+class _Remote:
+    """An adapter whose failures (a server down, a refused write) are StorageErrors."""
+
+    def __init__(self, adapter: Any) -> None:
+        self.adapter = adapter
+
+    def __getattr__(self, op: str) -> Any:
+        method = getattr(self.adapter, op)
+
+        def call(*args: Any) -> Any:
+            try:
+                return method(*args)
+            except Exception as exc:
+                raise StorageError(f"the shared store refused {op}: {exc!r}") from exc
+
+        return call
+
+
 class ReadThroughBlobs(BlobStore):
     """Blobs kept behind an adapter, with a local folder as a read-through cache."""
 
     def __init__(self, directory: str | os.PathLike[str], adapter: Any) -> None:
         super().__init__(directory)
-        self.remote = adapter
+        self.remote = _Remote(adapter)
 
     @staticmethod
     def _meta_key(name: str) -> str:
@@ -107,7 +125,10 @@ class ReadThroughBlobs(BlobStore):
         path = self.path(name)
         size = path.stat().st_size
         parts = max(1, -(-size // PART))
-        if not self.remote.exists(meta_key):
+        complete = self.remote.exists(meta_key) and all(
+            self.remote.exists(f"blob:{name}:{i}") for i in range(parts)
+        )
+        if not complete:
             with open(path, "rb") as f:
                 for i in range(parts):
                     self.remote.set(f"blob:{name}:{i}", f.read(PART))
@@ -191,8 +212,8 @@ class ReadThroughBlobs(BlobStore):
                 meta = {}
             if now - float(meta.get("uploaded_at", 0.0)) >= min_age and self.delete(name):
                 count, freed = count + 1, freed + int(meta.get("size", 0))
-        local = super().collect(keep, min_age=min_age)  # the cache's own leftovers
-        return GcReport(count, freed, local.temporaries)
+        local = super().collect(keep, min_age=min_age)  # the local cache, by its own file times
+        return GcReport(count + local.blobs, freed + local.bytes, local.temporaries)
 
 
 def open_shared_store(url: str, cache_dir: str | os.PathLike[str]) -> StepStore:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import sqlite3
 import time
 import warnings
@@ -22,7 +23,7 @@ from typing import Any
 
 import diskcache
 
-from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError
+from awaitly_nb.errors import AwaitlyError, CacheWarning, StateFormatError, StorageError
 from awaitly_nb.storage import codec
 from awaitly_nb.storage.blobs import BlobStore, GcReport
 from awaitly_nb.storage.serialize import versions
@@ -109,19 +110,45 @@ class StepStore:
         )
         return diskcache.Cache(str(path), eviction_policy="none")
 
+    def _call(self, op: str, *args: Any) -> Any:
+        result = getattr(self.index, op)(*args)
+        return list(result) if op == "iterkeys" else result  # a generator fails late
+
     def _index(self, op: str, *args: Any) -> Any:
-        """Call the index; a damaged local index is replaced, a refused write is a StorageError."""
+        """Call the index: a damaged local index is replaced, a damaged record is absent,
+        anything else the index or its server refuses is a StorageError."""
         try:
-            return getattr(self.index, op)(*args)
+            return self._call(op, *args)
         except sqlite3.OperationalError as exc:  # locked, disk full, read-only
             raise StorageError(f"the store index in {self.directory} refused {op}: {exc}") from exc
         except sqlite3.DatabaseError as exc:  # malformed
             if not self._local:
                 raise StorageError(f"the store index is damaged: {exc}") from exc
             self.index = self._quarantine(exc)
-            return getattr(self.index, op)(*args)
-        except OSError as exc:
-            raise StorageError(f"the store in {self.directory} refused {op}: {exc}") from exc
+            return self._call(op, *args)
+        except AwaitlyError:
+            raise
+        except Exception as exc:
+            if op == "get" and isinstance(
+                exc,
+                (
+                    pickle.UnpicklingError,
+                    EOFError,
+                    ValueError,
+                    AttributeError,
+                    ImportError,
+                    TypeError,
+                ),
+            ):
+                warnings.warn(
+                    f"a record in the store index {self.directory} is damaged and is "
+                    f"treated as not saved: {exc!r}",
+                    CacheWarning,
+                    stacklevel=4,
+                )
+                return None
+            # a server that is down, a file system that refuses, a record that will not load
+            raise StorageError(f"the store refused {op}: {exc!r}") from exc
 
     # --- reading -----------------------------------------------------------
     def entry(self, workflow: str, key: str) -> StoredStep | None:
@@ -235,7 +262,7 @@ class StepStore:
         return total
 
     def _keys(self, workflow: str | None) -> Iterator[tuple[str, str, str]]:
-        for k in list(self._index("iterkeys")):
+        for k in self._index("iterkeys"):
             if (
                 isinstance(k, tuple)
                 and len(k) == 3

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from IPython.core.error import UsageError
 
+from awaitly_nb.core.session import get_session
+
 
 def test_key_option_saves_under_that_key(ip: Any, run: Any, marks: Any, saved: Any) -> None:
     ran = run("%%step key=user:1\nuser = {'id': 1}\nmark()")
@@ -145,3 +147,12 @@ def test_unbalanced_brace_in_a_key_is_a_usage_error(
     assert isinstance(ran.error, UsageError)
     assert marks.count() == 0
     assert saved() == {}
+
+
+def test_an_interpolated_value_may_contain_braces(ip: Any, run: Any, marks: Any) -> None:
+    assert run("cfg = {'lr': 0.1}").result.success
+    ran = run("%%step key=train:{cfg}\nx = 1\nmark()")
+    assert ran.result.success, ran.error
+    assert run("%%step key=train:{cfg}\nx = 1\nmark()").result.success
+    assert marks.count() == 1
+    assert [m["key"] for m in get_session().steps()] == ["train:{'lr': 0.1}"]
