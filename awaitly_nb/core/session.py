@@ -26,6 +26,7 @@ from awaitly_nb.core.events import (
     StepComplete,
     StepError,
     StepStart,
+    StepSuccess,
 )
 from awaitly_nb.core.keys import validate_key
 from awaitly_nb.core.state import StepMeta
@@ -145,6 +146,46 @@ class Session:
         produced = self.produced_by
         return {name: produced[name] for name in sorted(set(names)) if name in produced}
 
+    @staticmethod
+    def _own(
+        key: str, inputs: dict[str, str] | None, manifest: dict[str, Any] | None
+    ) -> dict[str, str] | None:
+        """Inputs with the step's own earlier output replaced by what it read back then.
+
+        Running ``df = df.dropna()`` again in the same kernel reads the ``df`` it
+        produced itself; its input is still the ``df`` it first read.
+        """
+        if not inputs:
+            return inputs
+        before = (manifest or {}).get("inputs") or {}
+        mine = f"{key}@"
+        resolved = {}
+        for name, stamp in inputs.items():
+            if not stamp.startswith(mine):
+                resolved[name] = stamp
+            elif name in before:
+                resolved[name] = before[name]
+        return resolved
+
+    def ran(self, key: str, duration_ms: float) -> None:
+        """Announce that the step ``key`` ran without raising (saving comes next)."""
+        self.emit(
+            StepSuccess(
+                workflow_id=self.workflow_id(),
+                ts=time.time(),
+                duration_ms=duration_ms,
+                step_key=key,
+            )
+        )
+
+    def not_saved(self, key: str, reason: str, variables: Iterable[str]) -> None:
+        """A step ran but could not be saved: its variables are new, and not on disk."""
+        stamp = f"{key}@unsaved-{time.time():.6f}"
+        for name in variables:
+            self.produced_by[name] = stamp
+        self.tracker.not_saved(self.workflow_id(), key, reason)
+        self.notify_changed()
+
     def _produced(self, key: str, manifest: dict[str, Any]) -> None:
         stamp = f"{key}@{float(manifest.get('saved_at', 0.0)):.6f}"
         for name in manifest.get("variables") or ():
@@ -175,6 +216,7 @@ class Session:
             )
             entry = None
         manifest = None if entry is None else entry.manifest
+        inputs = self._own(key, inputs, manifest)
         if entry is None or manifest is None:
             found = Lookup("miss")
         elif force:
@@ -246,6 +288,8 @@ class Session:
     ) -> dict[str, Any]:
         """Save a finished step; raises SerializationError if the payload cannot be saved."""
         workflow = self.workflow_id()
+        if inputs:
+            inputs = self._own(key, inputs, self.store.manifest(workflow, key))
         manifest = self.store.save(
             workflow,
             key,

@@ -92,6 +92,10 @@ class StatusTracker:
         elif event.type == "step_cache_miss" and event.reason == "stale":
             self._set(workflow, key, "stale")
 
+    def not_saved(self, workflow: str, key: str, reason: str) -> None:
+        """The step ran but could not be saved."""
+        self._set(workflow, key, "failed", error=f"ran, but not saved: {reason}")
+
     def forgot(self, workflow: str, key: str) -> None:
         """The step's saved entry was deleted."""
         self._set(workflow, key, "not run yet")

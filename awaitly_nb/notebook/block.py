@@ -22,7 +22,7 @@ from awaitly_nb.core.keys import validate_key
 from awaitly_nb.core.session import Lookup, get_session
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
-from awaitly_nb.notebook.namespace import assigned_names, read_names, snapshot
+from awaitly_nb.notebook.namespace import assigned_names, input_names, snapshot
 from awaitly_nb.notebook.runner import (
     produced,
     replay,
@@ -113,7 +113,7 @@ class StepBlock:
             else code_fingerprint(ast.unparse(ast.Module(body=body, type_ignores=[])))
         )
         self._targets = assigned_names(body or [])
-        reads = read_names(body or []) - self._targets.bound - self._targets.receivers
+        reads = input_names(body or [])
         session, self._shell = session_for_shell()
         self._inputs = session.inputs(reads)
         found = session.lookup(
@@ -227,7 +227,7 @@ def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool =
         duration_ms=(time.perf_counter() - started) * 1000,
         kind="call",
         inputs=inputs,
-        how_to_exclude="a key to a step whose value can be pickled ({names})",
+        how_to_exclude="to return a value that can be pickled instead of {names}",
     )
     return value
 

@@ -22,7 +22,7 @@ from awaitly_nb.core.fingerprint import code_fingerprint
 from awaitly_nb.core.session import get_session
 from awaitly_nb.errors import AwaitlyError, InvalidKeyError
 from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
-from awaitly_nb.notebook.namespace import assigned_names, read_names, snapshot
+from awaitly_nb.notebook.namespace import assigned_names, input_names, snapshot
 from awaitly_nb.notebook.runner import (
     produced,
     replay,
@@ -51,14 +51,12 @@ def _name_list(option: str, value: str) -> list[str]:
     return names
 
 
-def _pure_reads(source: str) -> set[str]:
-    """Names the code reads without binding or changing them: its inputs."""
+def _inputs(source: str) -> set[str]:
+    """Names the code reads before binding them: its inputs."""
     try:
-        body = ast.parse(source).body
+        return input_names(ast.parse(source).body)
     except SyntaxError:
         return set()
-    targets = assigned_names(body)
-    return read_names(body) - targets.bound - targets.receivers
 
 
 def _expand_key(template: str, namespace: dict[str, Any]) -> str:
@@ -125,7 +123,7 @@ class StepMagics(Magics):
         fingerprint = code_fingerprint(source)
         if key is None:
             key = f"cell:{fingerprint[:16]}"
-        inputs = session.inputs(_pure_reads(source))
+        inputs = session.inputs(_inputs(source))
         try:
             found = session.lookup(key, fingerprint, pin=args.pin, force=args.force, inputs=inputs)
         except InvalidKeyError as exc:

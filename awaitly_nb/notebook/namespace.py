@@ -17,6 +17,7 @@ __all__ = [
     "Targets",
     "assigned_names",
     "changed_names",
+    "input_names",
     "is_internal_name",
     "read_names",
     "snapshot",
@@ -199,6 +200,20 @@ def read_names(statements: Iterable[ast.AST]) -> set[str]:
         for node in ast.walk(stmt)
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
     }
+
+
+def input_names(statements: Iterable[ast.stmt]) -> set[str]:
+    """Names a block reads before it binds them: its inputs (``df`` in ``df = df.dropna()``).
+
+    >>> sorted(input_names(ast.parse("x = 1\\ny = x + z\\nrows.append(y)").body))
+    ['rows', 'z']
+    """
+    bound: set[str] = set()
+    inputs: set[str] = set()
+    for stmt in statements:
+        inputs |= read_names([stmt]) - bound
+        bound |= assigned_names([stmt]).bound
+    return inputs
 
 
 def snapshot(namespace: Mapping[str, Any]) -> dict[str, int]:

@@ -254,6 +254,7 @@ def save_step(
 
     Unsaveable ``optional`` variables are left out instead (see :func:`produced`).
     """
+    session.ran(key, duration_ms)
     variables: dict[str, Any] = payload.get("variables", {})
     for attempt in range(2):
         try:
@@ -268,12 +269,10 @@ def save_step(
             )
             return True
         except StorageError as exc:  # disk full, store unreachable: the results stay in memory
-            warnings.warn(
-                f"step {key!r} ran, but it could not be saved: {exc}", CacheWarning, stacklevel=3
-            )
-            return False
+            message, reason = f"step {key!r} ran, but it could not be saved: {exc}", str(exc)
         except SerializationError as exc:
-            bad = unsaveable(variables)
+            values = variables if "value" not in payload else {"value": payload["value"]}
+            bad = unsaveable(values)
             required = [(name, type_) for name, type_ in bad if name not in optional]
             if bad and not required and attempt == 0:
                 variables = {n: v for n, v in variables.items() if n not in dict(bad)}
@@ -282,12 +281,15 @@ def save_step(
             if required:
                 names = ", ".join(f"{name} ({type_})" for name, type_ in required)
                 hint = how_to_exclude.format(names=",".join(name for name, _ in required))
+                reason = f"cannot be saved: {names}"
                 message = (
                     f"step {key!r} ran, but it is not saved: these variables cannot be "
                     f"saved: {names}. To save the rest, add {hint}"
                 )
             else:
+                reason = str(exc)
                 message = f"step {key!r} ran, but it is not saved: {exc}"
-            warnings.warn(message, CacheWarning, stacklevel=3)
-            return False
+        warnings.warn(message, CacheWarning, stacklevel=3)
+        session.not_saved(key, reason, variables)
+        return False
     return False

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from IPython.utils.capture import capture_output
 
+from awaitly_nb.errors import CacheWarning
+
 FAILING = (
     "%%step key=fails\npartial = 1\nmark()\nif broken:\n    raise ValueError('boom')\nfine = 2"
 )
@@ -199,3 +201,22 @@ def test_a_cell_that_rebinds_its_input_stays_a_hit_when_run_again(
     assert run(grow).result.success  # restored, not grown twice
     assert marks.count("grow") == 1
     assert ip.user_ns["base"] == [1, 2, 3, 10]
+
+
+def test_a_step_that_rebinds_a_recomputed_input_is_stale_too(ip: Any, run: Any, marks: Any) -> None:
+    scale = "%%step key=scale\nbase = [v * 10 for v in base]\nmark('scale')"
+    assert run(LOAD).result.success and run(scale).result.success
+    assert ip.user_ns["base"] == [10, 20, 30]
+    assert run(LOAD.replace("3]", "3, 4]")).result.success
+    assert run(scale).result.success  # `base` it reads came from a recomputed step
+    assert marks.count("scale") == 2
+    assert ip.user_ns["base"] == [10, 20, 30, 40]
+
+
+def test_a_step_after_one_that_could_not_be_saved_runs_again(ip: Any, run: Any, marks: Any) -> None:
+    assert run(LOAD).result.success and run(TOTAL).result.success
+    unsaveable = "%%step key=load\nbase = [1, 2, 3, 4]\ngen = (i for i in base)\nmark('load')"
+    with pytest.warns(CacheWarning):
+        assert run(unsaveable).result.success  # ran, new `base`, but not saved
+    assert run(TOTAL).result.success
+    assert marks.count("total") == 2 and ip.user_ns["total"] == 10
