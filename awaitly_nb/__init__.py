@@ -105,7 +105,7 @@ def status_widget() -> Any:
     """
     from awaitly_nb.notebook.widget import StatusWidget
 
-    return StatusWidget()
+    return StatusWidget.for_session()
 
 
 def load_ipython_extension(ipython: object) -> None:

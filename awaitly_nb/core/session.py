@@ -340,16 +340,28 @@ class Session:
     def notify_changed(self) -> None:
         """Tell ``on_change`` callbacks (the widget) that saved steps changed."""
         for callback in list(self.on_change):
-            callback()
+            try:
+                callback()
+            except Exception as exc:
+                warnings.warn(
+                    f"awaitly_nb callback {callback!r} raised {type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
     def steps(self) -> list[dict[str, Any]]:
         """Manifests of the current workflow's saved steps."""
         return self.store.manifests(self.workflow_id())
 
-    def status(self) -> list[StepStatus]:
-        """Every step of the current workflow: saved ones and those seen this session."""
+    def status(self, manifests: list[dict[str, Any]] | None = None) -> list[StepStatus]:
+        """Every step of the current workflow: saved ones and those seen this session.
+
+        ``manifests`` (the workflow's saved manifests) may be passed when already read.
+        """
         workflow = self.workflow_id()
-        return self.tracker.rows(workflow, self.store.manifests(workflow))
+        if manifests is None:
+            manifests = self.store.manifests(workflow)
+        return self.tracker.rows(workflow, manifests)
 
 
 def gc(*, min_age: float = 600.0) -> GcReport:

@@ -300,4 +300,4 @@ class StepMagics(Magics):
             print(f"(the status widget needs ipywidgets: {exc}; showing the text table)")
             print(status_text())
             return None
-        return StatusWidget()
+        return StatusWidget.for_session()

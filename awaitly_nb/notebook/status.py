@@ -43,11 +43,11 @@ def row_cells(row: StepStatus) -> tuple[str, ...]:
     )
 
 
-def status_summary(session: Session, rows: list[StepStatus]) -> str:
+def status_summary(session: Session, rows: list[StepStatus], disk: int | None = None) -> str:
     """``"2 of 3 complete; replays saved 4.2 s this session; store 12.0 MB"``."""
     done = sum(row.state in ("complete", "restored") for row in rows)
     saved = format_duration(session.tracker.time_saved_ms)
-    size = format_size(session.store.disk_usage())
+    size = format_size(session.store.disk_usage() if disk is None else disk)
     return (
         f"{done} of {len(rows)} complete; replays saved {saved} this session "
         f"({session.tracker.restores} restored); store {size} on disk"

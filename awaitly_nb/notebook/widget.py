@@ -30,6 +30,7 @@ _COLORS = {
     "not run yet": "#757575",
 }
 _WIDTHS = ("22%", "10%", "15%", "9%", "9%", "9%", "18%")
+_SHOWN: dict[int, StatusWidget] = {}
 
 
 def _cell(content: str, width: str) -> widgets.HTML:
@@ -60,9 +61,12 @@ class StatusWidget(widgets.VBox):  # type: ignore[misc]
         def on_event(event: Event | None = None) -> None:
             widget = ref()
             if widget is not None:
-                widget.refresh()
+                # Only a save, a forget or an import changes the store: re-read it then.
+                widget.refresh(reread=event is None or event.type == "step_complete")
 
         self._listener = on_event
+        self._manifests: list[dict[str, Any]] = []
+        self._disk = 0
         self.session.listeners.append(on_event)
         self.session.on_change.append(on_event)
         self.refresh()
@@ -79,10 +83,13 @@ class StatusWidget(widgets.VBox):  # type: ignore[misc]
         box.add_class("awaitly-nb-step")
         return box, cells
 
-    def refresh(self) -> None:
-        """Re-read the store and the session's events and redraw what changed."""
-        rows = self.session.status()
-        summary = html.escape(status_summary(self.session, rows))
+    def refresh(self, *, reread: bool = True) -> None:
+        """Redraw what changed; ``reread`` the store's manifests and size first."""
+        if reread:
+            self._manifests = self.session.store.manifests(self.session.workflow_id())
+            self._disk = self.session.store.disk_usage()
+        rows = self.session.status(self._manifests)
+        summary = html.escape(status_summary(self.session, rows, self._disk))
         self._summary.value = f"<b>awaitly_nb</b> · {summary}"
         children = []
         for row in rows:
@@ -102,7 +109,23 @@ class StatusWidget(widgets.VBox):  # type: ignore[misc]
 
     def rows(self) -> list[StepStatus]:
         """The steps as shown."""
-        return self.session.status()
+        return self.session.status(self._manifests)
+
+    @classmethod
+    def for_session(cls, session: Session | None = None) -> StatusWidget:
+        """The session's widget: one per session, shown again by every ``%steps``.
+
+        ipywidgets keeps every widget alive until it is closed, so making a new
+        one per ``%steps`` would pile up listeners; one widget can be displayed
+        in several places instead.
+        """
+        session = session or get_session()
+        widget = _SHOWN.get(id(session))
+        if widget is None or widget.session is not session or widget.comm is None:
+            widget = _SHOWN[id(session)] = cls(session)
+        else:
+            widget.refresh()
+        return widget
 
     def close(self) -> None:
         """Stop following events and close the widget and its rows."""
@@ -113,6 +136,8 @@ class StatusWidget(widgets.VBox):  # type: ignore[misc]
             for child in box.children:
                 child.close()
             box.close()
+        if _SHOWN.get(id(self.session)) is self:
+            del _SHOWN[id(self.session)]
         super().close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

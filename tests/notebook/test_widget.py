@@ -165,3 +165,35 @@ def test_steps_without_ipywidgets_explains_and_shows_the_table(
     assert shown.result.success, shown.error
     assert "needs ipywidgets" in shown.stdout
     assert "complete" in shown.stdout
+
+
+def test_steps_shows_one_widget_per_session_however_often_it_runs(
+    ip: Any, run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ip, "kernel", object(), raising=False)
+    listeners = len(get_session().listeners)
+    first = run("%steps").result.result
+    second = run("%steps").result.result
+    try:
+        assert first is second
+        assert len(get_session().listeners) == listeners + 1
+    finally:
+        first.close()
+    assert len(get_session().listeners) == listeners
+    third = run("%steps").result.result  # a closed widget is replaced
+    assert third is not first
+    third.close()
+
+
+def test_a_hit_does_not_reread_the_store(
+    ip: Any, run: Any, widget: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cell = "%%step key=a\nv = 1"
+    assert run(cell).result.success
+    reads: list[int] = []
+    store = get_session().store
+    real = store.manifests
+    monkeypatch.setattr(store, "manifests", lambda *a: reads.append(1) or real(*a))
+    assert run(cell).result.success  # restored: rows change, the store does not
+    assert reads == []
+    assert _states(widget) == {"a": "restored"}
