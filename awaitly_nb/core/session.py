@@ -8,6 +8,7 @@ the same events as :func:`~awaitly_nb.create_workflow`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -90,13 +91,29 @@ class Session:
     on_change: list[Callable[[], Any]] = field(default_factory=list)
     """Called after steps are forgotten or cleared (events cover the rest)."""
     _stores: dict[tuple[Path, str | None], StepStore] = field(default_factory=dict, repr=False)
+    _default: tuple[str, Path] | None = field(default=None, repr=False)
+
+    def close_stores(self) -> None:
+        """Close the stores opened so far (they reopen on next use)."""
+        for store in self._stores.values():
+            with contextlib.suppress(Exception):
+                store.close()
+        self._stores.clear()
+        self._default = None
 
     # --- where -------------------------------------------------------------
     def resolved_directory(self) -> Path:
-        """The store directory: configured, else ``$AWAITLY_NB_DIR``, else ``./.awaitly``."""
+        """The store directory: configured, else ``$AWAITLY_NB_DIR``, else ``./.awaitly``.
+
+        The default is fixed at first use: a cell that changes the working
+        directory later does not move the store.
+        """
         if self.directory is not None:
             return self.directory
-        return Path(os.environ.get(ENV_DIR) or DEFAULT_DIR).absolute()
+        env = os.environ.get(ENV_DIR) or ""
+        if self._default is None or self._default[0] != env:
+            self._default = (env, Path(env or DEFAULT_DIR).absolute())
+        return self._default[1]
 
     @property
     def store(self) -> StepStore:
@@ -199,6 +216,7 @@ class Session:
         pin: bool = False,
         force: bool = False,
         inputs: dict[str, str] | None = None,
+        kind: str | None = None,
     ) -> Lookup:
         """Decide whether the step ``key`` can be restored, and load it if so.
 
@@ -221,6 +239,12 @@ class Session:
             found = Lookup("miss")
         elif force:
             found = Lookup("forced", manifest, reason="--force")
+        elif kind is not None and _shape(manifest.get("kind")) != _shape(kind):
+            found = Lookup(
+                "stale",
+                manifest,
+                reason=f"the key was saved by a {manifest.get('kind')} step, this is a {kind} step",
+            )
         elif (
             not pin
             and fingerprint is not None
@@ -395,6 +419,11 @@ def _nbytes(value: Any) -> int:
     return sys.getsizeof(value, 0)
 
 
+def _shape(kind: Any) -> str:
+    """Cells and with-blocks save variables and outputs; the call form saves a value."""
+    return "value" if kind == "call" else "variables"
+
+
 def _combined(fingerprint: str | None, inputs: dict[str, str] | None) -> str | None:
     """The code fingerprint, folded with the versions of the inputs it reads."""
     if fingerprint is None or not inputs:
@@ -458,6 +487,7 @@ def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET, store: Any = _UNSET)
     if dir is not _UNSET:
         if dir is not None and not isinstance(dir, (str, os.PathLike)):
             raise TypeError(f"dir must be a path, got {type(dir).__name__}")
+        _SESSION.close_stores()
         _SESSION.directory = None if dir is None else Path(dir).absolute()
         _SESSION.tracker = StatusTracker()  # another store: what this session saw is elsewhere
         _SESSION.produced_by.clear()
@@ -467,6 +497,7 @@ def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET, store: Any = _UNSET)
                 f"store= takes a URL such as redis://127.0.0.1:6379/0 or s3://bucket/path, "
                 f"got {store!r}; for a local folder use dir="
             )
+        _SESSION.close_stores()
         _SESSION.shared = store
         _SESSION.tracker = StatusTracker()
         _SESSION.produced_by.clear()

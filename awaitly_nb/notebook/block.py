@@ -117,12 +117,21 @@ class StepBlock:
         session, self._shell = session_for_shell()
         self._inputs = session.inputs(reads)
         found = session.lookup(
-            self.key, self._fingerprint, pin=self.pin, force=self.force, inputs=self._inputs
+            self.key,
+            self._fingerprint,
+            pin=self.pin,
+            force=self.force,
+            inputs=self._inputs,
+            kind="block",
         )
         if found.hit:
             self._found = found
             self._previous_trace = sys.gettrace()
-            sys.settrace(_no_trace)
+            self._previous_frame_trace = frame.f_trace
+            # A global tracer (even one that does nothing) must be set for frame
+            # tracing to run; a debugger's own stays in place if there is one.
+            if self._previous_trace is None:
+                sys.settrace(_no_trace)
             frame.f_trace = self._skip
             return self
         note = rerun_note(self.key, found)
@@ -145,9 +154,9 @@ class StepBlock:
         frame, self._frame = self._frame, None
         assert frame is not None
         if hasattr(self, "_previous_trace"):
-            frame.f_trace = None
+            frame.f_trace = self._previous_frame_trace
             sys.settrace(self._previous_trace)
-            del self._previous_trace
+            del self._previous_trace, self._previous_frame_trace
             found: Lookup = self._found
             restore(frame.f_globals, found.payload)
             if not self.quiet:
@@ -210,7 +219,7 @@ def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool =
     fingerprint = function_fingerprint(fn)
     code = getattr(fn, "__code__", None)
     inputs = session.inputs(code.co_names if code is not None else ())
-    found = session.lookup(key, fingerprint, pin=pin, force=force, inputs=inputs)
+    found = session.lookup(key, fingerprint, pin=pin, force=force, inputs=inputs, kind="call")
     if found.hit:
         return found.payload["value"]  # type: ignore[no-any-return]
     started = session.started(key)

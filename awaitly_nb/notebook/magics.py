@@ -125,7 +125,9 @@ class StepMagics(Magics):
             key = f"cell:{fingerprint[:16]}"
         inputs = session.inputs(_inputs(source))
         try:
-            found = session.lookup(key, fingerprint, pin=args.pin, force=args.force, inputs=inputs)
+            found = session.lookup(
+                key, fingerprint, pin=args.pin, force=args.force, inputs=inputs, kind="cell"
+            )
         except InvalidKeyError as exc:
             raise UsageError(f"{exc}. Usage: {_FORM}") from None
         if found.hit:

@@ -237,3 +237,54 @@ def test_with_block_as_target_is_not_saved(
     assert run(cell).result.success
     assert marks.count() == 1
     assert ip.user_ns["was_restored"] is True
+
+
+def test_a_key_used_by_the_call_form_and_a_block_is_not_mixed_up(
+    ip: Any, run: Any, marks: Any
+) -> None:
+    assert run(
+        "from awaitly_nb import step\nv = step(lambda: 5, key='both', pin=True)"
+    ).result.success
+    block = "with step('both', pin=True):\n    w = 6\n    mark()"
+    ran = run(block)
+    assert ran.result.success, ran.error  # not a KeyError: the saved shape differs, so it runs
+    assert marks.count() == 1 and ip.user_ns["w"] == 6
+    again = run("v = step(lambda: 5, key='both', pin=True)")
+    assert again.result.success, again.error
+    assert ip.user_ns["v"] == 5
+
+
+TRACED = """
+import sys
+lines = []
+def local(frame, event, arg):
+    if event == "line":
+        lines.append(frame.f_lineno)
+    return local
+def tracer(frame, event, arg):
+    return None  # a debugger's global tracer; this module's frame traces lines
+sys.settrace(tracer)
+sys._getframe().f_trace = local
+from awaitly_nb import step
+with step("traced"):
+    value = 1
+after = 2
+done = 3
+sys.settrace(None)
+print(sorted(set(lines)))
+"""
+
+
+def test_a_restored_block_leaves_an_active_tracer_tracing(tmp_path: Path) -> None:
+    script = tmp_path / "traced.py"
+    script.write_text(TRACED)
+    env = {**os.environ, "AWAITLY_NB_DIR": str(tmp_path / "store")}
+    runs = [
+        subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    traced_after = {15, 16}  # `after = 2` and `done = 3`, after the with-block
+    for out in runs:
+        assert traced_after <= set(eval(out)), out

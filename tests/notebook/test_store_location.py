@@ -135,3 +135,20 @@ def test_configured_workflow_wins_over_the_notebook_name(
     ip.user_ns["__vsc_ipynb_file__"] = "/home/me/report.ipynb"
 
     assert get_session().workflow_id() == "test"
+
+
+def test_changing_the_working_directory_does_not_move_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWAITLY_NB_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    awaitly_nb.configure(dir=None, workflow="cwd")
+    try:
+        awaitly_nb.step(lambda: 1, key="first")
+        (tmp_path / "sub").mkdir()
+        monkeypatch.chdir(tmp_path / "sub")  # as a cell running os.chdir would
+        awaitly_nb.step(lambda: 2, key="second")
+        assert not (tmp_path / "sub" / ".awaitly").exists()
+        assert {m["key"] for m in get_session().steps()} == {"first", "second"}
+    finally:
+        awaitly_nb.configure(dir=None, workflow=None)
