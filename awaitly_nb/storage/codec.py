@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import pickle
+import sys
 from typing import Any
 
 import xxhash
@@ -82,6 +84,20 @@ def encode(value: Any, blobs: BlobStore) -> dict[str, Any]:
     return record
 
 
+def _descriptors_to_spare(wanted: int) -> bool:
+    """True if mapping ``wanted`` more blobs leaves half the descriptor limit free."""
+    if sys.version_info >= (3, 13):
+        return True  # maps do not keep a descriptor (mmap trackfd=False)
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        in_use = len(os.listdir("/proc/self/fd"))
+    except (ImportError, OSError, ValueError):
+        return wanted <= 16
+    return soft == resource.RLIM_INFINITY or in_use + wanted <= soft // 2
+
+
 def blob_names(record: Any) -> list[str]:
     """The blobs a record refers to."""
     if not isinstance(record, dict):
@@ -132,6 +148,8 @@ def decode(record: Any, blobs: BlobStore, *, verify_limit: int = VERIFY_LIMIT) -
         raise StateFormatError("record is damaged: the pickle stream's checksum does not match")
     by_size = sorted(range(len(refs)), key=lambda i: -refs[i][1])
     mapped = {i for i in by_size[:MAX_MAPS] if refs[i][1] >= MAP_MIN}
+    if mapped and not _descriptors_to_spare(len(mapped)):
+        mapped = set()  # read instead: before Python 3.13 every map holds a descriptor
     buffers = [blobs.open(name, size, map=i in mapped) for i, (name, size) in enumerate(refs)]
     if sum(size for _, size in refs) <= verify_limit:
         for (name, _), buffer in zip(refs, buffers, strict=True):

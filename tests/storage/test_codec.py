@@ -743,3 +743,24 @@ def test_big_values_really_use_blobs_in_round_trips(tmp_path: Path) -> None:
 )
 def test_nested_containers_round_trip(stores: tuple[StepStore, StepStore], value: Any) -> None:
     assert_same(round_trip(stores, value), value)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="maps keep no descriptor from 3.13")
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_big_blobs_are_read_when_descriptors_run_short(blobs: BlobStore) -> None:
+    import resource
+
+    value = [big_array(i, count=MAPPED) for i in range(3)]
+    record = codec.encode(value, blobs)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 2 * in_use + 2), hard))
+    try:
+        back = codec.decode(record, blobs)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [memory_map_under(a) for a in back] == [None, None, None]  # read, not mapped
+    for original, restored in zip(value, back, strict=True):
+        np.testing.assert_array_equal(restored, original)
+    again = codec.decode(record, blobs)  # with descriptors to spare: mapped
+    assert all(isinstance(memory_map_under(a), mmap.mmap) for a in again)
