@@ -227,7 +227,7 @@ def produced(
         missing = [n for n in outputs if n not in namespace]
         if missing:
             raise AwaitlyError(
-                f"outputs= names variables the step did not set: {', '.join(missing)}; "
+                f"outputs= names variables that do not exist after the step: {', '.join(missing)}; "
                 "nothing was saved"
             )
         return list(outputs), [], set()
