@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from awaitly_nb.errors import InvalidKeyError
+from awaitly_nb.storage.names import check_name
 
 __all__ = ["validate_key"]
 
@@ -12,7 +12,8 @@ __all__ = ["validate_key"]
 def validate_key(key: Any) -> str:
     """Return ``key`` if it is usable as a step key, else raise :class:`InvalidKeyError`.
 
-    A key is a non-empty string without NUL characters.
+    A key is a non-empty string of valid text without NUL characters. It is
+    never used as a file name, so ``/``, ``..`` and very long keys are fine.
 
     >>> validate_key("posts:1")
     'posts:1'
@@ -21,13 +22,4 @@ def validate_key(key: Any) -> str:
     ...
     awaitly_nb.errors.InvalidKeyError: step key must not be empty
     """
-    if not isinstance(key, str):
-        raise InvalidKeyError(
-            f"step key must be a str, got {type(key).__name__} {key!r}; "
-            f'build one with an f-string, e.g. key=f"user:{{user_id}}"'
-        )
-    if not key:
-        raise InvalidKeyError("step key must not be empty")
-    if "\x00" in key:
-        raise InvalidKeyError(f"step key must not contain NUL characters: {key!r}")
-    return key
+    return check_name(key)

@@ -65,7 +65,11 @@ class StepMeta:
             raise StateFormatError(f"step {key!r}: meta 'saved_at'/'duration_ms' must be numbers")
         if name is not None and not isinstance(name, str):
             raise StateFormatError(f"step {key!r}: meta 'name' must be a string or null")
-        return cls(saved_at=float(saved_at), duration_ms=float(duration), name=name)  # type: ignore[arg-type]
+        try:
+            times = float(saved_at), float(duration)  # type: ignore[arg-type]
+        except OverflowError:
+            raise StateFormatError(f"step {key!r}: meta times are out of range") from None
+        return cls(saved_at=times[0], duration_ms=times[1], name=name)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ from awaitly_nb.notebook.status import status_text
 __all__ = ["StepMagics"]
 
 _FORM = "%%step [KEY | key=KEY] [outputs=a,b] [exclude=c] [--force] [--pin] [--quiet]"
-_FIELD = re.compile(r"\{([^{}]+)\}")
+# One pass over the key: plain text, an escaped brace ({{ or }}), a {field}, or a stray brace.
+_TOKEN = re.compile(r"(?P<text>[^{}]+)|(?P<escape>\{\{|\}\})|\{(?P<field>[^{}]*)\}|[{}]")
 
 
 def _name_list(option: str, value: str) -> list[str]:
@@ -61,20 +62,24 @@ def _inputs(source: str) -> set[str]:
 
 def _expand_key(template: str, namespace: dict[str, Any]) -> str:
     """Fill ``{expr}`` fields of a key from the notebook's variables (``{{`` is a brace)."""
-    escaped = template.replace("{{", "\x00").replace("}}", "\x01")
-
-    def field(match: re.Match[str]) -> str:
-        expr = match.group(1).strip()
-        try:
-            return str(eval(expr, namespace))
-        except Exception as exc:
-            raise UsageError(
-                f"cannot fill {{{expr}}} in the key {template!r}: {type(exc).__name__}: {exc}"
-            ) from None
-
-    if "{" in _FIELD.sub("", escaped) or "}" in _FIELD.sub("", escaped):
-        raise UsageError(f"unbalanced braces in the key {template!r}; write {{{{ for a brace")
-    return _FIELD.sub(field, escaped).replace("\x00", "{").replace("\x01", "}")
+    parts = []
+    for match in _TOKEN.finditer(template):
+        text, escape, expr = match.group("text", "escape", "field")
+        if text is not None:
+            parts.append(text)
+        elif escape is not None:
+            parts.append(escape[0])
+        elif expr is not None and expr.strip():
+            try:
+                parts.append(str(eval(expr.strip(), namespace)))
+            except Exception as exc:
+                raise UsageError(
+                    f"cannot fill {{{expr.strip()}}} in the key {template!r}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+        else:
+            raise UsageError(f"unbalanced braces in the key {template!r}; write {{{{ for a brace")
+    return "".join(parts)
 
 
 @magics_class

@@ -35,7 +35,7 @@ import xxhash
 
 from awaitly_nb.errors import AwaitlyError, CacheWarning, StateFormatError, StorageError, TrustError
 from awaitly_nb.sharing.signing import sign, signature_matches
-from awaitly_nb.storage.codec import record_from_json, record_to_json
+from awaitly_nb.storage.codec import blob_refs, record_from_json, record_to_json
 from awaitly_nb.storage.serialize import versions
 from awaitly_nb.storage.store import StepStore
 
@@ -124,7 +124,7 @@ def export_bundle(
             raise AwaitlyError(f"no saved step{where} for: {', '.join(sorted(missing))}")
     blob_sizes: dict[str, int] = {}
     for _, _, entry in entries:
-        for name, size in _blob_refs(entry.record):
+        for name, size in blob_refs(entry.record):
             blob_sizes[name] = size
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
@@ -190,14 +190,6 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime = len(data), int(time.time())
     tar.addfile(info, io.BytesIO(data))
-
-
-def _blob_refs(record: dict[str, Any]) -> list[tuple[str, int]]:
-    refs = [(str(n), int(s)) for n, s in record.get("buffers", ())]
-    if record.get("stream_ref"):
-        name, size = record["stream_ref"]
-        refs.append((str(name), int(size)))
-    return refs
 
 
 def _open_bundle(path: Path) -> tarfile.TarFile:
@@ -284,8 +276,8 @@ def _checked_steps(
             raise StateFormatError(f"bundle {path} is damaged: step {k!r} lacks its record")
         record = record_from_json(r, f"bundle {path} is damaged: step {k!r}")
         try:
-            refs = _blob_refs(record)
-        except (TypeError, ValueError) as exc:
+            refs = blob_refs(record)
+        except StateFormatError as exc:
             raise StateFormatError(f"bundle {path} is damaged: step {k!r}: {exc}") from exc
         for name, size in refs:
             if not isinstance(blobs.get(name), dict) or blobs[name].get("size") != size:

@@ -48,4 +48,7 @@ def sign(data: bytes, key: bytes) -> str:
 
 def signature_matches(data: bytes, signature: str | None, key: bytes) -> bool:
     """True if ``signature`` is ``data`` signed with ``key`` (compared in constant time)."""
-    return signature is not None and hmac.compare_digest(sign(data, key), signature)
+    if signature is None:
+        return False
+    expected = sign(data, key).encode("ascii")
+    return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))

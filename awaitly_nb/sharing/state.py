@@ -10,6 +10,7 @@ from typing import Any
 from awaitly_nb.core.session import get_session
 from awaitly_nb.sharing.bundle import BundleReport, Progress, export_bundle, import_bundle
 from awaitly_nb.sharing.signing import load_key
+from awaitly_nb.storage.codec import blob_refs
 
 __all__ = ["blob_bytes", "export_state", "import_state", "progress_bar"]
 
@@ -33,11 +34,7 @@ def blob_bytes(entries: Iterable[Any]) -> int:
     """Bytes of the distinct blobs the given stored steps refer to."""
     sizes: dict[str, int] = {}
     for entry in entries:
-        record = entry.record
-        for name, size in record.get("buffers", ()):
-            sizes[name] = size
-        if record.get("stream_ref"):
-            sizes[record["stream_ref"][0]] = record["stream_ref"][1]
+        sizes.update(blob_refs(entry.record))
     return sum(sizes.values())
 
 

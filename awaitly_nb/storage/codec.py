@@ -30,6 +30,7 @@ __all__ = [
     "RECORD_FORMAT",
     "VERIFY_LIMIT",
     "blob_names",
+    "blob_refs",
     "decode",
     "encode",
     "record_from_json",
@@ -98,28 +99,47 @@ def _descriptors_to_spare(wanted: int) -> bool:
     return soft == resource.RLIM_INFINITY or in_use + wanted <= soft // 2
 
 
-def blob_names(record: Any) -> list[str]:
-    """The blobs a record refers to."""
+def _is_ref(ref: Any) -> bool:
+    return (
+        isinstance(ref, (tuple, list))
+        and len(ref) == 2
+        and isinstance(ref[0], str)
+        and type(ref[1]) is int
+        and ref[1] >= 0
+    )
+
+
+def blob_refs(record: Any) -> list[tuple[str, int]]:
+    """Every ``(blob name, size)`` a record refers to, buffers then stream.
+
+    Raises:
+        StateFormatError: the record's references are malformed.
+    """
     if not isinstance(record, dict):
-        return []
-    names = [ref[0] for ref in record.get("buffers", ()) if isinstance(ref, (tuple, list))]
+        raise StateFormatError(f"record is damaged: a {type(record).__name__}, not a dict")
+    refs = record.get("buffers")
+    if not isinstance(refs, list) or not all(_is_ref(r) for r in refs):
+        raise StateFormatError("record is damaged: bad buffer list")
+    found = [(str(name), int(size)) for name, size in refs]
     stream_ref = record.get("stream_ref")
-    if isinstance(stream_ref, (tuple, list)):
-        names.append(stream_ref[0])
-    return names
+    if stream_ref is not None:
+        if not _is_ref(stream_ref):
+            raise StateFormatError("record is damaged: bad stream reference")
+        found.append((str(stream_ref[0]), int(stream_ref[1])))
+    return found
+
+
+def blob_names(record: Any) -> list[str]:
+    """The blobs a record refers to (none for a malformed record)."""
+    try:
+        return [name for name, _ in blob_refs(record)]
+    except StateFormatError:
+        return []
 
 
 def _refs(record: dict[str, Any]) -> list[tuple[str, int]]:
-    refs = record.get("buffers")
-    if not isinstance(refs, list) or not all(
-        isinstance(r, (tuple, list))
-        and len(r) == 2
-        and isinstance(r[0], str)
-        and isinstance(r[1], int)
-        for r in refs
-    ):
-        raise StateFormatError("record is damaged: bad buffer list")
-    return [(name, size) for name, size in refs]
+    refs = blob_refs(record)
+    return refs[:-1] if record.get("stream_ref") is not None else refs
 
 
 def decode(record: Any, blobs: BlobStore, *, verify_limit: int = VERIFY_LIMIT) -> Any:
@@ -138,8 +158,8 @@ def decode(record: Any, blobs: BlobStore, *, verify_limit: int = VERIFY_LIMIT) -
     refs = _refs(record)
     stream: Any = record.get("stream")
     if stream is None:
-        stream_ref = record.get("stream_ref")
-        if not isinstance(stream_ref, (tuple, list)) or len(stream_ref) != 2:
+        stream_ref: Any = record.get("stream_ref")
+        if not _is_ref(stream_ref):
             raise StateFormatError("record is damaged: no pickle stream")
         stream = blobs.open(stream_ref[0], stream_ref[1])
     if not isinstance(stream, (bytes, bytearray, memoryview)) and not hasattr(stream, "madvise"):

@@ -16,6 +16,8 @@ import diskcache
 from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError
 from awaitly_nb.storage import codec
 from awaitly_nb.storage.blobs import BlobStore, GcReport
+from awaitly_nb.storage.names import check_name
+from awaitly_nb.storage.store import open_index
 
 __all__ = ["FileCache", "create_file_cache"]
 
@@ -63,20 +65,18 @@ class FileCache:
     def __init__(self, directory: str | os.PathLike[str], *, ttl: float | None = None) -> None:
         self.directory = Path(directory)
         self.ttl = ttl
-        try:
-            self._cache = diskcache.Cache(str(self.directory), eviction_policy="none")
-        except Exception as exc:
-            raise StorageError(f"cannot open the file cache in {self.directory}: {exc}") from exc
+        self._cache = open_index(self.directory, what="the file cache")
         self._blobs = BlobStore(self.directory / "blobs")
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value saved under ``key``, or ``default`` if absent, expired or unusable."""
+        check_name(key)
         try:
             raw = self._cache.get(key, default=_ENOVAL)
-        except sqlite3.DatabaseError as exc:
+        except Exception as exc:  # a damaged database or record (diskcache unpickles it)
             warnings.warn(
-                f"the file cache in {self.directory} cannot be read ({exc}); "
-                f"{key!r} is treated as not saved",
+                f"the file cache entry {key!r} in {self.directory} cannot be read and is "
+                f"treated as not saved: {exc!r}",
                 CacheWarning,
                 stacklevel=2,
             )
@@ -100,6 +100,7 @@ class FileCache:
         Raises:
             SerializationError: the value cannot be pickled; nothing is written.
         """
+        check_name(key)
         record = codec.encode(value, self._blobs)
         try:
             self._cache.set(key, record, expire=self.ttl)

@@ -26,12 +26,55 @@ import diskcache
 from awaitly_nb.errors import AwaitlyError, CacheWarning, StateFormatError, StorageError
 from awaitly_nb.storage import codec
 from awaitly_nb.storage.blobs import BlobStore, GcReport
+from awaitly_nb.storage.names import check_name
 from awaitly_nb.storage.serialize import versions
 
 __all__ = ["MANIFEST_VERSION", "GcReport", "StepStore", "StoredStep"]
 
 MANIFEST_VERSION = 1
 _STEP = "step"
+
+
+def _check_names(workflow: Any, key: Any) -> None:
+    check_name(workflow, "workflow")
+    check_name(key)
+
+
+def open_index(directory: Path, *, what: str) -> Any:
+    """A diskcache index that never evicts; a damaged one is moved aside and replaced.
+
+    Raises:
+        StorageError: the folder cannot be used at all (read-only, locked, gone).
+    """
+    try:
+        # Never evict: a saved entry stays until it is forgotten.
+        return diskcache.Cache(str(directory), eviction_policy="none")
+    except sqlite3.OperationalError as exc:
+        raise StorageError(f"cannot open {what} in {directory}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        return quarantine(directory, exc, what=what)
+    except Exception as exc:
+        raise StorageError(f"cannot open {what} in {directory}: {exc}") from exc
+
+
+def quarantine(directory: Path, error: Exception, *, what: str) -> Any:
+    """Move a damaged index database aside (kept for inspection) and start a new one."""
+    database = directory / "cache.db"
+    aside = database.with_name(f"cache.db.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    try:
+        os.replace(database, aside)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                database.with_name("cache.db" + suffix).unlink()
+    except OSError as exc:
+        raise StorageError(f"{what} in {directory} is damaged ({error}): {exc}") from exc
+    warnings.warn(
+        f"{what} in {directory} is damaged ({error}); it was moved to {aside.name} and a "
+        "new one started: saved entries run again (`awaitly-nb gc` frees their blobs)",
+        CacheWarning,
+        stacklevel=4,
+    )
+    return diskcache.Cache(str(directory), eviction_policy="none")
 
 
 @dataclass(frozen=True)
@@ -80,35 +123,12 @@ class StepStore:
 
     # --- the index, guarded ---------------------------------------------------
     def _open_index(self) -> Any:
-        path = self.directory / "index"
-        try:
-            # Never evict: a saved step stays until it is forgotten.
-            return diskcache.Cache(str(path), eviction_policy="none")
-        except sqlite3.OperationalError as exc:
-            raise StorageError(f"cannot open the store in {self.directory}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            return self._quarantine(exc)
-        except Exception as exc:
-            raise StorageError(f"cannot open the store in {self.directory}: {exc}") from exc
+        return open_index(self.directory / "index", what="the store index")
 
     def _quarantine(self, error: Exception) -> Any:
-        """Move a damaged index aside (keeping it for inspection) and start a new one."""
-        path = self.directory / "index"
-        aside = self.directory / f"index.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         with contextlib.suppress(Exception):
             self.index.close()
-        try:
-            os.replace(path, aside)
-        except OSError as exc:
-            raise StorageError(f"the store index in {path} is damaged ({error}): {exc}") from exc
-        warnings.warn(
-            f"the store index in {path} is damaged ({error}); it was moved to {aside.name} "
-            "and a new one started: saved steps run again (run `awaitly-nb gc` to free "
-            "their blobs)",
-            CacheWarning,
-            stacklevel=4,
-        )
-        return diskcache.Cache(str(path), eviction_policy="none")
+        return quarantine(self.directory / "index", error, what="the store index")
 
     def _call(self, op: str, *args: Any) -> Any:
         result = getattr(self.index, op)(*args)
@@ -128,7 +148,12 @@ class StepStore:
             return self._call(op, *args)
         except AwaitlyError:
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C: never leave a transaction open
+                if self._local:
+                    with contextlib.suppress(Exception):
+                        self.index.close()
+                raise
             if op == "get" and isinstance(
                 exc,
                 (
@@ -140,9 +165,10 @@ class StepStore:
                     TypeError,
                 ),
             ):
+                what = f"step {args[0][2]!r}" if isinstance(args[0], tuple) else repr(args[0])
                 warnings.warn(
-                    f"a record in the store index {self.directory} is damaged and is "
-                    f"treated as not saved: {exc!r}",
+                    f"the saved record of {what} in {self.directory} is damaged; it is "
+                    f"treated as not saved and runs again: {exc!r}",
                     CacheWarning,
                     stacklevel=4,
                 )
@@ -196,6 +222,7 @@ class StepStore:
             SerializationError: the value cannot be pickled; nothing is written.
             StorageError: the disk refused the write; the previous entry is intact.
         """
+        _check_names(workflow, key)
         record = codec.encode(value, self.blobs)
         stored = dict(manifest)
         stored.update(
@@ -213,6 +240,7 @@ class StepStore:
         self, workflow: str, key: str, manifest: dict[str, Any], record: dict[str, Any]
     ) -> None:
         """Write an index record whose blobs are already in place (an import)."""
+        _check_names(workflow, key)
         self._index("set", (_STEP, workflow, key), {"manifest": manifest, "value": record})
 
     def delete(self, workflow: str, key: str) -> bool:
