@@ -17,11 +17,9 @@ text/bytes (and JSON documents, and tar files with arbitrary members), and
 mutations of valid output (byte flips, truncations, insertions, deletions,
 splices, and structural edits of the JSON document or of the tar members).
 
-The mutated bundles are a tiny one (one small step, inline stream) and one
-with a 72 KB buffer blob. A bundle whose pickle stream is a blob
-(``stream_ref``) is left out for now: edits of its ``stream_ref`` hit two
-known bugs, pinned down by the xfail tests in ``test_bad_input.py``; add it
-as a third base once they are fixed.
+The mutated bundles are a tiny one (one small step, inline stream), one
+with a 72 KB buffer blob, and one whose pickle stream is a blob
+(``stream_ref``).
 """
 
 from __future__ import annotations
@@ -372,8 +370,15 @@ class Bundles:
         source.save("nb", "blob", {}, np.arange(9_000, dtype=np.float64))  # one 72 KB blob
         with_blob = root / "blob.awnb"
         export_bundle(source, with_blob, keys=["blob"])
+        source.save("nb", "stream", {}, [str(i) for i in range(3_000)])  # a stream blob
+        with_stream = root / "stream.awnb"
+        export_bundle(source, with_stream, keys=["stream"])
         source.close()
-        self.bases = {"tiny": tiny.read_bytes(), "blob": with_blob.read_bytes()}
+        self.bases = {
+            "tiny": tiny.read_bytes(),
+            "blob": with_blob.read_bytes(),
+            "stream": with_stream.read_bytes(),
+        }
         self.members = {name: tar_members(data) for name, data in self.bases.items()}
         self.root = root
         self.file = root / "fuzzed.awnb"
