@@ -161,3 +161,28 @@ def test_failing_step_stops_the_notebook_and_saves_nothing(tmp_path: Path) -> No
     assert nb.cells[2].outputs[0].text == "after 1\n"
     run()  # and now it is restored
     assert log.read_text().split() == ["flaky", "flaky"]
+
+
+def test_the_extension_loads_from_ipython_config(tmp_path: Path) -> None:
+    """``c.InteractiveShellApp.extensions = ["awaitly_nb"]``: no %load_ext in the notebook."""
+    profile = tmp_path / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_kernel_config.py").write_text(
+        'c.InteractiveShellApp.extensions = ["awaitly_nb"]\n'
+    )
+    path = tmp_path / "configured.ipynb"
+    cells = ["%%step key=configured\nvalue = 41 + 1\nprint('ran', value)", "print(value)"]
+    nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), path)
+    env = {
+        **os.environ,
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+        "AWAITLY_NB_DIR": str(tmp_path / "store"),
+    }
+    runs = []
+    for _ in range(2):
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=120, kernel_name="python3").execute(env=env)
+        runs.append(nb)
+    assert runs[0].cells[0].outputs[0].text == "ran 42\n"
+    assert any("restored 'configured'" in n for n in _notes(runs[1].cells[0]))
+    assert runs[1].cells[1].outputs[0].text == "42\n"
