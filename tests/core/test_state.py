@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import sys
-import types
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -35,30 +33,6 @@ SETTINGS = settings(
     max_examples=60,
     suppress_health_check=[HealthCheck.too_slow],
 )
-
-
-@pytest.fixture
-def gone_module(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """An object whose class lives in a module that can be made to disappear.
-
-    While the module is in ``sys.modules`` cloudpickle pickles the object by
-    reference; after ``remove()`` the pickled bytes name a module that does not
-    exist, so they cannot be unpickled.
-    """
-    name = "awaitly_nb_tests_gone_module"
-    module = types.ModuleType(name)
-
-    class Gone:
-        def __init__(self) -> None:
-            self.x = 1
-
-    Gone.__module__ = name
-    Gone.__qualname__ = "Gone"
-    module.Gone = Gone  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, name, module)
-    return SimpleNamespace(
-        name=name, obj=Gone(), remove=lambda: monkeypatch.delitem(sys.modules, name)
-    )
 
 
 def state_of(**values: Any) -> WorkflowState:

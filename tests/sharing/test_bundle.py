@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from awaitly_testing import blob_files, memory_map_under
 
 import awaitly_nb
 from awaitly_nb import AwaitlyError, CacheWarning, StateFormatError, TrustError
@@ -119,18 +120,6 @@ def alice_bundle(tmp_path: Path, **export: Any) -> Path:
     return path
 
 
-def blob_files(directory: Path) -> list[Path]:
-    """The blob files under a BlobStore directory (``ab/cdef...``), not its temporaries."""
-    if not directory.exists():
-        return []
-    return sorted(
-        file
-        for sub in directory.iterdir()
-        if sub.is_dir() and len(sub.name) == 2
-        for file in sub.iterdir()
-    )
-
-
 def temporaries(directory: Path) -> list[Path]:
     tmp = directory / "blobs" / "tmp"
     return sorted(tmp.iterdir()) if tmp.exists() else []
@@ -199,17 +188,6 @@ def flip_byte(path: Path, offset: int) -> None:
         byte = f.read(1)
         f.seek(offset)
         f.write(bytes([byte[0] ^ 0x40]))
-
-
-def memory_map_under(obj: Any) -> mmap.mmap | None:
-    """The mmap.mmap at the end of an array's ``base`` chain (through memoryviews), if any."""
-    for _ in range(50):
-        if isinstance(obj, mmap.mmap):
-            return obj
-        if obj is None:
-            return None
-        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
-    return None
 
 
 def blob_names_of(manifest: dict[str, Any], key: str) -> list[str]:

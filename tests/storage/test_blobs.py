@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import xxhash
+from awaitly_testing import blob_files
 
 from awaitly_nb import SerializationError, StateFormatError, StorageError
 from awaitly_nb.storage import blobs as blobs_module
@@ -22,18 +23,6 @@ from awaitly_nb.storage.blobs import BlobStore, GcReport
 from awaitly_nb.storage.store import StepStore
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def blob_files(directory: Path) -> list[Path]:
-    """The blob files under a BlobStore directory (``ab/cdef...``), not its temporaries."""
-    if not directory.exists():
-        return []
-    return sorted(
-        file
-        for sub in directory.iterdir()
-        if sub.is_dir() and len(sub.name) == 2
-        for file in sub.iterdir()
-    )
 
 
 def temporaries(directory: Path) -> list[Path]:

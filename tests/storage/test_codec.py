@@ -7,7 +7,6 @@ import mmap
 import os
 import pickle
 import sys
-import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import xxhash
+from awaitly_testing import blob_files, memory_map_under
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -32,29 +32,6 @@ LIMIT = codec.INLINE_BUFFER_LIMIT
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def blob_files(directory: Path) -> list[Path]:
-    """The blob files under a BlobStore directory (``ab/cdef...``), not its temporaries."""
-    if not directory.exists():
-        return []
-    return sorted(
-        file
-        for sub in directory.iterdir()
-        if sub.is_dir() and len(sub.name) == 2
-        for file in sub.iterdir()
-    )
-
-
-def memory_map_under(obj: Any) -> mmap.mmap | None:
-    """The mmap.mmap at the end of an array's ``base`` chain (through memoryviews), if any."""
-    for _ in range(50):
-        if isinstance(obj, mmap.mmap):
-            return obj
-        if obj is None:
-            return None
-        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
-    return None
 
 
 MAPPED = 200_000  # float64s: 1.6 MB, above codec.MAP_MIN, so restored by memory map
@@ -74,25 +51,6 @@ def flip_byte(path: Path, where: int = 0) -> None:
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
     return BlobStore(tmp_path / "blobs")
-
-
-@pytest.fixture
-def gone_module(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """An object whose class lives in a module that can be made to disappear."""
-    name = "awaitly_nb_tests_gone_module"
-    module = types.ModuleType(name)
-
-    class Gone:
-        def __init__(self) -> None:
-            self.x = 1
-
-    Gone.__module__ = name
-    Gone.__qualname__ = "Gone"
-    module.Gone = Gone  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, name, module)
-    return SimpleNamespace(
-        name=name, obj=Gone(), remove=lambda: monkeypatch.delitem(sys.modules, name)
-    )
 
 
 # --- what a record looks like ----------------------------------------------------------------
@@ -352,7 +310,7 @@ DAMAGE: dict[str, tuple[Mutation, str]] = {
     "no stream": (_drop("stream"), "no pickle stream"),
     "bad stream ref": (
         lambda r, b: {**{k: v for k, v in r.items() if k != "stream"}, "stream_ref": "x"},
-        "no pickle stream",
+        "bad stream reference",
     ),
     "stream is text": (_set("stream", "text"), "pickle stream is not bytes"),
     "stream is a number": (_set("stream", 12), "pickle stream is not bytes"),

@@ -9,7 +9,6 @@ import sys
 import textwrap
 import threading
 import time
-import types
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import diskcache
 import numpy as np
 import pytest
+from awaitly_testing import blob_files, memory_map_under
 
 from awaitly_nb import (
     CacheWarning,
@@ -31,30 +31,6 @@ from awaitly_nb import (
 )
 from awaitly_nb.storage import codec
 from awaitly_nb.storage.blobs import BlobStore, GcReport
-
-
-@pytest.fixture
-def gone_module(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """An object whose class lives in a module that can be made to disappear.
-
-    While the module is in ``sys.modules`` cloudpickle pickles the object by
-    reference; after ``remove()`` the pickled bytes name a module that does not
-    exist, so they cannot be unpickled.
-    """
-    name = "awaitly_nb_tests_gone_module"
-    module = types.ModuleType(name)
-
-    class Gone:
-        def __init__(self) -> None:
-            self.x = 1
-
-    Gone.__module__ = name
-    Gone.__qualname__ = "Gone"
-    module.Gone = Gone  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, name, module)
-    return SimpleNamespace(
-        name=name, obj=Gone(), remove=lambda: monkeypatch.delitem(sys.modules, name)
-    )
 
 
 class Counted:
@@ -242,29 +218,6 @@ def test_file_cache_survives_a_new_process(tmp_path: Path) -> None:
 
 
 # --- damaged and foreign entries -------------------------------------------------------------
-
-
-def blob_files(directory: Path) -> list[Path]:
-    """The blob files under a BlobStore directory (``ab/cdef...``), not its temporaries."""
-    if not directory.exists():
-        return []
-    return sorted(
-        file
-        for sub in directory.iterdir()
-        if sub.is_dir() and len(sub.name) == 2
-        for file in sub.iterdir()
-    )
-
-
-def memory_map_under(obj: Any) -> mmap.mmap | None:
-    """The mmap.mmap at the end of an array's ``base`` chain (through memoryviews), if any."""
-    for _ in range(50):
-        if isinstance(obj, mmap.mmap):
-            return obj
-        if obj is None:
-            return None
-        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
-    return None
 
 
 def big_array(seed: int = 0) -> np.ndarray:

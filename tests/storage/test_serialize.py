@@ -9,9 +9,7 @@ import math
 import mmap
 import pickle
 import platform
-import sys
 import threading
-import types
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,30 +23,6 @@ from hypothesis import strategies as st
 import awaitly_nb
 from awaitly_nb import SerializationError, StateFormatError
 from awaitly_nb.storage.serialize import dumps_value, loads_value, versions
-
-
-@pytest.fixture
-def gone_module(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """An object whose class lives in a module that can be made to disappear.
-
-    While the module is in ``sys.modules`` cloudpickle pickles the object by
-    reference; after ``remove()`` the pickled bytes name a module that does not
-    exist, so they cannot be unpickled.
-    """
-    name = "awaitly_nb_tests_gone_module"
-    module = types.ModuleType(name)
-
-    class Gone:
-        def __init__(self) -> None:
-            self.x = 1
-
-    Gone.__module__ = name
-    Gone.__qualname__ = "Gone"
-    module.Gone = Gone  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, name, module)
-    return SimpleNamespace(
-        name=name, obj=Gone(), remove=lambda: monkeypatch.delitem(sys.modules, name)
-    )
 
 
 def out_of_band(collected: list[pickle.PickleBuffer]) -> Any:
