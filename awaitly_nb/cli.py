@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +21,7 @@ import click
 from awaitly_nb.core.session import DEFAULT_DIR, ENV_DIR
 from awaitly_nb.errors import AwaitlyError, StateFormatError, TrustError
 from awaitly_nb.notebook.runner import format_duration
-from awaitly_nb.notebook.status import format_size
+from awaitly_nb.notebook.status import format_size, text_table
 from awaitly_nb.sharing.bundle import export_bundle, import_bundle, verify_bundle
 from awaitly_nb.sharing.signing import load_key
 from awaitly_nb.sharing.state import blob_bytes, progress_bar
@@ -72,13 +72,6 @@ def _store(ctx: click.Context, *, create: bool = False) -> StepStore:
 
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
-
-
-def _table(rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _find(store: StepStore, key: str, workflow: str | None) -> tuple[str, dict[str, Any]]:
@@ -136,7 +129,7 @@ def ls_command(ctx: click.Context, workflow: str | None) -> None:
                 ", ".join(m.get("variables") or ()),
             )
         )
-    click.echo(_table(rows))
+    click.echo(text_table(rows))
 
 
 @main.command("show", epilog=EPILOG)

@@ -40,6 +40,18 @@ def gone_module(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     )
 
 
+class Counted:
+    """A step function that counts its calls ("computed once" is proven by counting)."""
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.value
+
+
 def blob_files(directory: Path) -> list[Path]:
     """The blob files under a BlobStore directory (``ab/cdef...``), not its temporaries."""
     if not directory.exists():

@@ -65,10 +65,16 @@ class Lookup:
         return self.status == "hit"
 
 
-def _default_workflow() -> str:
+def jupyter_notebook_name() -> str | None:
+    """The notebook's file name as Jupyter tells its kernels (``$JPY_SESSION_NAME``)."""
     name = os.environ.get("JPY_SESSION_NAME")
+    return Path(name).name if name else None
+
+
+def _default_workflow() -> str:
+    name = jupyter_notebook_name()
     if name:
-        return Path(name).name
+        return name
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     if main_file and not Path(main_file).name.startswith("ipykernel_launcher"):
         return Path(main_file).name

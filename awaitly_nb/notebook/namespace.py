@@ -119,7 +119,6 @@ class _Finder(ast.NodeVisitor):
         self.names.add(node.name)
         for decorator in node.decorator_list:
             self.visit(decorator)
-        self._globals_in(node.body)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -127,12 +126,7 @@ class _Finder(ast.NodeVisitor):
         self.names.add(node.name)
         for expr in (*node.decorator_list, *node.bases):
             self.visit(expr)
-        self._globals_in(node.body)
-
-    def _globals_in(self, body: list[ast.stmt]) -> None:
-        # A `global x` inside a function body that the cell defines does not
-        # run now; a function *called* by the cell is out of reach. Neither binds.
-        return
+        # The body is another scope and does not run now: nothing it binds is an output.
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
         return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 import types
@@ -12,7 +11,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from awaitly_nb.core.session import Lookup, Session, get_session
+from awaitly_nb.core.session import Lookup, Session, get_session, jupyter_notebook_name
 from awaitly_nb.errors import AwaitlyError, CacheWarning, SerializationError, StorageError
 from awaitly_nb.notebook.capture import Output, replay_outputs
 from awaitly_nb.notebook.namespace import Targets, changed_names
@@ -47,10 +46,7 @@ def notebook_name(shell: Any) -> str:
     vscode = shell.user_ns.get("__vsc_ipynb_file__")
     if isinstance(vscode, str) and vscode:
         return Path(vscode).name
-    jupyter = os.environ.get("JPY_SESSION_NAME")
-    if jupyter:
-        return Path(jupyter).name
-    return "default"
+    return jupyter_notebook_name() or "default"
 
 
 def attach_shell(session: Session, shell: Any) -> None:

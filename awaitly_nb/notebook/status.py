@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from awaitly_nb.core.session import Session, get_session
 from awaitly_nb.core.status import StepStatus
 from awaitly_nb.notebook.runner import format_duration
 
-__all__ = ["COLUMNS", "format_size", "row_cells", "status_summary", "status_text"]
+__all__ = ["COLUMNS", "format_size", "row_cells", "status_summary", "status_text", "text_table"]
 
 COLUMNS = ("key", "status", "saved at", "took", "replay", "size", "variables")
 
@@ -61,8 +62,18 @@ def status_text(session: Session | None = None) -> str:
     head = f"workflow {session.workflow_id()!r}: {status_summary(session, rows)}"
     if not rows:
         return f"{head}\nno saved steps yet"
-    table = [COLUMNS, *(row_cells(row) for row in rows)]
-    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    return head + "\n" + text_table([COLUMNS, *(row_cells(row) for row in rows)])
+
+
+def text_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as aligned text columns, the first row a header underlined with dashes.
+
+    >>> print(text_table([("key", "size"), ("a", "1 KB")]))
+    key  size
+    ---  ----
+    a    1 KB
+    """
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return head + "\n" + "\n".join(lines)
+    return "\n".join(lines)

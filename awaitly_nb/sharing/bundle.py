@@ -33,9 +33,17 @@ from typing import IO, Any
 
 import xxhash
 
-from awaitly_nb.errors import AwaitlyError, CacheWarning, StateFormatError, StorageError, TrustError
+from awaitly_nb.errors import (
+    AwaitlyError,
+    CacheWarning,
+    InvalidKeyError,
+    StateFormatError,
+    StorageError,
+    TrustError,
+)
 from awaitly_nb.sharing.signing import sign, signature_matches
 from awaitly_nb.storage.codec import blob_refs, record_from_json, record_to_json
+from awaitly_nb.storage.names import check_name
 from awaitly_nb.storage.serialize import versions
 from awaitly_nb.storage.store import StepStore
 
@@ -270,8 +278,12 @@ def _checked_steps(
             step.get("manifest"),
             step.get("record"),
         )
-        if not (isinstance(wf, str) and isinstance(k, str) and k and "\x00" not in k):
-            raise StateFormatError(f"bundle {path} is damaged: step {i} has a bad key")
+        try:  # the same rule as the store's, checked before anything lands
+            wf, k = check_name(wf, "workflow"), check_name(k)
+        except InvalidKeyError as exc:
+            raise StateFormatError(
+                f"bundle {path} is damaged: step {i} has a bad key ({exc})"
+            ) from None
         if not isinstance(m, dict) or not isinstance(r, dict):
             raise StateFormatError(f"bundle {path} is damaged: step {k!r} lacks its record")
         record = record_from_json(r, f"bundle {path} is damaged: step {k!r}")

@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import pytest
+from awaitly_testing import Counted
 
 from awaitly_nb import (
     AwaitlyError,
@@ -19,18 +20,6 @@ from awaitly_nb import (
     parse_state,
     stringify_state,
 )
-
-
-class Counted:
-    """A step function that counts its calls."""
-
-    def __init__(self, value: Any = None) -> None:
-        self.value = value
-        self.calls = 0
-
-    def __call__(self) -> Any:
-        self.calls += 1
-        return self.value
 
 
 class AsyncCounted(Counted):

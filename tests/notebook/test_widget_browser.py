@@ -124,6 +124,8 @@ def test_status_widget_shows_both_steps_complete(lab: tuple[str, Path]) -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(url % "status.ipynb")
             page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
+            # The kernel must be up before Run All, or the run may be lost on a slow machine.
+            page.get_by_text("| Idle").first.wait_for(timeout=120_000)
             page.locator(".jp-Notebook .jp-Cell").first.click()
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_text("Run All Cells", exact=True).click()

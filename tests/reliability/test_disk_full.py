@@ -27,13 +27,22 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import faults
 import numpy as np
 import pytest
-from IPython.testing import globalipapp
+from faults import (
+    PART,
+    WF,
+    clean_after_gc,
+    is_blob_temp,
+    same,
+    temporaries,
+    value,
+)
 
 import awaitly_nb
 from awaitly_nb import CacheWarning, StorageError
@@ -41,35 +50,9 @@ from awaitly_nb.core.session import get_session
 from awaitly_nb.storage import blobs as blobs_module
 from awaitly_nb.storage.store import StepStore
 
-WF = "wf"
-PART = 100_000  # float64: 800 KB per buffer blob
-
-
-def value(fill: float) -> dict[str, Any]:
-    """A value with two buffer blobs and a ~60 KB pickle stream (a third blob)."""
-    return {
-        "a": np.full(PART, fill),
-        "b": np.full(PART, fill + 0.5),
-        "rows": [f"{fill} row {i}" for i in range(4_000)],
-    }
-
-
-def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return (
-        np.array_equal(a["a"], b["a"]) and np.array_equal(a["b"], b["b"]) and a["rows"] == b["rows"]
-    )
-
-
-def temporaries(directory: Path) -> list[Path]:
-    tmp = directory / "blobs" / "tmp"
-    return sorted(tmp.iterdir()) if tmp.exists() else []
-
-
-def is_blob_temp(fd: int) -> bool:
-    try:
-        return f"{os.sep}blobs{os.sep}tmp{os.sep}" in os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return False
+# The shared fixtures, by name, so pytest finds them in this module.
+session = faults.session
+shell = faults.shell
 
 
 def write_failing_after(limit: int, error: BaseException) -> Callable[[int, Any], int]:
@@ -120,13 +103,6 @@ def refuse_index(monkeypatch: pytest.MonkeyPatch, index: Any, error: BaseExcepti
     monkeypatch.setattr(index, "set", set_)
 
 
-def clean_after_gc(store: StepStore) -> None:
-    assert temporaries(store.directory) == []
-    store.gc(min_age=0)
-    assert store.verify() == []
-    assert set(store.blobs.names()) == store.referenced_blobs()
-
-
 BLOB_FAULTS = [*WRITE_FAULTS, "mkstemp"]
 
 # --- StepStore ----------------------------------------------------------------------------------
@@ -171,25 +147,6 @@ def test_step_store_save_with_a_full_index_raises_storage_error(
 # --- the notebook call form and %%step ---------------------------------------------------------
 
 
-def close_session_stores() -> None:
-    """Close the stores the notebook session opened (as a kernel shutdown would)."""
-    session = get_session()
-    for store in session._stores.values():
-        store.close()
-    session._stores.clear()
-
-
-@pytest.fixture
-def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AWAITLY_NB_DIR", raising=False)
-    monkeypatch.delenv("AWAITLY_NB_STORE", raising=False)
-    awaitly_nb.configure(dir=tmp_path / "store", workflow=WF)
-    yield tmp_path / "store"
-    close_session_stores()
-    awaitly_nb.configure(dir=None, workflow=None)
-
-
 def refuse(monkeypatch: pytest.MonkeyPatch, fault: str, error: BaseException) -> None:
     if fault == "index-full":
         refuse_index(monkeypatch, get_session().store.index, error)
@@ -222,19 +179,6 @@ def test_call_form_warns_could_not_be_saved_and_keeps_the_previous_entry(
     assert same(awaitly_nb.step(compute(3.0), key="k", pin=True), value(1.0))
     assert runs == [1.0, 2.0]
     clean_after_gc(get_session().store)
-
-
-@pytest.fixture
-def shell(session: Path) -> Iterator[Any]:
-    found: Any = globalipapp.start_ipython() or globalipapp.get_ipython()
-    if found.find_cell_magic("step") is None:
-        if "awaitly_nb" in found.extension_manager.loaded:
-            found.extension_manager.unload_extension("awaitly_nb")
-        found.run_line_magic("load_ext", "awaitly_nb")
-    baseline = set(found.user_ns)
-    yield found
-    for name in set(found.user_ns) - baseline:
-        del found.user_ns[name]
 
 
 @pytest.mark.parametrize("fault", ["half-way", "index-full"])

@@ -34,51 +34,32 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import diskcache
-import numpy as np
+import faults
 import pytest
-from IPython.testing import globalipapp
+from faults import (
+    PART,
+    WF,
+    clean_after_gc,
+    is_blob_temp,
+    same,
+    value,
+)
 
 import awaitly_nb
 from awaitly_nb.core.session import get_session
 from awaitly_nb.storage import blobs as blobs_module
 from awaitly_nb.storage.store import StepStore
 
+# The shared fixtures, by name, so pytest finds them in this module.
+session = faults.session
+shell = faults.shell
+
 pytestmark = pytest.mark.timeout(300)
-
-WF = "wf"
-PART = 100_000  # float64: 800 KB per buffer blob
-
-
-def value(fill: float) -> dict[str, Any]:
-    """A value with two buffer blobs and a ~60 KB pickle stream (a third blob)."""
-    return {
-        "a": np.full(PART, fill),
-        "b": np.full(PART, fill + 0.5),
-        "rows": [f"{fill} row {i}" for i in range(4_000)],
-    }
-
-
-def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return (
-        np.array_equal(a["a"], b["a"]) and np.array_equal(a["b"], b["b"]) and a["rows"] == b["rows"]
-    )
-
-
-def temporaries(directory: Path) -> list[Path]:
-    tmp = directory / "blobs" / "tmp"
-    return sorted(tmp.iterdir()) if tmp.exists() else []
-
-
-def is_blob_temp(fd: int) -> bool:
-    try:
-        return f"{os.sep}blobs{os.sep}tmp{os.sep}" in os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return False
 
 
 def interrupt_after(limit: int) -> Callable[[int, Any], int]:
@@ -114,13 +95,6 @@ def interrupt(monkeypatch: pytest.MonkeyPatch, moment: str, index: Any) -> None:
         monkeypatch.setattr(blobs_module.os, "write", interrupt_after(MOMENTS[moment]))
 
 
-def clean_after_gc(store: StepStore) -> None:
-    assert temporaries(store.directory) == []
-    store.gc(min_age=0)
-    assert store.verify() == []
-    assert set(store.blobs.names()) == store.referenced_blobs()
-
-
 ALL_MOMENTS = [*MOMENTS, "index-write"]
 
 
@@ -142,25 +116,6 @@ def test_step_store_save_interrupted_keeps_the_previous_entry(
     assert same(store.load(WF, "k"), value(3.0))
     clean_after_gc(store)
     store.close()
-
-
-def close_session_stores() -> None:
-    """Close the stores the notebook session opened (as a kernel shutdown would)."""
-    session = get_session()
-    for store in session._stores.values():
-        store.close()
-    session._stores.clear()
-
-
-@pytest.fixture
-def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AWAITLY_NB_DIR", raising=False)
-    monkeypatch.delenv("AWAITLY_NB_STORE", raising=False)
-    awaitly_nb.configure(dir=tmp_path / "store", workflow=WF)
-    yield tmp_path / "store"
-    close_session_stores()
-    awaitly_nb.configure(dir=None, workflow=None)
 
 
 @pytest.mark.parametrize("moment", ALL_MOMENTS)
@@ -193,19 +148,6 @@ def test_call_form_interrupted_in_its_body_keeps_the_previous_entry(session: Pat
         awaitly_nb.step(interrupted, key="k", force=True)
     assert same(awaitly_nb.step(lambda: value(3.0), key="k", pin=True), value(1.0))
     clean_after_gc(get_session().store)
-
-
-@pytest.fixture
-def shell(session: Path) -> Iterator[Any]:
-    found: Any = globalipapp.start_ipython() or globalipapp.get_ipython()
-    if found.find_cell_magic("step") is None:
-        if "awaitly_nb" in found.extension_manager.loaded:
-            found.extension_manager.unload_extension("awaitly_nb")
-        found.run_line_magic("load_ext", "awaitly_nb")
-    baseline = set(found.user_ns)
-    yield found
-    for name in set(found.user_ns) - baseline:
-        del found.user_ns[name]
 
 
 @pytest.mark.parametrize("moment", ["half-way", "second-blob", "index-write", "in-the-body"])

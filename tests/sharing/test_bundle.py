@@ -964,3 +964,18 @@ def test_an_entry_that_cannot_be_loaded_here_becomes_a_miss_and_runs_again(
     assert awaitly_nb.step(must_not_run, key="model", pin=True) == "recomputed"
     # The other imported steps were not affected.
     assert awaitly_nb.step(must_not_run, key="numbers", pin=True) == numbers()
+
+
+def test_a_step_with_an_empty_workflow_is_refused_before_anything_lands(tmp_path: Path) -> None:
+    path = alice_bundle(tmp_path)
+
+    def change(contents: dict[str, bytes]) -> None:
+        manifest = json.loads(contents.pop(MANIFEST))
+        manifest["steps"][-1]["workflow"] = ""
+        contents[MANIFEST] = json.dumps(manifest, sort_keys=True).encode()
+
+    rewrite(path, change)
+    bob = as_bob(tmp_path)
+    with pytest.raises(StateFormatError, match="workflow must not be empty"):
+        awaitly_nb.import_state(path, trust=True)
+    assert_nothing_imported(bob)

@@ -18,7 +18,7 @@ from typing import Any
 import diskcache
 import numpy as np
 import pytest
-from awaitly_testing import blob_files, memory_map_under
+from awaitly_testing import Counted, blob_files, memory_map_under
 
 from awaitly_nb import (
     CacheWarning,
@@ -31,16 +31,6 @@ from awaitly_nb import (
 )
 from awaitly_nb.storage import codec
 from awaitly_nb.storage.blobs import BlobStore, GcReport
-
-
-class Counted:
-    def __init__(self, value: Any = None) -> None:
-        self.value = value
-        self.calls = 0
-
-    def __call__(self) -> Any:
-        self.calls += 1
-        return self.value
 
 
 @pytest.fixture
