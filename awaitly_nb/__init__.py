@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from awaitly_nb._version import __version__
+from awaitly_nb.config import configure, gc
 from awaitly_nb.core.collector import StepCollector, create_step_collector
 from awaitly_nb.core.events import (
     Event,
@@ -27,7 +28,6 @@ from awaitly_nb.core.events import (
     WorkflowSuccess,
 )
 from awaitly_nb.core.persistence import StatePersistence, create_state_persistence
-from awaitly_nb.core.session import configure, gc
 from awaitly_nb.core.state import (
     StepEntry,
     StepMeta,
@@ -47,7 +47,7 @@ from awaitly_nb.errors import (
     TrustError,
 )
 from awaitly_nb.notebook.block import step
-from awaitly_nb.sharing.state import export_state, import_state
+from awaitly_nb.sharing.transfer import export_state, import_state
 from awaitly_nb.storage.adapters import DiskCacheAdapter, MemoryAdapter
 from awaitly_nb.storage.filecache import FileCache, create_file_cache
 
@@ -101,7 +101,7 @@ def status_widget() -> Any:
 
     See :class:`awaitly_nb.notebook.widget.StatusWidget`; needs ipywidgets
     (for a text table use ``%steps list`` or
-    :func:`awaitly_nb.notebook.status.status_text`).
+    :func:`awaitly_nb.notebook.status_table.status_text`).
     """
     from awaitly_nb.notebook.widget import StatusWidget
 

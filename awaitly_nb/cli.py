@@ -1,5 +1,9 @@
 """The ``awaitly-nb`` command: inspect, prune, verify and share a step store.
 
+The store is resolved like a notebook's (:mod:`awaitly_nb.config`): ``--dir``
+or ``$AWAITLY_NB_DIR`` or ``./.awaitly``, and ``--store`` or
+``$AWAITLY_NB_STORE`` for a shared Redis or fsspec store.
+
 Exit codes: 0 success; 1 a check found problems, or a key was not found;
 2 bad usage; 3 a bundle was refused as untrusted (pass ``--trust``);
 4 a bundle or store is damaged.
@@ -8,9 +12,7 @@ Exit codes: 0 success; 1 a check found problems, or a key was not found;
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -18,14 +20,21 @@ from typing import Any, TypeVar
 
 import click
 
-from awaitly_nb.core.session import DEFAULT_DIR, ENV_DIR
-from awaitly_nb.errors import AwaitlyError, StateFormatError, TrustError
-from awaitly_nb.notebook.runner import format_duration
-from awaitly_nb.notebook.status import format_size, text_table
-from awaitly_nb.sharing.bundle import export_bundle, import_bundle, verify_bundle
+from awaitly_nb.config import (
+    DEFAULT_DIR,
+    ENV_DIR,
+    ENV_STORE,
+    default_directory,
+    open_store,
+    store_url,
+)
+from awaitly_nb.errors import AwaitlyError, StateFormatError, StorageError, TrustError
+from awaitly_nb.formatting import format_duration, format_size, format_time, text_table
+from awaitly_nb.sharing.bundle import verify_bundle
 from awaitly_nb.sharing.signing import load_key
-from awaitly_nb.sharing.state import blob_bytes, progress_bar
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.sharing.transfer import export_steps, import_steps
+from awaitly_nb.storage.base import StepStore
+from awaitly_nb.storage.manifest import StepManifest
 
 __all__ = ["main"]
 
@@ -59,24 +68,24 @@ def _errors(fn: F) -> F:
 
 
 def _store(ctx: click.Context, *, create: bool = False) -> StepStore:
-    """The store of ``--dir``; only ``import`` may create one."""
+    """The store of ``--store`` or ``--dir``; only ``import`` may create a local one."""
     store = ctx.obj.get("store")
     if store is None:
-        directory = Path(ctx.obj["dir"])
-        if not create and not (directory / "index").is_dir():
+        directory, url = Path(ctx.obj["dir"]), ctx.obj["url"]
+        if url is None and not create and not (directory / "index").is_dir():
             click.echo(f"error: no awaitly_nb store at {directory} (see --dir)", err=True)
             sys.exit(EXIT_PROBLEMS)
-        store = ctx.obj["store"] = StepStore(directory)
+        try:
+            store = ctx.obj["store"] = open_store(directory, url)
+        except (StorageError, ValueError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
     return store  # type: ignore[no-any-return]
 
 
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
-
-
-def _find(store: StepStore, key: str, workflow: str | None) -> tuple[str, dict[str, Any]]:
+def _find(store: StepStore, key: str, workflow: str | None) -> tuple[str, StepManifest]:
     """The (workflow, manifest) of ``key``; asks for --workflow when several have it."""
-    found = [(wf, entry.manifest) for (_, wf, k), entry in store.entries(workflow) if k == key]
+    found = [(m.workflow, m) for m in store.manifests(workflow) if m.key == key]
     if not found:
         where = f" in workflow {workflow!r}" if workflow else ""
         raise AwaitlyError(f"no saved step {key!r}{where}")
@@ -94,16 +103,24 @@ def _find(store: StepStore, key: str, workflow: str | None) -> tuple[str, dict[s
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get(ENV_DIR) or DEFAULT_DIR,
+    default=lambda: default_directory(),
     show_default=f"${ENV_DIR} or {DEFAULT_DIR}",
-    help="The step store.",
+    help="The step store (for a shared store: its local blob cache).",
+)
+@click.option(
+    "--store",
+    "url",
+    default=lambda: store_url(),
+    show_default=f"${ENV_STORE}",
+    help="A shared store instead: redis://host:6379/0, s3://bucket/path, file:///path, ...",
 )
 @click.version_option(package_name="awaitly-nb")
 @click.pass_context
-def main(ctx: click.Context, directory: Path) -> None:
+def main(ctx: click.Context, directory: Path, url: str | None) -> None:
     """Inspect, prune, verify and share awaitly_nb step stores."""
     ctx.ensure_object(dict)
     ctx.obj["dir"] = directory
+    ctx.obj["url"] = url or None
 
 
 @main.command("ls", epilog=EPILOG)
@@ -120,13 +137,13 @@ def ls_command(ctx: click.Context, workflow: str | None) -> None:
     for m in manifests:
         rows.append(
             (
-                str(m.get("workflow")),
-                str(m.get("key")),
-                str(m.get("kind", "")),
-                _when(m.get("saved_at")),
-                format_duration(m.get("duration_ms", 0.0)),
-                format_size(m.get("size")),
-                ", ".join(m.get("variables") or ()),
+                m.workflow,
+                m.key,
+                m.kind,
+                format_time(m.saved_at, seconds=True),
+                format_duration(m.duration_ms),
+                format_size(m.size),
+                ", ".join(m.variables),
             )
         )
     click.echo(text_table(rows))
@@ -142,18 +159,18 @@ def show_command(ctx: click.Context, key: str, workflow: str | None, as_json: bo
     """Show one step's manifest, variables and sizes."""
     wf, manifest = _find(_store(ctx), key, workflow)
     if as_json:
-        click.echo(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        click.echo(json.dumps(manifest.to_dict(), indent=2, sort_keys=True, default=str))
         return
     click.echo(f"key:       {key}")
     click.echo(f"workflow:  {wf}")
-    click.echo(f"kind:      {manifest.get('kind', '')}")
-    click.echo(f"saved at:  {_when(manifest.get('saved_at'))}")
-    click.echo(f"took:      {format_duration(manifest.get('duration_ms', 0.0))}")
-    click.echo(f"size:      {format_size(manifest.get('size'))} on disk")
-    versions = manifest.get("versions") or {}
+    click.echo(f"kind:      {manifest.kind}")
+    click.echo(f"saved at:  {format_time(manifest.saved_at, seconds=True)}")
+    click.echo(f"took:      {format_duration(manifest.duration_ms)}")
+    click.echo(f"size:      {format_size(manifest.size)} on disk")
+    versions = manifest.versions
     click.echo("written by: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
-    types, sizes = manifest.get("types") or {}, manifest.get("nbytes") or {}
-    variables = manifest.get("variables") or []
+    types, sizes = manifest.types, manifest.nbytes
+    variables = manifest.variables
     click.echo(f"variables: {len(variables)}")
     for name in variables:
         click.echo(f"  {name:<24} {types.get(name, ''):<20} {format_size(sizes.get(name))}")
@@ -228,14 +245,14 @@ def export_command(
     progress: bool | None,
 ) -> None:
     """Write saved steps to one bundle file PATH for a teammate."""
-    store = _store(ctx)
-    key = load_key(key_file)
-    wanted = set(keys) or None
-    total = blob_bytes(
-        entry for (_, _, k), entry in store.entries(workflow) if wanted is None or k in wanted
+    report = export_steps(
+        _store(ctx),
+        path,
+        workflow=workflow,
+        keys=set(keys) or None,
+        key=load_key(key_file),
+        progress=progress,
     )
-    with progress_bar(total, "export", progress) as bar:
-        report = export_bundle(store, path, workflow=workflow, keys=wanted, key=key, progress=bar)
     signed = "signed" if report.signed else "unsigned"
     click.echo(
         f"exported {len(report.steps)} step(s), {report.blobs} blob(s) "
@@ -262,9 +279,9 @@ def import_command(
     Restoring an imported step unpickles it, which runs code: a bundle must be
     signed with the team key, or you must pass --trust.
     """
-    store = _store(ctx, create=True)
-    with progress_bar(path.stat().st_size, "import", progress) as bar:
-        report = import_bundle(store, path, trust=trust, key=load_key(key_file), progress=bar)
+    report = import_steps(
+        _store(ctx, create=True), path, trust=trust, key=load_key(key_file), progress=progress
+    )
     signed = "signed with the team key" if report.signed else "trusted without a signature"
     click.echo(
         f"imported {len(report.steps)} step(s), {report.blobs} blob(s) "
@@ -291,8 +308,9 @@ def verify_command(ctx: click.Context, path: Path | None, key_file: Path | None)
                 "signed with the team key" if check.signed else "not signed with the team key"
             )
     else:
-        problems = _store(ctx).verify()
-        what = str(ctx.obj["dir"])
+        store = _store(ctx)
+        problems = store.verify()
+        what = ctx.obj["url"] or str(ctx.obj["dir"])
     if problems:
         for problem in problems:
             click.echo(f"problem: {problem}")

@@ -1,7 +1,7 @@
 """Save and load speed of awaitly_nb's store against the usual ways, in one run.
 
 For each workload it prints save time, load time (median of --repeat runs)
-and bytes on disk for: awaitly_nb's StepStore, pickle to a file, cloudpickle
+and bytes on disk for: awaitly_nb's LocalStore, pickle to a file, cloudpickle
 into diskcache (the naive design), joblib dump/load, and raw os.write/read
 of the same bytes; each also as a ratio to the raw figure. All figures come
 from the page cache (warm files), as in a notebook that restores what it
@@ -36,7 +36,7 @@ import pandas as pd
 
 import awaitly_nb
 from awaitly_nb import create_file_cache, create_workflow
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.local import LocalStore
 
 MB = 1024 * 1024
 
@@ -172,7 +172,7 @@ class Awaitly(Method):
     name = "awaitly_nb"
 
     def open(self) -> None:
-        self.store = StepStore(self.root)
+        self.store = LocalStore(self.root)
 
     def save(self, obj: Any) -> None:
         self.store.save("bench", "k", {}, obj)
@@ -246,14 +246,14 @@ def peak_memory_of_1gb_save(root: Path) -> None:
     # parent's ru_maxrss across fork and exec.
     code = f"""
 import numpy as np
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.local import LocalStore
 def peak_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 a = np.ones(1024**3 // 8)
 before = peak_mb()
-StepStore({str(root / "peak")!r}).save("bench", "k", {{}}, a)
+LocalStore({str(root / "peak")!r}).save("bench", "k", {{}}, a)
 print(before, peak_mb())
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

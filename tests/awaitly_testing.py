@@ -6,6 +6,7 @@ folders are not packages), so shared fixtures and helpers live here.
 
 from __future__ import annotations
 
+import builtins
 import mmap
 import sys
 import types
@@ -14,6 +15,47 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from IPython.testing import globalipapp
+
+EXTENSION = "awaitly_nb"
+
+
+def ipython_shell() -> Any:
+    """The process's one in-process test shell (IPython's ``globalipapp``), with ``awaitly_nb``.
+
+    ``start_ipython()`` starts it the first time and returns None afterwards;
+    it also *replaces* ``globalipapp.get_ipython``, so both are looked up on
+    the module at call time (a ``from ... import get_ipython`` made before
+    another test module started the shell is stale and returns None).
+
+    The extension is (re)loaded unless both magics are registered: a test may
+    have unloaded it, or removed a magic without unloading it.
+
+    As in a kernel, ``builtins`` has no ``_``: a doctest run leaves
+    ``builtins._ = None`` behind, and while it is there IPython's displayhook
+    stops setting ``_`` in the user namespace.
+    """
+    shell: Any = globalipapp.start_ipython() or globalipapp.get_ipython()
+    assert shell is not None, "IPython's test shell did not start"
+    builtins.__dict__.pop("_", None)
+    if shell.find_cell_magic("step") is None or shell.find_line_magic("steps") is None:
+        if EXTENSION in shell.extension_manager.loaded:
+            shell.extension_manager.unload_extension(EXTENSION)
+        shell.extension_manager.load_extension(EXTENSION)
+    return shell
+
+
+def close_session_stores() -> None:
+    """Close the stores the notebook session opened (as a kernel shutdown or restart would).
+
+    The one place the tests touch ``Session._stores`` (private): the next use reopens them.
+    """
+    from awaitly_nb.config import get_session  # not at plugin load: before any test
+
+    session = get_session()
+    for store in session._stores.values():
+        store.close()
+    session._stores.clear()
 
 
 @pytest.fixture

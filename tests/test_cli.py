@@ -25,9 +25,10 @@ from click.testing import CliRunner, Result
 
 import awaitly_nb
 from awaitly_nb.cli import main
-from awaitly_nb.core.session import get_session
-from awaitly_nb.sharing import state as sharing_state
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.core.payload import StepPayload
+from awaitly_nb.sharing import transfer as sharing_transfer
+from awaitly_nb.storage.local import LocalStore
+from awaitly_nb.storage.manifest import StepManifest
 
 COMMANDS = ["ls", "show", "forget", "clear", "gc", "export", "import", "verify"]
 TEAM_KEY = "team-secret-1"
@@ -57,17 +58,27 @@ def array() -> np.ndarray:
 def save_cell(
     directory: Path, workflow: str, key: str, variables: dict[str, Any], duration_ms: float
 ) -> None:
-    """Save a step the way ``%%step`` does (through the session)."""
-    awaitly_nb.configure(dir=directory, workflow=workflow)
-    get_session().save(
-        key,
-        {"variables": variables, "deleted": [], "outputs": []},
-        fingerprint="code-v1",
-        duration_ms=duration_ms,
-        kind="cell",
-        variables=variables,
-    )
-    awaitly_nb.configure(dir=None, workflow=None)
+    """Save a step the way ``%%step`` does: its manifest fields and its payload."""
+    store = LocalStore(directory)
+    try:
+        store.save(
+            workflow,
+            key,
+            StepManifest(
+                workflow,
+                key,
+                kind="cell",
+                fingerprint="code-v1",
+                code="code-v1",
+                variables=tuple(sorted(variables)),
+                types={n: type(v).__qualname__ for n, v in variables.items()},
+                nbytes={n: getattr(v, "nbytes", 0) for n, v in variables.items()},
+                duration_ms=duration_ms,
+            ),
+            StepPayload(variables=variables).to_saved(),
+        )
+    finally:
+        store.close()
 
 
 @pytest.fixture
@@ -82,15 +93,15 @@ def store(tmp_path: Path) -> Path:
 
 
 def keys_in(directory: Path) -> set[tuple[str, str]]:
-    found = StepStore(directory)
+    found = LocalStore(directory)
     try:
-        return {(m["workflow"], m["key"]) for m in found.manifests()}
+        return {(m.workflow, m.key) for m in found.manifests()}
     finally:
         found.close()
 
 
 def load(directory: Path, workflow: str, key: str) -> dict[str, Any]:
-    found = StepStore(directory)
+    found = LocalStore(directory)
     try:
         return found.load(workflow, key)["variables"]  # type: ignore[no-any-return]
     finally:
@@ -202,7 +213,7 @@ def test_ls_filters_by_workflow_and_says_when_empty(store: Path, tmp_path: Path)
     assert not (tmp_path / "typo").exists()  # a typo in --dir creates nothing
 
     empty_store = tmp_path / "empty"
-    StepStore(empty_store).close()
+    LocalStore(empty_store).close()
     empty = cli("--dir", empty_store, "ls")
     assert empty.exit_code == 0
     assert empty.stdout.strip() == "no saved steps"
@@ -236,12 +247,12 @@ def test_show_json_is_the_stored_manifest(store: Path) -> None:
     result = cli("--dir", store, "show", "scale:v1", "--json")
     assert result.exit_code == 0
     shown = json.loads(result.stdout)
-    found = StepStore(store)
+    found = LocalStore(store)
     try:
         manifest = found.manifest("report.ipynb", "scale:v1")
     finally:
         found.close()
-    assert shown == json.loads(json.dumps(manifest, default=str))
+    assert shown == json.loads(json.dumps(manifest.to_dict(), default=str))
     assert shown["variables"] == ["doubled"]
 
 
@@ -511,7 +522,7 @@ def test_small_bundles_show_no_bar_unless_asked(arrays_only: Path, tmp_path: Pat
 def test_big_bundles_show_a_bar_by_default(
     arrays_only: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sharing_state, "PROGRESS_MIN_BYTES", 1024)  # "big" = over 1 KB here
+    monkeypatch.setattr(sharing_transfer, "PROGRESS_MIN_BYTES", 1024)  # "big" = over 1 KB here
     bundle = tmp_path / "state.awnb"
     exported = cli("--dir", arrays_only, "export", bundle)
     assert exported.exit_code == 0
@@ -553,12 +564,13 @@ def test_the_console_script_is_installed_and_runs(store: Path) -> None:
 
 
 def test_ls_shows_when_each_step_was_saved(store: Path) -> None:
-    found = StepStore(store)
+    found = LocalStore(store)
     try:
-        manifests = {(m["workflow"], m["key"]): m for m in found.manifests()}
+        manifests = {(m.workflow, m.key): m for m in found.manifests()}
     finally:
         found.close()
     rows = cli("--dir", store, "ls").stdout.splitlines()[2:]
+    assert sorted((row.split()[0], row.split()[1]) for row in rows) == sorted(manifests)
     for row in rows:
-        saved_at = manifests[(row.split()[0], row.split()[1])]["saved_at"]
+        saved_at = manifests[(row.split()[0], row.split()[1])].saved_at
         assert time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved_at)) in row

@@ -9,13 +9,14 @@ from typing import Any, TypeVar
 
 from awaitly_nb.core.state import WorkflowState, parse_state, stringify_state
 from awaitly_nb.errors import StateFormatError
+from awaitly_nb.storage.adapters import ADAPTER_METHODS, MemoryAdapter
 
 __all__ = ["StatePersistence", "create_state_persistence"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-_METHODS = ("get", "set", "delete", "exists", "keys")
+_METHODS = ADAPTER_METHODS
 
 
 def _then(result: Any, fn: Callable[[Any], R]) -> R | Awaitable[R]:
@@ -49,37 +50,13 @@ def _as_text(raw: Any) -> str | None:
     )
 
 
-class _DictAdapter:
-    """A plain dict used as the store itself."""
-
-    def __init__(self, data: MutableMapping[str, Any]) -> None:
-        self.data = data
-
-    def get(self, key: str) -> Any:
-        return self.data.get(key)
-
-    def set(self, key: str, value: str) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> bool:
-        return self.data.pop(key, None) is not None
-
-    def exists(self, key: str) -> bool:
-        return key in self.data
-
-    def keys(self, pattern: str) -> list[str]:
-        import fnmatch
-
-        return [k for k in self.data if isinstance(k, str) and fnmatch.fnmatchcase(k, pattern)]
-
-
 def _adapt(adapter: Any) -> Any:
     if isinstance(adapter, Mapping) and any(m in adapter for m in _METHODS):
         missing = [m for m in _METHODS if not callable(adapter.get(m))]
         if not missing:
             return SimpleNamespace(**{m: adapter[m] for m in _METHODS})
     elif isinstance(adapter, MutableMapping):
-        return _DictAdapter(adapter)
+        return MemoryAdapter(adapter)
     else:
         missing = [m for m in _METHODS if not callable(getattr(adapter, m, None))]
         if not missing:

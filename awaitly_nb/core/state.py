@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from awaitly_nb.errors import CacheWarning, StateFormatError
-from awaitly_nb.storage.serialize import dumps_value, loads_value, versions
+from awaitly_nb.storage.codec import dumps_value, loads_value, versions
 
 __all__ = [
     "STATE_FORMAT",

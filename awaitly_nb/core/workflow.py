@@ -1,4 +1,11 @@
-"""``create_workflow``: run a body whose keyed steps are saved and resumed."""
+"""``create_workflow``: run a body whose keyed steps are saved and resumed.
+
+awaitly's steps trust the key alone: a keyed step found in ``resume_state``
+or the ``cache`` is returned without running (the step engine's ``pin``
+rule), a step that raises is never saved, and the step events come from
+the engine's :class:`~awaitly_nb.core.engine.StepEvents`, so notebooks and
+workflows report steps the same way.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +17,11 @@ import warnings
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any, Protocol, TypeAlias, TypeVar, cast, overload, runtime_checkable
 
-from awaitly_nb.core.events import (
-    Event,
-    StepCacheHit,
-    StepCacheMiss,
-    StepComplete,
-    StepError,
-    StepStart,
-    StepSuccess,
-    WorkflowError,
-    WorkflowStart,
-    WorkflowSuccess,
-)
-from awaitly_nb.core.keys import validate_key
+from awaitly_nb.core.engine import StepEvents
+from awaitly_nb.core.events import Event, WorkflowError, WorkflowStart, WorkflowSuccess
 from awaitly_nb.core.state import StepEntry, StepMeta, WorkflowState
 from awaitly_nb.errors import AwaitlyError, CacheWarning
+from awaitly_nb.storage.names import check_name
 
 __all__ = ["StepCache", "Workflow", "create_workflow"]
 
@@ -90,13 +87,13 @@ class _Run:
     """The bookkeeping of one workflow run, shared by the sync and async step."""
 
     def __init__(self, workflow: Workflow, resume: WorkflowState | None) -> None:
-        self.workflow = workflow
         self.workflow_id = workflow.workflow_id or uuid.uuid4().hex
+        self.events = StepEvents(self.workflow_id, workflow._emit)
         self.resume = resume
         self.cache = workflow._cache
 
     def emit(self, event: Event) -> None:
-        self.workflow._emit(event)
+        self.events.emit(event)
 
     def lookup(self, key: str, name: str | None) -> StepEntry | None:
         entry = None
@@ -105,54 +102,22 @@ class _Run:
         if entry is None and self.cache is not None:
             entry = self.cache.lookup(key)
         if entry is not None:
-            self.emit(
-                StepCacheHit(
-                    workflow_id=self.workflow_id,
-                    ts=time.time(),
-                    step_key=key,
-                    name=name,
-                    value=entry.value,
-                    meta=entry.meta,
-                )
-            )
+            self.events.hit(key, entry.value, entry.meta, name=name)
         elif self.resume is not None or self.cache is not None:
-            self.emit(
-                StepCacheMiss(workflow_id=self.workflow_id, ts=time.time(), step_key=key, name=name)
-            )
+            self.events.miss(key, name=name)
         return entry
 
     def begin(self, key: str | None, name: str | None) -> float:
-        self.emit(StepStart(workflow_id=self.workflow_id, ts=time.time(), step_key=key, name=name))
-        return time.perf_counter()
+        return self.events.start(key, name=name)
 
     def fail(self, key: str | None, name: str | None, started: float, error: BaseException) -> None:
-        self.emit(
-            StepError(
-                workflow_id=self.workflow_id,
-                ts=time.time(),
-                duration_ms=(time.perf_counter() - started) * 1000,
-                error=error,
-                step_key=key,
-                name=name,
-            )
-        )
+        self.events.fail(key, started, error, name=name)
 
     def succeed(self, key: str | None, name: str | None, started: float, value: Any) -> None:
-        duration_ms = (time.perf_counter() - started) * 1000
-        now = time.time()
-        self.emit(
-            StepSuccess(
-                workflow_id=self.workflow_id,
-                ts=now,
-                duration_ms=duration_ms,
-                step_key=key,
-                name=name,
-                value=value,
-            )
-        )
+        duration_ms = self.events.success(key, started, value, name=name)
         if key is None:
             return
-        meta = StepMeta(saved_at=now, duration_ms=duration_ms, name=name)
+        meta = StepMeta(saved_at=time.time(), duration_ms=duration_ms, name=name)
         if self.cache is not None:
             try:
                 self.cache.store(key, StepEntry(value, meta))
@@ -164,22 +129,12 @@ class _Run:
                     stacklevel=4,
                 )
                 return
-        self.emit(
-            StepComplete(
-                workflow_id=self.workflow_id,
-                ts=now,
-                step_key=key,
-                duration_ms=duration_ms,
-                value=value,
-                meta=meta,
-                name=name,
-            )
-        )
+        self.events.complete(key, value, meta, name=name)
 
 
 def _check_step_args(fn: Any, key: Any) -> str | None:
     if key is not None:
-        key = validate_key(key)
+        key = check_name(key)
     if not callable(fn):
         raise TypeError(
             f"step() takes a function to call, got {type(fn).__name__}; "
@@ -206,22 +161,6 @@ def _is_async_callable(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
-
-
-class SyncStep(Protocol):
-    """The ``step`` a sync workflow body receives."""
-
-    def __call__(
-        self, fn: Callable[[], T], key: str | None = None, name: str | None = None
-    ) -> T: ...
-
-
-class AsyncStep(Protocol):
-    """The ``step`` an ``async def`` workflow body receives; ``await`` it."""
-
-    def __call__(
-        self, fn: Callable[[], T | Awaitable[T]], key: str | None = None, name: str | None = None
-    ) -> Coroutine[Any, Any, T]: ...
 
 
 class Workflow:
@@ -396,7 +335,7 @@ class Workflow:
 
         async def step(fn: Any, key: str | None = None, name: str | None = None) -> Any:
             is_awaitable = inspect.isawaitable(fn)
-            key = validate_key(key) if is_awaitable and key is not None else key
+            key = check_name(key) if is_awaitable and key is not None else key
             if not is_awaitable:
                 key = _check_step_args(fn, key)
             if key is not None:

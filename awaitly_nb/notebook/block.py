@@ -12,27 +12,18 @@ from __future__ import annotations
 import ast
 import linecache
 import sys
-import time
 from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 from typing import Any, TypeVar, overload
 
+from awaitly_nb.core.engine import StepSpec
 from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint
-from awaitly_nb.core.keys import validate_key
-from awaitly_nb.core.session import Lookup, get_session
+from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.errors import AwaitlyError
-from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
-from awaitly_nb.notebook.namespace import assigned_names, input_names, snapshot
-from awaitly_nb.notebook.runner import (
-    produced,
-    replay,
-    rerun_note,
-    restore,
-    restored_note,
-    save_step,
-    session_for_shell,
-    show_note,
-)
+from awaitly_nb.notebook.namespace import input_names
+from awaitly_nb.notebook.running import NotebookStep
+from awaitly_nb.notebook.shell import session_for_shell
+from awaitly_nb.storage.names import check_name
 
 __all__ = ["StepBlock", "step"]
 
@@ -91,7 +82,7 @@ class StepBlock:
         pin: bool = False,
         quiet: bool = False,
     ) -> None:
-        self.key = validate_key(key)
+        self.key = check_name(key)
         self.outputs = _names(outputs, "outputs")
         self.exclude = set(_names(exclude, "exclude") or ())
         self.force, self.pin, self.quiet = force, pin, quiet
@@ -107,25 +98,28 @@ class StepBlock:
             )
         self._frame = frame
         body = _with_body(frame)
-        self._fingerprint = (
-            None
+        _, shell = session_for_shell()
+        spec = StepSpec(
+            key=self.key,
+            kind="block",
+            code=None
             if body is None
-            else code_fingerprint(ast.unparse(ast.Module(body=body, type_ignores=[])))
-        )
-        self._targets = assigned_names(body or [])
-        reads = input_names(body or [])
-        session, self._shell = session_for_shell()
-        self._inputs = session.inputs(reads)
-        found = session.lookup(
-            self.key,
-            self._fingerprint,
+            else code_fingerprint(ast.unparse(ast.Module(body=body, type_ignores=[]))),
+            reads=frozenset(input_names(body or [])),
             pin=self.pin,
             force=self.force,
-            inputs=self._inputs,
-            kind="block",
         )
-        if found.hit:
-            self._found = found
+        self._step = NotebookStep(
+            spec,
+            body or [],
+            frame.f_globals,
+            shell,
+            outputs=self.outputs,
+            exclude=self.exclude,
+            quiet=self.quiet,
+            hint='exclude="{names}" to step(...)',
+        )
+        if self._step.lookup().hit:
             self._previous_trace = sys.gettrace()
             self._previous_frame_trace = frame.f_trace
             # A global tracer (even one that does nothing) must be set for frame
@@ -134,12 +128,7 @@ class StepBlock:
                 sys.settrace(_no_trace)
             frame.f_trace = self._skip
             return self
-        note = rerun_note(self.key, found)
-        if note and not self.quiet:
-            show_note(note, self._shell)
-        self._before = snapshot(frame.f_globals)
-        self._recorder = OutputRecorder(self._shell).__enter__()
-        self._started = session.started(self.key)
+        self._step.start()
         return self
 
     def _skip(self, frame: FrameType, event: str, arg: Any) -> Any:
@@ -157,53 +146,12 @@ class StepBlock:
             frame.f_trace = self._previous_frame_trace
             sys.settrace(self._previous_trace)
             del self._previous_trace, self._previous_frame_trace
-            found: Lookup = self._found
-            restore(frame.f_globals, found.payload)
-            if not self.quiet:
-                show_note(restored_note(self.key, found, found.payload["variables"]), self._shell)
-            replay(found.payload, self._shell)
+            self._step.restore()
             self.restored = True
             return exc_type is _SkipBody or exc_type is None
-        session = get_session()
-        try:
-            if exc_type is None:
-                flush_inline_figures()
-        finally:
-            self._recorder.__exit__(exc_type, exc, tb)
-        if exc is not None:
-            session.failed(self.key, self._started, exc)
-            return False
-        duration_ms = (time.perf_counter() - self._started) * 1000
-        namespace = frame.f_globals
-        hidden = getattr(self._shell, "user_ns_hidden", None)
-        if getattr(self._shell, "user_ns", None) is not namespace:
-            hidden = None
         # `with step(...) as s` binds the block itself: not an output.
-        itself = {n for n, v in namespace.items() if v is self}
-        names, deleted, optional = produced(
-            self._before,
-            namespace,
-            self._targets,
-            hidden=hidden,
-            outputs=self.outputs,
-            exclude=self.exclude | itself,
-        )
-        payload = {
-            "variables": {n: namespace[n] for n in names},
-            "deleted": deleted,
-            "outputs": self._recorder.outputs,
-        }
-        save_step(
-            session,
-            self.key,
-            payload,
-            fingerprint=self._fingerprint,
-            duration_ms=duration_ms,
-            kind="block",
-            how_to_exclude='exclude="{names}" to step(...)',
-            optional=optional,
-            inputs=self._inputs,
-        )
+        itself = {n for n, v in frame.f_globals.items() if v is self}
+        self._step.end(exc, exclude=itself)
         return False
 
 
@@ -216,27 +164,30 @@ def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool =
     if not callable(fn):
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
     session, _ = session_for_shell()
-    fingerprint = function_fingerprint(fn)
+    engine = session.engine
     code = getattr(fn, "__code__", None)
-    inputs = session.inputs(code.co_names if code is not None else ())
-    found = session.lookup(key, fingerprint, pin=pin, force=force, inputs=inputs, kind="call")
-    if found.hit:
-        return found.payload["value"]  # type: ignore[no-any-return]
-    started = session.started(key)
+    spec = StepSpec(
+        key=key,
+        kind="call",
+        code=function_fingerprint(fn),
+        reads=frozenset(code.co_names if code is not None else ()),
+        pin=pin,
+        force=force,
+    )
+    decision = engine.lookup(spec)
+    if decision.hit:
+        assert decision.payload is not None
+        return decision.payload.value  # type: ignore[no-any-return]
+    run = engine.begin(decision)
     try:
         value = fn()
     except BaseException as exc:
-        session.failed(key, started, exc)
+        engine.fail(run, exc)
         raise
-    save_step(
-        session,
-        key,
-        {"value": value},
-        fingerprint=fingerprint,
-        duration_ms=(time.perf_counter() - started) * 1000,
-        kind="call",
-        inputs=inputs,
-        how_to_exclude="to return a value that can be pickled instead of {names}",
+    engine.finish(
+        run,
+        StepPayload(value=value),
+        hint="to return a value that can be pickled instead of {names}",
     )
     return value
 

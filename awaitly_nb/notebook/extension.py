@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from awaitly_nb.core.session import get_session
+from awaitly_nb.config import get_session
 from awaitly_nb.notebook.magics import StepMagics
-from awaitly_nb.notebook.runner import attach_shell
+from awaitly_nb.notebook.shell import attach_shell
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 

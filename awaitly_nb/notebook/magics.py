@@ -1,10 +1,9 @@
-"""The ``%%step`` and ``%steps`` magics: parse the line, call the session, render."""
+"""The ``%%step`` and ``%steps`` magics: parse the line, call the engine, render."""
 
 from __future__ import annotations
 
 import ast
 import re
-import time
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -18,22 +17,14 @@ from IPython.core.magic import (
 )
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 
+from awaitly_nb.config import get_session
+from awaitly_nb.core.engine import StepSpec
 from awaitly_nb.core.fingerprint import code_fingerprint
-from awaitly_nb.core.session import get_session
+from awaitly_nb.core.payload import NOTHING
 from awaitly_nb.errors import AwaitlyError, InvalidKeyError
-from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
-from awaitly_nb.notebook.namespace import assigned_names, input_names, snapshot
-from awaitly_nb.notebook.runner import (
-    produced,
-    replay,
-    rerun_note,
-    restore,
-    restored_note,
-    save_step,
-    show_note,
-    unsaveable,
-)
-from awaitly_nb.notebook.status import status_text
+from awaitly_nb.notebook.namespace import input_names
+from awaitly_nb.notebook.running import NotebookStep
+from awaitly_nb.notebook.status_table import status_text
 
 __all__ = ["StepMagics"]
 
@@ -50,14 +41,6 @@ def _name_list(option: str, value: str) -> list[str]:
             f"(got {option}={value!r}). Usage: {_FORM}"
         )
     return names
-
-
-def _inputs(source: str) -> set[str]:
-    """Names the code reads before binding them: its inputs."""
-    try:
-        return input_names(ast.parse(source).body)
-    except SyntaxError:
-        return set()
 
 
 def _expand_key(template: str, namespace: dict[str, Any]) -> str:
@@ -120,30 +103,37 @@ class StepMagics(Magics):
             posts = fetch_posts(user_id)
         """
         __tracebackhide__ = True
-        shell = self.shell
-        assert shell is not None
+        shell: Any = self.shell
         key, outputs, exclude, args = self._parse(line, cell)
-        session = get_session()
         source = shell.transform_cell(cell)
         fingerprint = code_fingerprint(source)
-        if key is None:
-            key = f"cell:{fingerprint[:16]}"
-        inputs = session.inputs(_inputs(source))
+        filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
+        tree = shell.compile.ast_parse(source, filename=filename)
+        spec = StepSpec(
+            key=key if key is not None else f"cell:{fingerprint[:16]}",
+            kind="cell",
+            code=fingerprint,
+            reads=frozenset(input_names(tree.body)),
+            pin=args.pin,
+            force=args.force,
+        )
+        step = NotebookStep(
+            spec,
+            tree.body,
+            shell.user_ns,
+            shell,
+            outputs=outputs,
+            exclude=exclude,
+            quiet=args.quiet,
+            hint="exclude={names} to the %%step line",
+        )
         try:
-            found = session.lookup(
-                key, fingerprint, pin=args.pin, force=args.force, inputs=inputs, kind="cell"
-            )
+            decision = step.lookup()
         except InvalidKeyError as exc:
             raise UsageError(f"{exc}. Usage: {_FORM}") from None
-        if found.hit:
-            restore(shell.user_ns, found.payload)
-            if not args.quiet:
-                show_note(restored_note(key, found, found.payload["variables"]), shell)
-            return replay(found.payload, shell)
-        note = rerun_note(key, found)
-        if note and not args.quiet:
-            show_note(note, shell)
-        return self._run(key, source, cell, fingerprint, outputs, exclude, inputs)
+        if decision.hit:
+            return step.restore()
+        return self._run(step, tree, filename)
 
     def _parse(self, line: str, cell: str) -> tuple[str | None, list[str] | None, set[str], Any]:
         try:
@@ -178,23 +168,13 @@ class StepMagics(Magics):
                 raise UsageError(f"the key is empty. Usage: {_FORM}")
         return key, outputs, exclude, args
 
-    def _run(
-        self,
-        key: str,
-        source: str,
-        cell: str,
-        fingerprint: str,
-        outputs: list[str] | None,
-        exclude: set[str],
-        inputs: dict[str, str],
-    ) -> Any:
+    def _run(self, step: NotebookStep, tree: ast.Module, filename: str) -> Any:
+        """Run the cell's code as IPython would (the last expression is its value)."""
         __tracebackhide__ = True
         shell: Any = self.shell
-        session = get_session()
-        filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
-        tree = shell.compile.ast_parse(source, filename=filename)
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        targets = assigned_names(tree.body + ([last] if last is not None else []))
+        last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        if last is not None:
+            tree.body.pop()
         try:
             body = shell.compile(tree, filename, "exec")
             expression = None
@@ -207,63 +187,20 @@ class StepMagics(Magics):
                     "an async function in its own cell, or run it without %%step"
                 ) from None
             raise
-        namespace = shell.user_ns
-        before = snapshot(namespace)
-        started = session.started(key)
-        result: Any = None
-        with OutputRecorder(shell) as recorder:
-            try:
-                exec(body, shell.user_global_ns, namespace)
-                if expression is not None:
-                    result = eval(expression, shell.user_global_ns, namespace)
-                flush_inline_figures()
-            except BaseException as exc:
-                session.failed(key, started, exc)
-                raise
-        duration_ms = (time.perf_counter() - started) * 1000
+        result: Any = NOTHING
+        step.start()
         try:
-            names, deleted, optional = produced(
-                before,
-                namespace,
-                targets,
-                hidden=shell.user_ns_hidden,
-                outputs=outputs,
-                exclude=exclude,
-            )
+            exec(body, shell.user_global_ns, step.namespace)
+            if expression is not None:
+                result = eval(expression, shell.user_global_ns, step.namespace)
+        except BaseException as exc:
+            step.end(exc)
+            raise
+        try:
+            step.end(None, result=result)
         except AwaitlyError as exc:
             raise UsageError(str(exc)) from None
-        payload = {
-            "variables": {n: namespace[n] for n in names},
-            "deleted": deleted,
-            "outputs": recorder.outputs,
-            **self._result_fields(result, last is not None, names, namespace),
-        }
-        save_step(
-            session,
-            key,
-            payload,
-            fingerprint=fingerprint,
-            duration_ms=duration_ms,
-            kind="cell",
-            how_to_exclude="exclude={names} to the %%step line",
-            optional=optional,
-            inputs=inputs,
-        )
-        return result
-
-    def _result_fields(
-        self, result: Any, has_result: bool, names: list[str], namespace: dict[str, Any]
-    ) -> dict[str, Any]:
-        if not has_result or result is None:
-            return {"has_result": False}
-        shell: Any = self.shell
-        fields: dict[str, Any] = {"has_result": True}
-        if any(namespace[n] is result for n in names) or not unsaveable({"result": result}):
-            fields.update(result=result, result_saved=True)
-        else:
-            bundle, _ = shell.display_formatter.format(result)
-            fields.update(result_bundle=bundle, result_saved=False)
-        return fields
+        return None if result is NOTHING else result
 
     @line_magic
     def steps(self, line: str) -> Any:
@@ -278,6 +215,7 @@ class StepMagics(Magics):
         """
         words = line.split()
         session = get_session()
+        engine = session.engine
         command = words[0] if words else ""
         if not words:
             return self._status_view()
@@ -285,12 +223,12 @@ class StepMagics(Magics):
             print(status_text(session))
         elif command == "forget" and len(words) >= 2:
             key = line.strip()[len("forget") :].strip()  # keys may contain spaces
-            if session.forget(key):
+            if engine.forget(key):
                 print(f"forgot {key!r}")
             else:
                 print(f"no saved step {key!r} in workflow {session.workflow_id()!r}")
         elif command == "clear" and len(words) == 1:
-            count = session.clear()
+            count = engine.clear()
             print(f"forgot {count} step{'s' if count != 1 else ''} of {session.workflow_id()!r}")
         else:
             raise UsageError("usage: %steps | %steps list | %steps forget KEY | %steps clear")

@@ -13,12 +13,15 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from awaitly_nb.errors import AwaitlyError
+
 __all__ = [
     "Targets",
     "assigned_names",
     "changed_names",
     "input_names",
     "is_internal_name",
+    "produced",
     "read_names",
     "snapshot",
 ]
@@ -241,3 +244,36 @@ def changed_names(
         produced = {n for n in produced if n not in hidden or hidden[n] is not namespace[n]}
     deleted = [name for name in before if name not in namespace]
     return sorted(produced), sorted(deleted)
+
+
+def produced(
+    before: Mapping[str, int],
+    namespace: Mapping[str, Any],
+    targets: Targets,
+    *,
+    hidden: Mapping[str, Any] | None = None,
+    outputs: list[str] | None = None,
+    exclude: Iterable[str] = (),
+) -> tuple[list[str], list[str], set[str]]:
+    """The variables to save, those the step deleted, and which of them are optional.
+
+    Optional ones are objects whose methods the step called but that it did not
+    rebind: they may have changed in place (``rows.append(x)``), or not
+    (``conn.execute(q)``); one that cannot be saved is left out, not an error.
+
+    Raises:
+        AwaitlyError: ``outputs`` names a variable the step did not set.
+    """
+    if outputs is not None:
+        missing = [n for n in outputs if n not in namespace]
+        if missing:
+            raise AwaitlyError(
+                f"outputs= names variables that do not exist after the step: {', '.join(missing)}; "
+                "nothing was saved"
+            )
+        return list(outputs), [], set()
+    names, deleted = changed_names(before, namespace, targets.bound | targets.receivers, hidden)
+    skip = set(exclude)
+    names = [n for n in names if n not in skip]
+    optional = {n for n in names if n in targets.receivers and before.get(n) == id(namespace[n])}
+    return names, deleted, optional

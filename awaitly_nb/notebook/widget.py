@@ -3,7 +3,7 @@
 ``%steps`` (or ``awaitly_nb.status_widget()``) shows it in a notebook. It
 follows the session's events, so it updates while later cells run without
 being displayed again. Its text form (for front ends without widgets) is the
-table of :func:`~awaitly_nb.notebook.status.status_text`.
+table of :func:`~awaitly_nb.notebook.status_table.status_text`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from awaitly_nb.config import Session, get_session
 from awaitly_nb.core.events import Event
-from awaitly_nb.core.session import Session, get_session
-from awaitly_nb.core.status import StepStatus
-from awaitly_nb.notebook.status import COLUMNS, row_cells, status_summary, status_text
+from awaitly_nb.core.tracker import StepStatus
+from awaitly_nb.notebook.status_table import COLUMNS, row_cells, status_summary, status_text
+from awaitly_nb.storage.manifest import StepManifest
 
 __all__ = ["StatusWidget"]
 
@@ -65,10 +66,11 @@ class StatusWidget(widgets.VBox):  # type: ignore[misc]
                 widget.refresh(reread=event is None or event.type == "step_complete")
 
         self._listener = on_event
-        self._manifests: list[dict[str, Any]] = []
+        self._manifests: list[StepManifest] = []
         self._disk = 0
-        self.session.listeners.append(on_event)
-        self.session.on_change.append(on_event)
+        self.engine = self.session.engine
+        self.engine.listeners.append(on_event)
+        self.engine.on_change.append(on_event)
         self.refresh()
 
     def _row(self, key: str) -> tuple[widgets.HBox, list[widgets.HTML]]:
@@ -78,7 +80,7 @@ class StatusWidget(widgets.VBox):  # type: ignore[misc]
             tooltip=f"forget {key}: it runs again next time",
             layout=widgets.Layout(width="8%"),
         )
-        button.on_click(lambda _: self.session.forget(key))
+        button.on_click(lambda _: self.engine.forget(key))
         box = widgets.HBox([*cells, button])
         box.add_class("awaitly-nb-step")
         return box, cells
@@ -88,7 +90,7 @@ class StatusWidget(widgets.VBox):  # type: ignore[misc]
         if reread:
             self._manifests = self.session.store.manifests(self.session.workflow_id())
             self._disk = self.session.store.disk_usage()
-        rows = self.session.status(self._manifests)
+        rows = self.engine.status(self._manifests)
         summary = html.escape(status_summary(self.session, rows, self._disk))
         self._summary.value = f"<b>awaitly_nb</b> · {summary}"
         children = []
@@ -109,7 +111,7 @@ class StatusWidget(widgets.VBox):  # type: ignore[misc]
 
     def rows(self) -> list[StepStatus]:
         """The steps as shown."""
-        return self.session.status(self._manifests)
+        return self.engine.status(self._manifests)
 
     @classmethod
     def for_session(cls, session: Session | None = None) -> StatusWidget:
@@ -129,7 +131,7 @@ class StatusWidget(widgets.VBox):  # type: ignore[misc]
 
     def close(self) -> None:
         """Stop following events and close the widget and its rows."""
-        for callbacks in (self.session.listeners, self.session.on_change):
+        for callbacks in (self.engine.listeners, self.engine.on_change):
             if self._listener in callbacks:
                 callbacks.remove(self._listener)
         for box, _ in self._rows.values():

@@ -42,10 +42,10 @@ from awaitly_nb.errors import (
     TrustError,
 )
 from awaitly_nb.sharing.signing import sign, signature_matches
-from awaitly_nb.storage.codec import blob_refs, record_from_json, record_to_json
+from awaitly_nb.storage.base import StepStore
+from awaitly_nb.storage.codec import versions
+from awaitly_nb.storage.manifest import StepManifest, ValueRecord
 from awaitly_nb.storage.names import check_name
-from awaitly_nb.storage.serialize import versions
-from awaitly_nb.storage.store import StepStore
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -121,9 +121,9 @@ def export_bundle(
     path = Path(path)
     wanted = None if keys is None else set(keys)
     entries = [
-        (wf, k, entry)
-        for (_, wf, k), entry in store.entries(workflow)
-        if wanted is None or k in wanted
+        (entry.manifest.workflow, entry.manifest.key, entry)
+        for entry in store.entries(workflow)
+        if wanted is None or entry.manifest.key in wanted
     ]
     if wanted is not None:
         missing = wanted - {k for _, k, _ in entries}
@@ -132,8 +132,8 @@ def export_bundle(
             raise AwaitlyError(f"no saved step{where} for: {', '.join(sorted(missing))}")
     blob_sizes: dict[str, int] = {}
     for _, _, entry in entries:
-        for name, size in blob_refs(entry.record):
-            blob_sizes[name] = size
+        for ref in entry.record.blobs():
+            blob_sizes[ref.name] = ref.size
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -144,8 +144,8 @@ def export_bundle(
             {
                 "workflow": wf,
                 "key": k,
-                "manifest": entry.manifest,
-                "record": record_to_json(entry.record),
+                "manifest": entry.manifest.to_dict(),
+                "record": entry.record.to_json(),
             }
             for wf, k, entry in entries
         ],
@@ -264,9 +264,7 @@ def _read_manifest(
     return manifest, signed
 
 
-def _checked_steps(
-    manifest: dict[str, Any], path: Path
-) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+def _checked_steps(manifest: dict[str, Any], path: Path) -> list[tuple[StepManifest, ValueRecord]]:
     steps = []
     blobs = manifest["blobs"]
     for i, step in enumerate(manifest["steps"]):
@@ -286,17 +284,14 @@ def _checked_steps(
             ) from None
         if not isinstance(m, dict) or not isinstance(r, dict):
             raise StateFormatError(f"bundle {path} is damaged: step {k!r} lacks its record")
-        record = record_from_json(r, f"bundle {path} is damaged: step {k!r}")
-        try:
-            refs = blob_refs(record)
-        except StateFormatError as exc:
-            raise StateFormatError(f"bundle {path} is damaged: step {k!r}: {exc}") from exc
-        for name, size in refs:
-            if not isinstance(blobs.get(name), dict) or blobs[name].get("size") != size:
-                raise StateFormatError(
-                    f"bundle {path} is damaged: step {k!r} needs blob {name}, not in the bundle"
-                )
-        steps.append((wf, k, m, record))
+        where = f"bundle {path} is damaged: step {k!r}"
+        record = ValueRecord.from_json(r, where)
+        step_manifest = StepManifest.from_dict({**m, "workflow": wf, "key": k}, where)
+        for ref in record.blobs():
+            spec = blobs.get(ref.name)
+            if not isinstance(spec, dict) or spec.get("size") != ref.size:
+                raise StateFormatError(f"{where} needs blob {ref.name}, not in the bundle")
+        steps.append((step_manifest, record))
     return steps
 
 
@@ -397,10 +392,11 @@ def import_bundle(
         raise
     for file, name in staged:
         store.blobs.adopt(file, name)
-    for wf, k, m, record in steps:
-        store.put_record(wf, k, m, record)
+    for step_manifest, record in steps:
+        store.put_record(step_manifest, record)
     sizes = [int(spec["size"]) for spec in manifest["blobs"].values()]
-    return BundleReport(path, [(wf, k) for wf, k, _, _ in steps], len(sizes), sum(sizes), signed)
+    done = [(m.workflow, m.key) for m, _ in steps]
+    return BundleReport(path, done, len(sizes), sum(sizes), signed)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""Persistence adapters: key/value stores for ``create_state_persistence``.
+"""Key/value adapters: the one protocol behind ``create_state_persistence`` and shared stores.
 
-An adapter has ``get(key)``, ``set(key, value)``, ``delete(key)``,
-``exists(key)`` and ``keys(pattern)`` (a glob pattern such as
-``"workflow:state:*"``). These two ship with the package; any object or
-mapping of functions with the same names works, sync or async.
+An adapter (:class:`KeyValueAdapter`) has ``get(key)``, ``set(key, value)``,
+``delete(key)``, ``exists(key)`` and ``keys(pattern)`` (a glob pattern such
+as ``"workflow:state:*"``). Four ship with the package: in memory (or over
+any dict), diskcache, Redis and fsspec. Any object or mapping of functions
+with the same names works with ``create_state_persistence``, sync or async.
 """
 
 from __future__ import annotations
@@ -14,16 +15,37 @@ import fnmatch
 import hashlib
 import os
 import uuid
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import diskcache
 
-__all__ = ["DiskCacheAdapter", "FsspecAdapter", "MemoryAdapter", "RedisAdapter"]
+__all__ = [
+    "ADAPTER_METHODS",
+    "DiskCacheAdapter",
+    "FsspecAdapter",
+    "KeyValueAdapter",
+    "MemoryAdapter",
+    "RedisAdapter",
+]
+
+ADAPTER_METHODS = ("get", "set", "delete", "exists", "keys")
+
+
+@runtime_checkable
+class KeyValueAdapter(Protocol):
+    """What an adapter has; each method may also be a coroutine (for persistence)."""
+
+    def get(self, key: str) -> Any: ...
+    def set(self, key: str, value: Any) -> Any: ...
+    def delete(self, key: str) -> Any: ...
+    def exists(self, key: str) -> Any: ...
+    def keys(self, pattern: str) -> Any: ...
 
 
 class MemoryAdapter:
-    """An in-process adapter backed by a dict (for tests and short-lived scripts).
+    """An in-process adapter over a dict (a new one, or one you pass in).
 
     >>> adapter = MemoryAdapter()
     >>> adapter.set("workflow:state:wf-1", "{}")
@@ -31,13 +53,13 @@ class MemoryAdapter:
     (['workflow:state:wf-1'], False)
     """
 
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
+    def __init__(self, data: MutableMapping[str, Any] | None = None) -> None:
+        self.data: MutableMapping[str, Any] = {} if data is None else data
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: str) -> Any:
         return self.data.get(key)
 
-    def set(self, key: str, value: str) -> None:
+    def set(self, key: str, value: Any) -> None:
         self.data[key] = value
 
     def delete(self, key: str) -> bool:
@@ -47,7 +69,9 @@ class MemoryAdapter:
         return key in self.data
 
     def keys(self, pattern: str) -> list[str]:
-        return sorted(k for k in self.data if fnmatch.fnmatchcase(k, pattern))
+        return sorted(
+            k for k in self.data if isinstance(k, str) and fnmatch.fnmatchcase(k, pattern)
+        )
 
 
 class DiskCacheAdapter:

@@ -156,16 +156,6 @@ class BlobStore:
         finally:
             os.close(fd)
 
-    def check(self, name: str, size: int) -> None:
-        """Read the whole blob and check its hash.
-
-        Raises:
-            StateFormatError: the blob is missing, truncated or its content changed.
-        """
-        data = self.open(name, size)
-        if xxhash.xxh3_128_hexdigest(data) != name:
-            raise StateFormatError(f"blob {name} is damaged: its content does not match its hash")
-
     def names(self) -> Iterator[str]:
         """The names of every stored blob."""
         if not self.directory.exists():
@@ -215,10 +205,3 @@ class BlobStore:
             except FileNotFoundError:
                 pass
         return count
-
-    def size(self, name: str) -> int:
-        """Bytes on disk of one blob (0 if missing)."""
-        try:
-            return self.path(name).stat().st_size
-        except FileNotFoundError:
-            return 0

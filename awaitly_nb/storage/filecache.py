@@ -14,10 +14,11 @@ from typing import Any
 import diskcache
 
 from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError
-from awaitly_nb.storage import codec
 from awaitly_nb.storage.blobs import BlobStore, GcReport
+from awaitly_nb.storage.local import open_index
+from awaitly_nb.storage.manifest import ValueRecord
 from awaitly_nb.storage.names import check_name
-from awaitly_nb.storage.store import open_index
+from awaitly_nb.storage.values import read_value, write_value
 
 __all__ = ["FileCache", "create_file_cache"]
 
@@ -49,7 +50,7 @@ class FileCache:
 
     It implements awaitly's ``StepCache`` (``get``, ``set``, ``has``,
     ``delete``, ``clear``) and can be passed as ``create_workflow(cache=...)``.
-    Values are stored like notebook steps (:mod:`awaitly_nb.storage.codec`):
+    Values are stored like notebook steps (:mod:`awaitly_nb.storage.values`):
     big arrays in blob files, mapped back lazily. An entry that cannot be
     loaded (damaged, or written by another Python) is reported with a
     :class:`~awaitly_nb.errors.CacheWarning` and treated as absent. Entries
@@ -84,7 +85,7 @@ class FileCache:
         if raw is _ENOVAL:
             return default
         try:
-            return codec.decode(raw, self._blobs)
+            return read_value(ValueRecord.from_dict(raw, f"cache entry {key!r}"), self._blobs)
         except StateFormatError as exc:
             warnings.warn(
                 f"cache entry {key!r} in {self.directory} cannot be used and is "
@@ -101,7 +102,7 @@ class FileCache:
             SerializationError: the value cannot be pickled; nothing is written.
         """
         check_name(key)
-        record = codec.encode(value, self._blobs)
+        record = write_value(value, self._blobs).to_dict()
         try:
             self._cache.set(key, record, expire=self.ttl)
         except (sqlite3.DatabaseError, OSError) as exc:
@@ -123,12 +124,14 @@ class FileCache:
     def gc(self, *, min_age: float = 600.0) -> GcReport:
         """Delete expired entries and the blob files no entry refers to."""
         self._cache.expire()
-        keep = {
-            name
-            for key in self._cache.iterkeys()
-            for name in codec.blob_names(self._cache.get(key))
-        }
+        keep = {ref.name for key in self._cache.iterkeys() for ref in self._blobs_of(key)}
         return self._blobs.collect(keep, min_age=min_age)
+
+    def _blobs_of(self, key: Any) -> list[Any]:
+        try:
+            return ValueRecord.from_dict(self._cache.get(key)).blobs()
+        except StateFormatError:
+            return []
 
     def keys(self) -> Iterator[str]:
         """The keys saved (expired ones may still be listed until evicted)."""

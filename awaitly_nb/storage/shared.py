@@ -1,7 +1,6 @@
 """Shared stores: a team's steps in Redis or any fsspec file system.
 
-A shared store is a :class:`~awaitly_nb.storage.store.StepStore` whose index
-records and blobs live behind a key/value adapter
+A :class:`SharedStore` keeps its step records and blobs behind a key/value adapter
 (:class:`~awaitly_nb.storage.adapters.RedisAdapter`,
 :class:`~awaitly_nb.storage.adapters.FsspecAdapter`, or any object with
 ``get/set/delete/exists/keys``). Blobs are cached in a local folder, which is
@@ -26,18 +25,18 @@ from typing import Any
 import xxhash
 
 from awaitly_nb.errors import StateFormatError, StorageError
-from awaitly_nb.storage.adapters import FsspecAdapter, RedisAdapter
+from awaitly_nb.storage.adapters import FsspecAdapter, KeyValueAdapter, RedisAdapter
+from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import BlobStore, GcReport
-from awaitly_nb.storage.codec import record_from_json, record_to_json
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.manifest import ValueRecord
 
-__all__ = ["AdapterIndex", "ReadThroughBlobs", "adapter_for_url", "open_shared_store"]
+__all__ = ["ReadThroughBlobs", "SharedStore", "adapter_for_url", "open_shared_store"]
 
 PART = 64 * 1024 * 1024
 _STEP = "step:"
 
 
-def adapter_for_url(url: str) -> Any:
+def adapter_for_url(url: str) -> KeyValueAdapter:
     """``redis://``, ``rediss://`` and ``unix://`` URLs get a Redis adapter; others fsspec."""
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisAdapter(url)
@@ -47,48 +46,6 @@ def adapter_for_url(url: str) -> Any:
             f"memory://name); for a local folder use configure(dir={url!r})"
         )
     return FsspecAdapter(url)
-
-
-class AdapterIndex:
-    """The step index of a shared store, in the diskcache shape :class:`StepStore` uses."""
-
-    def __init__(self, adapter: Any) -> None:
-        self.adapter = adapter
-
-    @staticmethod
-    def _name(key: tuple[str, str, str]) -> str:
-        return _STEP + json.dumps([key[1], key[2]], ensure_ascii=False)
-
-    def get(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
-        raw = self.adapter.get(self._name(key))
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-            return {
-                "manifest": data["manifest"],
-                "value": record_from_json(data["value"], f"shared step {key[2]!r}"),
-            }
-        except (ValueError, KeyError, TypeError, StateFormatError):
-            return None  # a damaged record is a miss; verify reports it
-
-    def set(self, key: tuple[str, str, str], value: dict[str, Any]) -> None:
-        data = {"manifest": value["manifest"], "value": record_to_json(value["value"])}
-        self.adapter.set(self._name(key), json.dumps(data, ensure_ascii=False))
-
-    def delete(self, key: tuple[str, str, str]) -> bool:
-        return bool(self.adapter.delete(self._name(key)))
-
-    def iterkeys(self) -> Iterator[tuple[str, str, str]]:
-        for name in self.adapter.keys(_STEP + "*"):
-            try:
-                workflow, key = json.loads(name[len(_STEP) :])
-            except (ValueError, TypeError):
-                continue
-            yield ("step", str(workflow), str(key))
-
-    def close(self) -> None:
-        pass
 
 
 class _Remote:
@@ -216,7 +173,54 @@ class ReadThroughBlobs(BlobStore):
         return GcReport(count + local.blobs, freed + local.bytes, local.temporaries)
 
 
-def open_shared_store(url: str, cache_dir: str | os.PathLike[str]) -> StepStore:
+class SharedStore(StepStore):
+    """Steps shared through a key/value adapter; blobs cached in a local folder."""
+
+    def __init__(self, adapter: KeyValueAdapter, cache_dir: str | os.PathLike[str]) -> None:
+        self.adapter = adapter
+        self.remote = _Remote(adapter)
+        self.directory = Path(cache_dir)
+        self.blobs = ReadThroughBlobs(self.directory / "blobs", adapter)
+
+    @staticmethod
+    def _name(workflow: str, key: str) -> str:
+        return _STEP + json.dumps([workflow, key], ensure_ascii=False)
+
+    def read(self, workflow: str, key: str) -> Any:
+        raw = self.remote.get(self._name(workflow, key))
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            record = ValueRecord.from_json(data["value"], f"shared step {key!r}")
+            return {"manifest": data["manifest"], "value": record.to_dict()}
+        except (ValueError, KeyError, TypeError, StateFormatError):
+            return None  # a damaged record is a miss; verify reports it
+
+    def write(self, workflow: str, key: str, record: dict[str, Any]) -> None:
+        value = ValueRecord.from_dict(record["value"]).to_json()
+        data = {"manifest": record["manifest"], "value": value}
+        self.remote.set(self._name(workflow, key), json.dumps(data, ensure_ascii=False))
+
+    def remove(self, workflow: str, key: str) -> bool:
+        return bool(self.remote.delete(self._name(workflow, key)))
+
+    def step_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
+        found = []
+        for name in self.remote.keys(_STEP + "*"):
+            try:
+                wf, key = json.loads(name[len(_STEP) :])
+            except (ValueError, TypeError):
+                continue
+            if workflow is None or wf == workflow:
+                found.append((str(wf), str(key)))
+        return found
+
+    def __repr__(self) -> str:
+        return f"SharedStore({self.adapter!r})"
+
+
+def open_shared_store(url: str, cache_dir: str | os.PathLike[str]) -> SharedStore:
     """A step store shared through ``url``, caching blobs in ``cache_dir``.
 
     >>> import tempfile
@@ -229,7 +233,4 @@ def open_shared_store(url: str, cache_dir: str | os.PathLike[str]) -> StepStore:
         adapter = adapter_for_url(url)
     except (OSError, ImportError) as exc:
         raise StorageError(f"cannot open the shared store {url}: {exc}") from exc
-    cache = Path(cache_dir)
-    return StepStore(
-        cache, index=AdapterIndex(adapter), blobs=ReadThroughBlobs(cache / "blobs", adapter)
-    )
+    return SharedStore(adapter, cache_dir)

@@ -270,8 +270,8 @@ def test_events_carry_timestamps_and_durations() -> None:
     after = time.time()
     assert all(before <= e.ts <= after for e in events)
     assert [e.ts for e in events] == sorted(e.ts for e in events)
-    for event in events:
-        if hasattr(event, "duration_ms"):
-            assert event.duration_ms >= 0
+    timed = {e.type: e.duration_ms for e in events if hasattr(e, "duration_ms")}
+    assert set(timed) == {"step_success", "step_complete", "workflow_success"}
+    assert all(duration >= 0 for duration in timed.values())
     complete = next(e for e in events if e.type == "step_complete")
     assert before <= complete.meta.saved_at <= after

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 import awaitly_nb
-from awaitly_nb.core.session import get_session
+from awaitly_nb.config import get_session
 
 
 def test_gc_removes_the_blobs_of_forgotten_steps_only(tmp_path: Path) -> None:
@@ -18,7 +18,7 @@ def test_gc_removes_the_blobs_of_forgotten_steps_only(tmp_path: Path) -> None:
         blobs = tmp_path / "store" / "blobs"
         assert len([p for p in blobs.rglob("*") if p.is_file()]) == 2
 
-        assert get_session().forget("drop")
+        assert get_session().engine.forget("drop")
         report = awaitly_nb.gc(min_age=0)
 
         assert report.blobs == 1 and report.bytes == 800_000

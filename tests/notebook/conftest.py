@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from awaitly_testing import ipython_shell
 from IPython.core.displaypub import DisplayPublisher
-from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
-from IPython.testing.globalipapp import get_ipython, start_ipython
+from IPython.core.interactiveshell import ExecutionResult
 from IPython.utils.capture import CapturedIO, capture_output
 
 import awaitly_nb
-from awaitly_nb.core.session import get_session
-
-EXTENSION = "awaitly_nb"
+from awaitly_nb.config import get_session
 
 
 class Marks:
@@ -43,27 +41,14 @@ class Marks:
         return len(lines) if tag is None else lines.count(tag)
 
 
-@pytest.fixture(scope="session")
-def _shell() -> InteractiveShell:
-    return start_ipython() or get_ipython()  # type: ignore[no-any-return]  # None once started
-
-
-def _ensure_loaded(shell: InteractiveShell) -> None:
-    if shell.find_cell_magic("step") is None or shell.find_line_magic("steps") is None:
-        if EXTENSION in shell.extension_manager.loaded:
-            shell.extension_manager.unload_extension(EXTENSION)
-        shell.extension_manager.load_extension(EXTENSION)
-
-
 @pytest.fixture
-def ip(_shell: InteractiveShell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The shell, with the extension loaded, a fresh store and workflow "test".
 
     Display formatters are all active, as in a kernel (a terminal shell only
     computes text/plain). Variables the test creates are removed afterwards.
     """
-    shell: Any = _shell
-    _ensure_loaded(shell)
+    shell = ipython_shell()  # whichever test module started it first
     monkeypatch.chdir(tmp_path)  # a stray default store lands in tmp_path, never the repo
     for var in ("AWAITLY_NB_DIR", "JPY_SESSION_NAME"):
         monkeypatch.delenv(var, raising=False)
@@ -152,7 +137,7 @@ def saved(ip: Any) -> Callable[[], dict[str, dict[str, Any]]]:
     """``saved()``: the manifests of the current workflow's saved steps, by key."""
 
     def saved() -> dict[str, dict[str, Any]]:
-        return {m["key"]: m for m in get_session().steps()}
+        return {m.key: m for m in get_session().engine.steps()}
 
     return saved
 

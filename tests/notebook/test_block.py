@@ -28,7 +28,7 @@ def test_with_block_miss_runs_and_saves(ip: Any, run: Any, marks: Any, saved: An
     assert ran.result.success, ran.error
     assert marks.count() == 1
     assert ran.stdout == "fetched 3\nafter the block\n"
-    assert saved()["posts:1"]["variables"] == ["posts"]
+    assert saved()["posts:1"].variables == ("posts",)
 
 
 def test_with_block_hit_skips_the_body_and_replays(
@@ -54,7 +54,7 @@ def test_with_block_options(ip: Any, run: Any, marks: Any, restart: Any, saved: 
         "    mark()\n"
     )
     assert run(cell).result.success
-    assert saved()["opts"]["variables"] == ["a", "b"]
+    assert saved()["opts"].variables == ("a", "b")
 
     forced = run(cell.replace("force=False", "force=True"))
     assert forced.result.success
@@ -67,7 +67,7 @@ def test_with_block_options(ip: Any, run: Any, marks: Any, restart: Any, saved: 
         "    mark()\n"
     )
     assert excluded.result.success
-    assert saved()["excl"]["variables"] == ["a"]
+    assert saved()["excl"].variables == ("a",)
 
 
 def test_with_block_changed_body_runs_again(ip: Any, run: Any, marks: Any) -> None:
@@ -230,7 +230,7 @@ def test_with_block_as_target_is_not_saved(
     )
     ran = run(cell)
     assert ran.result.success, ran.error
-    assert saved()["as"]["variables"] == ["v"]
+    assert saved()["as"].variables == ("v",)
     assert ip.user_ns["was_restored"] is False
 
     restart()

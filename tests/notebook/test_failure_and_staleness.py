@@ -94,7 +94,7 @@ def test_changed_code_runs_again_and_replaces_the_entry(
     ip: Any, run: Any, marks: Any, restart: Any, saved: Any
 ) -> None:
     assert run("%%step key=code\nx = 1\nmark()").result.success
-    fingerprint = saved()["code"]["fingerprint"]
+    fingerprint = saved()["code"].fingerprint
 
     changed = run("%%step key=code\nx = 2\nmark()")
 
@@ -104,7 +104,7 @@ def test_changed_code_runs_again_and_replaces_the_entry(
     (note,) = changed.notes
     assert "changed" in note
     assert list(saved()) == ["code"]
-    assert saved()["code"]["fingerprint"] != fingerprint
+    assert saved()["code"].fingerprint != fingerprint
 
     restart()
     assert run("%%step key=code\nx = 2\nmark()").result.success

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from IPython.core.error import UsageError
 
-from awaitly_nb.core.session import get_session
+from awaitly_nb.config import get_session
 
 
 def test_key_option_saves_under_that_key(ip: Any, run: Any, marks: Any, saved: Any) -> None:
@@ -15,7 +15,7 @@ def test_key_option_saves_under_that_key(ip: Any, run: Any, marks: Any, saved: A
 
     assert ran.result.success, ran.error
     assert list(saved()) == ["user:1"]
-    assert saved()["user:1"]["variables"] == ["user"]
+    assert saved()["user:1"].variables == ("user",)
 
 
 def test_bare_key_is_the_key(ip: Any, run: Any, marks: Any, restart: Any, saved: Any) -> None:
@@ -155,4 +155,4 @@ def test_an_interpolated_value_may_contain_braces(ip: Any, run: Any, marks: Any)
     assert ran.result.success, ran.error
     assert run("%%step key=train:{cfg}\nx = 1\nmark()").result.success
     assert marks.count() == 1
-    assert [m["key"] for m in get_session().steps()] == ["train:{'lr': 0.1}"]
+    assert [m.key for m in get_session().engine.steps()] == ["train:{'lr': 0.1}"]

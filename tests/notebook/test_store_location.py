@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 import awaitly_nb
-from awaitly_nb.core.session import get_session
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.config import get_session
+from awaitly_nb.storage.local import LocalStore
 
 CELL = "%%step key=where\nx = 1\nmark()"
 
 
 def _keys(directory: Path, workflow: str | None = None) -> list[tuple[str, str]]:
-    store = StepStore(directory)
+    store = LocalStore(directory)
     try:
-        return [(m["workflow"], m["key"]) for m in store.manifests(workflow)]
+        return [(m.workflow, m.key) for m in store.manifests(workflow)]
     finally:
         store.close()
 
@@ -149,6 +149,6 @@ def test_changing_the_working_directory_does_not_move_the_store(
         monkeypatch.chdir(tmp_path / "sub")  # as a cell running os.chdir would
         awaitly_nb.step(lambda: 2, key="second")
         assert not (tmp_path / "sub" / ".awaitly").exists()
-        assert {m["key"] for m in get_session().steps()} == {"first", "second"}
+        assert {m.key for m in get_session().engine.steps()} == {"first", "second"}
     finally:
         awaitly_nb.configure(dir=None, workflow=None)

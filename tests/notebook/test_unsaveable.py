@@ -72,8 +72,8 @@ def test_excluding_the_unsaveable_variable_saves_the_rest(
     ran = run(cell)  # CacheWarning is an error under pytest: none may be raised
 
     assert ran.result.success, ran.error
-    assert "handle" not in saved()["bad"]["variables"]
-    assert "fine" in saved()["bad"]["variables"]
+    assert "handle" not in saved()["bad"].variables
+    assert "fine" in saved()["bad"].variables
 
     restart()
     assert run(cell).result.success
@@ -96,7 +96,7 @@ def test_an_unsaveable_object_only_used_through_its_methods_is_left_out(
     ran = run(cell)  # CacheWarning is an error under pytest: none may be raised
 
     assert ran.result.success, ran.error
-    assert saved()["query"]["variables"] == ["rows"]
+    assert saved()["query"].variables == ("rows",)
     restart()
     assert run(cell).result.success
     assert marks.count() == 1
@@ -109,7 +109,7 @@ def test_a_picklable_object_changed_through_its_methods_is_saved(
     assert run("items = []").result.success
     cell = "%%step key=grow\nitems.append(1)\nitems.extend([2, 3])\nmark()"
     assert run(cell).result.success
-    assert saved()["grow"]["variables"] == ["items"]
+    assert saved()["grow"].variables == ("items",)
     ip.user_ns["items"] = []  # as the earlier cell leaves it after a restart
     assert run(cell).result.success
     assert marks.count() == 1

@@ -11,7 +11,7 @@ from IPython.core.error import UsageError
 
 
 def _saved_variables(saved: Any, key: str) -> list[str]:
-    return list(saved()[key]["variables"])
+    return list(saved()[key].variables)
 
 
 def test_new_and_rebound_names_are_saved_and_restored(
@@ -244,7 +244,7 @@ def test_cells_with_ipython_syntax_are_saved(
     ran = run(cell)
 
     assert ran.result.success, ran.error
-    assert "get_ipython" not in saved()["ipy"]["variables"]
+    assert "get_ipython" not in saved()["ipy"].variables
     restart()
     assert run(cell).result.success
     assert marks.count() == 1

@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets
 import pytest
 
-from awaitly_nb.core.session import get_session
+from awaitly_nb.config import get_session
 from awaitly_nb.notebook.widget import StatusWidget
 
 
@@ -62,7 +62,7 @@ def test_restore_shows_restored_with_replay_time_and_time_saved(
     assert row.replay_ms is not None and row.duration_ms is not None
     assert row.duration_ms >= 50 and row.replay_ms < row.duration_ms
     assert row.variables == ("time", "value")
-    assert get_session().tracker.time_saved_ms > 0
+    assert get_session().engine.tracker.time_saved_ms > 0
     assert "1 restored" in widget._summary.value
     cells = _shown(widget)["slow"]
     assert "restored" in cells[1] and cells[3] and cells[4] and "time, value" in cells[6]
@@ -76,13 +76,13 @@ def test_failed_and_stale_states(ip: Any, run: Any, marks: Any, widget: Any) -> 
 
     assert run("%%step key=code\nx = 1").result.success
     seen: list[str] = []
-    get_session().listeners.append(
+    get_session().engine.listeners.append(
         lambda e: seen.append(_states(widget)["code"]) if e.type == "step_cache_miss" else None
     )
     try:
         assert run("%%step key=code\nx = 2").result.success
     finally:
-        get_session().listeners.pop()
+        get_session().engine.listeners.pop()
     assert seen == ["stale"]  # shown as stale when found out of date, then it ran again
     assert _states(widget)["code"] == "complete"
 
@@ -121,9 +121,9 @@ def test_summary_counts_and_store_size(ip: Any, run: Any, widget: Any) -> None:
 
 def test_closed_widget_stops_following_events(ip: Any, run: Any) -> None:
     made = StatusWidget()
-    listeners = len(get_session().listeners)
+    listeners = len(get_session().engine.listeners)
     made.close()
-    assert len(get_session().listeners) == listeners - 1
+    assert len(get_session().engine.listeners) == listeners - 1
     assert run("%%step key=later\nv = 1").result.success  # no error from a closed widget
 
 
@@ -171,15 +171,15 @@ def test_steps_shows_one_widget_per_session_however_often_it_runs(
     ip: Any, run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ip, "kernel", object(), raising=False)
-    listeners = len(get_session().listeners)
+    listeners = len(get_session().engine.listeners)
     first = run("%steps").result.result
     second = run("%steps").result.result
     try:
         assert first is second
-        assert len(get_session().listeners) == listeners + 1
+        assert len(get_session().engine.listeners) == listeners + 1
     finally:
         first.close()
-    assert len(get_session().listeners) == listeners
+    assert len(get_session().engine.listeners) == listeners
     third = run("%steps").result.result  # a closed widget is replaced
     assert third is not first
     third.close()

@@ -1,19 +1,19 @@
-"""Fault-injection helpers shared by the disk-full and Ctrl-C tests."""
+"""Fault-injection helpers and notebook-session fixtures shared by the reliability tests."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from IPython.testing import globalipapp
+from awaitly_testing import close_session_stores, ipython_shell
 
 import awaitly_nb
-from awaitly_nb.core.session import get_session
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage import blobs as blobs_module
+from awaitly_nb.storage.local import LocalStore
 
 WF = "wf"
 PART = 100_000  # float64: 800 KB per buffer blob
@@ -46,40 +46,79 @@ def is_blob_temp(fd: int) -> bool:
         return False
 
 
-def clean_after_gc(store: StepStore) -> None:
+# Where a blob write fails: after this many bytes of a value's blob data (``value()``).
+WRITE_MOMENTS = {"first-byte": 0, "half-way": PART * 8 // 2, "second-blob": PART * 8 + 1000}
+
+
+def write_failing_after(
+    limit: int, error: BaseException | type[BaseException]
+) -> Callable[[int, Any], int]:
+    """An ``os.write`` that writes ``limit`` bytes of blob data (short writes), then raises
+    ``error`` (``ENOSPC``: a full disk; ``KeyboardInterrupt``: Ctrl-C). Other files are untouched.
+    """
+    real = os.write
+    written = 0
+
+    def write(fd: int, data: Any) -> int:
+        nonlocal written
+        if not is_blob_temp(fd):
+            return real(fd, data)
+        room = limit - written
+        if room <= 0:
+            raise error
+        count = real(fd, memoryview(data)[:room])
+        written += count
+        return count
+
+    return write
+
+
+def fail_blob_writes(
+    monkeypatch: pytest.MonkeyPatch, moment: str, error: BaseException | type[BaseException]
+) -> None:
+    """Blob writes raise ``error`` at ``WRITE_MOMENTS[moment]``."""
+    monkeypatch.setattr(blobs_module.os, "write", write_failing_after(WRITE_MOMENTS[moment], error))
+
+
+def fail_index_writes(
+    monkeypatch: pytest.MonkeyPatch, index: Any, error: BaseException | type[BaseException]
+) -> None:
+    """Writing the index record (``index.set``) raises ``error``."""
+
+    def set_(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(index, "set", set_)
+
+
+def clean_after_gc(store: LocalStore) -> None:
     assert temporaries(store.directory) == []
     store.gc(min_age=0)
     assert store.verify() == []
     assert set(store.blobs.names()) == store.referenced_blobs()
 
 
-def close_session_stores() -> None:
-    """Close the stores the notebook session opened (as a kernel shutdown would)."""
-    session = get_session()
-    for store in session._stores.values():
-        store.close()
-    session._stores.clear()
-
-
 @pytest.fixture
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The notebook session on a fresh store in ``tmp_path/store``; returns the store dir."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AWAITLY_NB_DIR", raising=False)
     monkeypatch.delenv("AWAITLY_NB_STORE", raising=False)
     awaitly_nb.configure(dir=tmp_path / "store", workflow=WF)
-    yield tmp_path / "store"
-    close_session_stores()
-    awaitly_nb.configure(dir=None, workflow=None)
+    try:
+        yield tmp_path / "store"
+    finally:
+        close_session_stores()
+        awaitly_nb.configure(dir=None, workflow=None)
 
 
 @pytest.fixture
 def shell(session: Path) -> Iterator[Any]:
-    found: Any = globalipapp.start_ipython() or globalipapp.get_ipython()
-    if found.find_cell_magic("step") is None:
-        if "awaitly_nb" in found.extension_manager.loaded:
-            found.extension_manager.unload_extension("awaitly_nb")
-        found.run_line_magic("load_ext", "awaitly_nb")
+    """The IPython shell on the session's store; variables the test creates are removed after."""
+    found = ipython_shell()
     baseline = set(found.user_ns)
-    yield found
-    for name in set(found.user_ns) - baseline:
-        del found.user_ns[name]
+    try:
+        yield found
+    finally:
+        for name in set(found.user_ns) - baseline:
+            del found.user_ns[name]

@@ -25,14 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from IPython.testing import globalipapp
+from awaitly_testing import close_session_stores, ipython_shell
 
 import awaitly_nb
 from awaitly_nb import InvalidKeyError, StateFormatError
-from awaitly_nb.core.session import get_session
+from awaitly_nb.config import get_session
 from awaitly_nb.sharing.bundle import export_bundle, import_bundle
+from awaitly_nb.storage.local import LocalStore
+from awaitly_nb.storage.manifest import StepManifest
 from awaitly_nb.storage.shared import open_shared_store
-from awaitly_nb.storage.store import StepStore
 
 WF = "wf"
 DEPTH = ("a", "b", "c", "d")  # stores live this deep, so "../.." still lands inside tmp_path
@@ -85,14 +86,6 @@ def real_key(key: Any, root: Path) -> Any:
     return str(root / "absolute-escape") if key == ABSOLUTE else key
 
 
-def close_session_stores() -> None:
-    """Close the stores the notebook session opened (as a kernel shutdown would)."""
-    session = get_session()
-    for store in session._stores.values():
-        store.close()
-    session._stores.clear()
-
-
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """``tmp_path``, with the working directory a few levels down (relative paths stay inside)."""
@@ -119,11 +112,11 @@ def stored_or_refused(action: Callable[[], Any]) -> Any:
         return exc
 
 
-def round_trip_bundle(store: StepStore, root: Path, workflow: Any, key: Any, value: Any) -> None:
+def round_trip_bundle(store: LocalStore, root: Path, workflow: Any, key: Any, value: Any) -> None:
     """Export the store, import it into another store: the step comes back the same."""
     bundle = store_dir(root, "bundle.awnb")
     export_bundle(store, bundle)
-    other = StepStore(store_dir(root, "other"))
+    other = LocalStore(store_dir(root, "other"))
     try:
         import_bundle(other, bundle, trust=True)
         assert other.load(workflow, key) == value
@@ -143,11 +136,11 @@ def test_step_store_keeps_any_string_key_inside_its_folder(root: Path, key: str,
     with only_inside(
         root, store_dir(root), store_dir(root, "other"), store_dir(root, "bundle.awnb")
     ):
-        store = StepStore(store_dir(root))
+        store = LocalStore(store_dir(root))
         store.save(workflow, step_key, {"note": "x"}, value)
         assert store.load(workflow, step_key) == value
-        assert store.manifest(workflow, step_key)["key"] == step_key
-        assert store.workflows() == [workflow]
+        assert store.manifest(workflow, step_key).key == step_key
+        assert sorted({wf for wf, _ in store.step_keys()}) == [workflow]
         assert store.verify() == []
         round_trip_bundle(store, root, workflow, step_key, value)
         assert store.delete(workflow, step_key)
@@ -161,17 +154,20 @@ def test_step_store_refuses_or_fully_supports_non_string_keys(root: Path, key: A
     with only_inside(
         root, store_dir(root), store_dir(root, "other"), store_dir(root, "bundle.awnb")
     ):
-        store = StepStore(store_dir(root))
+        store = LocalStore(store_dir(root))
         store.save(WF, "plain", {}, 0)
         saved = stored_or_refused(lambda: store.save(WF, key, {}, 1))
         if not isinstance(saved, InvalidKeyError):
             assert store.load(WF, key) == 1
             store.save(key, "k", {}, 2)
             assert store.load(key, "k") == 2
-            assert len(store.workflows()) == 2
+            assert len({wf for wf, _ in store.step_keys()}) == 2
             assert len(store.manifests()) == 3
             assert store.verify() == []
             round_trip_bundle(store, root, WF, key, 1)
+        else:  # refused: nothing of it was stored
+            assert [m.key for m in store.manifests()] == ["plain"]
+            assert sorted({wf for wf, _ in store.step_keys()}) == [WF]
         store.close()
 
 
@@ -193,6 +189,8 @@ def test_file_cache_stores_any_key_inside_its_folder(root: Path, key: Any) -> No
             assert cache.get(key) == value
             assert cache.delete(key)
             assert cache.get(key) is None
+        else:  # refused: nothing of it was stored
+            assert list(cache.keys()) == []
         cache.gc(min_age=0)
         cache.close()
 
@@ -244,7 +242,7 @@ def test_call_form_keeps_any_string_key_inside_the_store(root: Path, key: str) -
         again = awaitly_nb.step(compute, key=key)
         assert again == first == [key, bytes(70_000)]
         assert len(calls) == 1
-        assert get_session().forget(key)
+        assert get_session().engine.forget(key)
         get_session().store.gc(min_age=0)
         assert get_session().store.verify() == []
 
@@ -258,16 +256,12 @@ def test_call_form_refuses_bad_keys(root: Path, key: Any) -> None:
     with pytest.raises(error, match="key"):
         awaitly_nb.step(lambda: calls.append(1), key=key)
     assert calls == []
-    assert get_session().steps() == []
+    assert get_session().engine.steps() == []
 
 
 @pytest.fixture
 def shell(root: Path) -> Iterator[Any]:
-    found: Any = globalipapp.start_ipython() or globalipapp.get_ipython()
-    if found.find_cell_magic("step") is None:
-        if "awaitly_nb" in found.extension_manager.loaded:
-            found.extension_manager.unload_extension("awaitly_nb")
-        found.run_line_magic("load_ext", "awaitly_nb")
+    found = ipython_shell()
     awaitly_nb.configure(dir=store_dir(root), workflow="nb")
     baseline = set(found.user_ns)
     yield found
@@ -289,14 +283,14 @@ def test_step_cell_keeps_any_key_inside_the_store(root: Path, shell: Any, key: s
         assert shell.run_cell(code).success
         assert runs == [1]
         assert shell.user_ns["value"] == [real_key(key, root), bytes(70_000)]
-        assert [m["key"] for m in get_session().steps()] == [real_key(key, root)]
+        assert [m.key for m in get_session().engine.steps()] == [real_key(key, root)]
 
 
 def test_step_cell_refuses_an_interpolated_nul(root: Path, shell: Any) -> None:
     shell.user_ns["the_key"] = "a\x00b"
     result = shell.run_cell("%%step key={the_key}\nvalue = 1")
     assert not result.success
-    assert get_session().steps() == []
+    assert get_session().engine.steps() == []
 
 
 # --- a shared store on a local folder (fsspec file://) --------------------------------------------
@@ -312,7 +306,7 @@ def test_file_url_shared_store_keeps_any_key_inside_its_folders(root: Path, key:
         store.save(WF, key, {}, value)
         fresh = open_shared_store(shared.as_uri(), store_dir(root, "cache") / "other")
         assert fresh.load(WF, key) == value
-        assert [m["key"] for m in fresh.manifests()] == [key]
+        assert [m.key for m in fresh.manifests()] == [key]
         assert fresh.verify() == []
 
 
@@ -334,15 +328,16 @@ def decoy(root: Path) -> Path:
 def test_a_record_naming_a_blob_outside_is_refused(
     root: Path, decoy: Path, name: str, where: str
 ) -> None:
-    store = StepStore(store_dir(root))
+    store = LocalStore(store_dir(root))
     store.save(WF, "good", {}, bytes(100_000))
-    record = dict(store.entry(WF, "good").record)
+    record = store.entry(WF, "good").record.to_dict()  # type: ignore[union-attr]
     if where == "buffers":
         record["buffers"] = [[name, 5]]
     else:
         record.pop("stream", None)
         record["stream_ref"] = [name, 5]
-    store.put_record(WF, "evil", {}, record)
+    # As a damaged or hostile index record would hold it.
+    store.write(WF, "evil", {"manifest": StepManifest(WF, "evil").to_dict(), "value": record})
 
     with only_inside(root, store_dir(root)):
         with pytest.raises(StateFormatError, match="not a blob name"):
@@ -365,7 +360,7 @@ def tar_bytes(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-def bundle_members(store: StepStore, root: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+def bundle_members(store: LocalStore, root: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     """A real bundle of ``store``, opened up: its manifest and its other members."""
     path = store_dir(root, "real.awnb")
     export_bundle(store, path)
@@ -377,7 +372,7 @@ def bundle_members(store: StepStore, root: Path) -> tuple[dict[str, Any], dict[s
 
 @pytest.mark.parametrize("name", TRAVERSALS[:4])
 def test_a_bundle_naming_a_blob_outside_is_refused(root: Path, decoy: Path, name: str) -> None:
-    source = StepStore(store_dir(root, "source"))
+    source = LocalStore(store_dir(root, "source"))
     source.save(WF, "k", {}, bytes(100_000))
     manifest, members = bundle_members(source, root)
     (real_name,) = manifest["blobs"]
@@ -389,7 +384,7 @@ def test_a_bundle_naming_a_blob_outside_is_refused(root: Path, decoy: Path, name
     bundle = store_dir(root, "evil.awnb")
     bundle.write_bytes(tar_bytes(members))
 
-    target = StepStore(store_dir(root))
+    target = LocalStore(store_dir(root))
     with only_inside(root, store_dir(root)), pytest.raises(StateFormatError):
         import_bundle(target, bundle, trust=True)
     assert target.manifests() == []
@@ -398,36 +393,69 @@ def test_a_bundle_naming_a_blob_outside_is_refused(root: Path, decoy: Path, name
     target.close()
 
 
-def long_stream_bundle(root: Path, edit: Callable[[dict[str, Any]], None]) -> StepStore:
-    """Import a bundle whose one step has a blob-held pickle stream, edited by ``edit``."""
-    source = StepStore(store_dir(root, "source"))
+def edited_bundle(root: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A real bundle of one step whose value is a blob-held pickle stream, edited by ``edit``.
+
+    ``edit`` gets the whole manifest: its ``blobs`` specs and the step's record.
+    """
+    source = LocalStore(store_dir(root, "source"))
     source.save(WF, "k", {}, [f"row {i}" for i in range(5_000)])  # a stream_ref blob
     manifest, members = bundle_members(source, root)
-    edit(manifest["steps"][0]["record"])
+    source.close()
+    assert "stream_ref" in manifest["steps"][0]["record"], "the value did not go to a blob"
+    edit(manifest)
     members["awaitly-bundle.json"] = json.dumps(manifest).encode()
     bundle = store_dir(root, "edited.awnb")
     bundle.write_bytes(tar_bytes(members))
-    target = StepStore(store_dir(root))
-    with contextlib.suppress(StateFormatError):  # refusing it is fine too
-        import_bundle(target, bundle, trust=True)
-    return target
+    return bundle
+
+
+def assert_nothing_imported(store: LocalStore) -> None:
+    assert store.manifests() == []
+    assert list(store.blobs.names()) == []
+    tmp = store.directory / "blobs" / "tmp"
+    assert not tmp.exists() or not any(tmp.iterdir()), "a staged blob was left behind"
 
 
 def test_a_float_blob_size_from_a_bundle_is_a_state_format_error(root: Path) -> None:
-    def edit(record: dict[str, Any]) -> None:
-        record["stream_ref"][1] = float(record["stream_ref"][1])
+    def edit(manifest: dict[str, Any]) -> None:
+        record = manifest["steps"][0]["record"]
+        name, size = record["stream_ref"]
+        record["stream_ref"] = [name, float(size)]  # e.g. 5.0: equal to the size, not an int
+        manifest["blobs"][name]["size"] = float(size)  # consistent: only the type is wrong
 
-    store = long_stream_bundle(root, edit)
-    if store.entry(WF, "k") is not None:
-        with pytest.raises(StateFormatError):
-            store.load(WF, "k")
-        assert store.verify()
+    bundle = edited_bundle(root, edit)
+    target = LocalStore(store_dir(root))
+    with pytest.raises(StateFormatError, match="bad stream reference"):
+        import_bundle(target, bundle, trust=True)
+    assert_nothing_imported(target)
+    target.close()
 
 
-def test_an_empty_stream_ref_from_a_bundle_does_not_break_verify_or_gc(root: Path) -> None:
-    def edit(record: dict[str, Any]) -> None:
-        record["stream_ref"] = []
+def test_an_empty_stream_ref_from_a_bundle_is_refused(root: Path) -> None:
+    def edit(manifest: dict[str, Any]) -> None:
+        manifest["steps"][0]["record"]["stream_ref"] = []
 
-    store = long_stream_bundle(root, edit)
-    store.verify()
-    store.gc(min_age=0)
+    target = LocalStore(store_dir(root))
+    with pytest.raises(StateFormatError, match="bad stream reference"):
+        import_bundle(target, edited_bundle(root, edit), trust=True)
+    assert_nothing_imported(target)
+    target.close()
+
+
+def test_an_empty_stream_ref_in_the_index_does_not_break_verify_or_gc(root: Path) -> None:
+    store = LocalStore(store_dir(root))
+    store.save(WF, "good", {}, [f"row {i}" for i in range(5_000)])
+    record = store.entry(WF, "good").record.to_dict()  # type: ignore[union-attr]
+    record["stream_ref"] = []
+    # As a damaged index record would hold it.
+    store.write(WF, "evil", {"manifest": StepManifest(WF, "evil").to_dict(), "value": record})
+
+    with pytest.raises(StateFormatError):
+        store.load(WF, "evil")
+    problems = store.verify()
+    assert [p for p in problems if p.startswith(f"{WF} / evil: ")], problems
+    assert not [p for p in problems if p.startswith(f"{WF} / good: ")], problems
+    store.gc(min_age=0)  # the good step's blob is still referenced: kept
+    assert store.load(WF, "good") == [f"row {i}" for i in range(5_000)]
+    store.close()

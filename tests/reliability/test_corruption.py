@@ -4,7 +4,7 @@ Guarantees (STYLE.md 5, DESIGN.md "Storage"): *recoverable cache damage warns
 and recomputes; it never kills the kernel*, and ``verify()`` finds every
 damaged entry. Proven for each kind of damage:
 
-- a blob with a flipped byte (below ``codec.VERIFY_LIMIT``, so loads check
+- a blob with a flipped byte (below ``values.VERIFY_LIMIT``, so loads check
   its hash), a truncated blob, a deleted blob; each for a buffer blob (numpy
   data out of band) and for a pickle-stream blob (a long stream);
 - a blob above ``VERIFY_LIMIT`` with a flipped byte: only ``verify()`` (and
@@ -33,19 +33,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import faults
 import numpy as np
 import pytest
+from awaitly_testing import close_session_stores
 from click.testing import CliRunner
-from IPython.testing import globalipapp
 
 import awaitly_nb
 from awaitly_nb import CacheWarning, StateFormatError
 from awaitly_nb.cli import main as cli
-from awaitly_nb.core.session import get_session
-from awaitly_nb.storage import codec
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.config import get_session
+from awaitly_nb.storage import values
+from awaitly_nb.storage.local import LocalStore
+from awaitly_nb.storage.manifest import ValueRecord
 
-WF = "wf"
+WF = faults.WF
 
 # --- helpers ----------------------------------------------------------------------------------
 
@@ -63,10 +65,10 @@ def equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def step_blobs(store: StepStore, workflow: str, key: str) -> list[Path]:
+def step_blobs(store: LocalStore, workflow: str, key: str) -> list[Path]:
     entry = store.entry(workflow, key)
     assert entry is not None, f"{key} is not saved"
-    paths = [store.blobs.path(name) for name in codec.blob_names(entry.record)]
+    paths = [store.blobs.path(ref.name) for ref in entry.record.blobs()]
     assert paths, f"{key} has no blob"
     return paths
 
@@ -103,14 +105,6 @@ def set_raw_record(index_dir: Path, raw: bytes) -> None:
     con.close()
 
 
-def restart_session_store() -> None:
-    """What a kernel restart does to the store: closed, reopened on next use."""
-    session = get_session()
-    for store in session._stores.values():
-        store.close()
-    session._stores.clear()
-
-
 @contextlib.contextmanager
 def cache_warning(match: str) -> Iterator[None]:
     """Like ``pytest.warns(CacheWarning, match=...)``, but lets another exception through
@@ -139,39 +133,9 @@ class Counter:
         return compute
 
 
-@pytest.fixture
-def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The notebook session on a fresh store in ``tmp_path/store``; returns the store dir."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AWAITLY_NB_DIR", raising=False)
-    monkeypatch.delenv("AWAITLY_NB_STORE", raising=False)
-    awaitly_nb.configure(dir=tmp_path / "store", workflow=WF)
-    try:
-        yield tmp_path / "store"
-    finally:
-        restart_session_store()
-        awaitly_nb.configure(dir=None, workflow=None)
-
-
-@pytest.fixture(scope="module")
-def shell() -> Any:
-    found: Any = globalipapp.start_ipython() or globalipapp.get_ipython()
-    if found.find_cell_magic("step") is None:
-        if "awaitly_nb" in found.extension_manager.loaded:
-            found.extension_manager.unload_extension("awaitly_nb")
-        found.run_line_magic("load_ext", "awaitly_nb")
-    return found
-
-
-@pytest.fixture
-def nb(shell: Any, session: Path) -> Iterator[Any]:
-    """The shell on the fresh store; variables created by the test are removed afterwards."""
-    baseline = set(shell.user_ns)
-    try:
-        yield shell
-    finally:
-        for name in set(shell.user_ns) - baseline:
-            del shell.user_ns[name]
+# The shared fixtures, by name, so pytest finds them in this module.
+session = faults.session
+nb = faults.shell  # the shell on the session's store
 
 
 def forget_variables(shell: Any, *names: str) -> None:
@@ -199,7 +163,7 @@ DAMAGES = ["flipped", "truncated", "deleted"]
 def test_store_load_raises_state_format_error_and_verify_names_the_step(
     tmp_path: Path, kind: str, how: str
 ) -> None:
-    store = StepStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     store.save(WF, "damaged", {}, value_for(kind, 3))
     store.save(WF, "intact", {}, value_for(kind, 4))
     for path in step_blobs(store, WF, "damaged"):
@@ -272,8 +236,8 @@ def test_file_cache_workflow_warns_and_runs_again(tmp_path: Path, kind: str, how
 
     assert equal(awaitly_nb.create_workflow(cache=cache)(body), value_for(kind, 7))
     record = cache._cache.get("damaged")
-    for name in codec.blob_names(record):
-        damage_blob(cache._blobs.path(name), how)
+    for ref in ValueRecord.from_dict(record).blobs():
+        damage_blob(cache._blobs.path(ref.name), how)
 
     with pytest.warns(CacheWarning, match="'damaged'"):
         assert equal(awaitly_nb.create_workflow(cache=cache)(body), value_for(kind, 7))
@@ -287,7 +251,7 @@ def test_a_mapped_blob_flipped_below_the_limit_is_caught_on_load(session: Path) 
     """Blobs of 1 MB and more are memory-mapped; their hash is still checked on load."""
     counter = Counter()
     big = np.arange(3_000_000, dtype=np.float64)  # 24 MB, below VERIFY_LIMIT
-    assert big.nbytes < codec.VERIFY_LIMIT and big.nbytes >= codec.MAP_MIN
+    assert big.nbytes < values.VERIFY_LIMIT and big.nbytes >= values.MAP_MIN
     awaitly_nb.step(counter.counted(big), key="mapped")
     for path in step_blobs(get_session().store, WF, "mapped"):
         flip_byte(path)
@@ -299,9 +263,9 @@ def test_a_mapped_blob_flipped_below_the_limit_is_caught_on_load(session: Path) 
 
 def test_a_flipped_byte_above_the_load_limit_is_found_by_verify(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = StepStore(directory)
-    huge = np.ones(codec.VERIFY_LIMIT // 8 + 1_000_000)  # 72 MB: loads check sizes only
-    assert huge.nbytes > codec.VERIFY_LIMIT
+    store = LocalStore(directory)
+    huge = np.ones(values.VERIFY_LIMIT // 8 + 1_000_000)  # 72 MB: loads check sizes only
+    assert huge.nbytes > values.VERIFY_LIMIT
     store.save(WF, "huge", {}, huge)
     store.save(WF, "small", {}, value_for("buffer", 1))
     del huge
@@ -324,13 +288,13 @@ def test_a_flipped_byte_above_the_load_limit_is_found_by_verify(tmp_path: Path) 
 
 def test_a_damaged_index_file_is_moved_aside_and_replaced(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = StepStore(directory)
+    store = LocalStore(directory)
     store.save(WF, "k", {}, value_for("buffer", 8))
     store.close()
     damage_index_file(directory / "index")
 
     with pytest.warns(CacheWarning, match="index .* is damaged"):
-        store = StepStore(directory)
+        store = LocalStore(directory)
     assert store.entry(WF, "k") is None  # the step runs again
     assert [p.name for p in directory.glob("index/cache.db.damaged-*")]  # kept for inspection
     store.save(WF, "k", {}, value_for("buffer", 9))
@@ -344,7 +308,7 @@ def test_a_damaged_index_file_is_moved_aside_and_replaced(tmp_path: Path) -> Non
 def test_call_form_survives_a_damaged_index_file(session: Path) -> None:
     counter = Counter()
     awaitly_nb.step(counter.counted("first"), key="k")
-    restart_session_store()
+    close_session_stores()  # a kernel restart: reopened on next use
     damage_index_file(session / "index")
 
     with pytest.warns(CacheWarning, match="index .* is damaged"):
@@ -358,7 +322,7 @@ def test_step_cell_survives_a_damaged_index_file(nb: Any, session: Path) -> None
     counter = Counter()
     nb.user_ns.update(mark=counter, np=np)
     assert nb.run_cell(cell("buffer", 2)).success
-    restart_session_store()
+    close_session_stores()  # a kernel restart: reopened on next use
     forget_variables(nb, "x")
     damage_index_file(session / "index")
 
@@ -389,7 +353,7 @@ def test_file_cache_survives_a_damaged_index_file(tmp_path: Path) -> None:
 def test_an_index_record_that_is_not_a_step_record_is_a_miss(session: Path) -> None:
     counter = Counter()
     awaitly_nb.step(counter.counted("first"), key="k")
-    restart_session_store()
+    close_session_stores()  # a kernel restart: reopened on next use
     set_raw_record(session / "index", pickle.dumps("not a step record", protocol=5))
 
     assert awaitly_nb.step(counter.counted("second"), key="k") == "second"
@@ -403,7 +367,7 @@ def test_an_index_record_that_is_not_a_step_record_is_a_miss(session: Path) -> N
 def test_call_form_survives_a_damaged_index_record(session: Path) -> None:
     counter = Counter()
     awaitly_nb.step(counter.counted("first"), key="k")
-    restart_session_store()
+    close_session_stores()  # a kernel restart: reopened on next use
     set_raw_record(session / "index", b"garbage, not a pickle")
 
     with cache_warning("'k'"):
@@ -412,11 +376,11 @@ def test_call_form_survives_a_damaged_index_record(session: Path) -> None:
 
 
 def test_verify_and_gc_report_a_damaged_index_record(tmp_path: Path) -> None:
-    store = StepStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     store.save(WF, "k", {}, value_for("buffer", 1))
     store.close()
     set_raw_record(tmp_path / "store" / "index", b"garbage, not a pickle")
-    store = StepStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CacheWarning)  # verify's report is what counts here
         problems = store.verify()

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.local import LocalStore
+from awaitly_nb.storage.manifest import StepManifest
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -47,11 +48,11 @@ MIN_TRIALS, MAX_TRIALS = 50, 120
 STORE_CHILD = r"""
 import sys, time
 import numpy as np
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.local import LocalStore
 
 directory, fill, parts, length = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 value = {"fill": fill, "parts": [np.full(length, fill + i) for i in range(parts)]}
-store = StepStore(directory)
+store = LocalStore(directory)
 print("saving", flush=True)
 started = time.perf_counter()
 store.save("wf", "big", {"fill": fill}, value)
@@ -112,12 +113,12 @@ def tmp_files(directory: Path) -> list[Path]:
     return sorted(tmp.iterdir()) if tmp.exists() else []
 
 
-def check_value(value: Any, manifest: dict[str, Any], allowed: set[float]) -> float:
+def check_value(value: Any, manifest: StepManifest, allowed: set[float]) -> float:
     """The fill of a complete value; fails on any partial, mixed or foreign content."""
-    if manifest.get("kind") == "call":  # the call form saves {"value": value}
+    if manifest.kind == "call":  # the call form saves {"value": value}
         value = value["value"]
     else:
-        assert manifest["fill"] == value["fill"], "the manifest belongs to another value"
+        assert manifest.extra["fill"] == value["fill"], "the manifest belongs to another value"
     assert isinstance(value, dict), type(value)
     fill = value["fill"]
     assert fill in allowed, f"loaded fill {fill}, expected one of {sorted(allowed)}"
@@ -147,7 +148,7 @@ def run_trials(script: str, directory: Path, seed: int, trials: tuple[int, int])
         child.communicate()
         assert child.returncode == -signal.SIGKILL, f"trial {trial}: the child was not killed"
 
-        store = StepStore(directory)  # a restarted kernel
+        store = LocalStore(directory)  # a restarted kernel
         try:
             entry = store.entry(WORKFLOW, KEY)
             assert entry is not None, f"trial {trial}: the previous entry is gone"

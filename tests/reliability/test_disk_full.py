@@ -35,10 +35,11 @@ import faults
 import numpy as np
 import pytest
 from faults import (
-    PART,
     WF,
+    WRITE_MOMENTS,
     clean_after_gc,
-    is_blob_temp,
+    fail_blob_writes,
+    fail_index_writes,
     same,
     temporaries,
     value,
@@ -46,40 +47,16 @@ from faults import (
 
 import awaitly_nb
 from awaitly_nb import CacheWarning, StorageError
-from awaitly_nb.core.session import get_session
+from awaitly_nb.config import get_session
 from awaitly_nb.storage import blobs as blobs_module
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.local import LocalStore
 
 # The shared fixtures, by name, so pytest finds them in this module.
 session = faults.session
 shell = faults.shell
 
 
-def write_failing_after(limit: int, error: BaseException) -> Callable[[int, Any], int]:
-    """An ``os.write`` that writes ``limit`` bytes of blob data (short writes), then raises."""
-    real = os.write
-    written = 0
-
-    def write(fd: int, data: Any) -> int:
-        nonlocal written
-        if not is_blob_temp(fd):
-            return real(fd, data)
-        room = limit - written
-        if room <= 0:
-            raise error
-        count = real(fd, memoryview(data)[:room])
-        written += count
-        return count
-
-    return write
-
-
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-WRITE_FAULTS = {
-    "first-byte": 0,
-    "half-way": PART * 8 // 2,
-    "second-blob": PART * 8 + 1000,
-}
 
 
 def refuse_writes(monkeypatch: pytest.MonkeyPatch, fault: str, error: BaseException) -> None:
@@ -91,19 +68,10 @@ def refuse_writes(monkeypatch: pytest.MonkeyPatch, fault: str, error: BaseExcept
 
         monkeypatch.setattr(blobs_module.tempfile, "mkstemp", mkstemp)
     else:
-        monkeypatch.setattr(
-            blobs_module.os, "write", write_failing_after(WRITE_FAULTS[fault], error)
-        )
+        fail_blob_writes(monkeypatch, fault, error)
 
 
-def refuse_index(monkeypatch: pytest.MonkeyPatch, index: Any, error: BaseException) -> None:
-    def set_(*args: Any, **kwargs: Any) -> Any:
-        raise error
-
-    monkeypatch.setattr(index, "set", set_)
-
-
-BLOB_FAULTS = [*WRITE_FAULTS, "mkstemp"]
+BLOB_FAULTS = [*WRITE_MOMENTS, "mkstemp"]
 
 # --- StepStore ----------------------------------------------------------------------------------
 
@@ -112,7 +80,7 @@ BLOB_FAULTS = [*WRITE_FAULTS, "mkstemp"]
 def test_step_store_save_raises_storage_error_and_keeps_the_previous_entry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
-    store = StepStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     store.save(WF, "k", {"n": 1}, value(1.0))
     with monkeypatch.context() as patch:
         refuse_writes(patch, fault, ENOSPC)
@@ -120,7 +88,7 @@ def test_step_store_save_raises_storage_error_and_keeps_the_previous_entry(
             store.save(WF, "k", {"n": 2}, value(2.0))
 
     assert same(store.load(WF, "k"), value(1.0))
-    assert store.manifest(WF, "k")["n"] == 1
+    assert store.manifest(WF, "k").extra["n"] == 1
     clean_after_gc(store)
     store.save(WF, "k", {"n": 3}, value(3.0))  # space again: the store works
     assert same(store.load(WF, "k"), value(3.0))
@@ -130,15 +98,15 @@ def test_step_store_save_raises_storage_error_and_keeps_the_previous_entry(
 def test_step_store_save_with_a_full_index_raises_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = StepStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     store.save(WF, "k", {"n": 1}, value(1.0))
     with monkeypatch.context() as patch:
-        refuse_index(patch, store.index, sqlite3.OperationalError("database or disk is full"))
+        fail_index_writes(patch, store.index, sqlite3.OperationalError("database or disk is full"))
         with pytest.raises(StorageError, match="database or disk is full"):
             store.save(WF, "k", {"n": 2}, value(2.0))
 
     assert same(store.load(WF, "k"), value(1.0))
-    assert store.manifest(WF, "k")["n"] == 1
+    assert store.manifest(WF, "k").extra["n"] == 1
     clean_after_gc(store)  # the blobs written before the refusal are collected
     store.save(WF, "k", {"n": 3}, value(3.0))
     assert same(store.load(WF, "k"), value(3.0))
@@ -149,7 +117,7 @@ def test_step_store_save_with_a_full_index_raises_storage_error(
 
 def refuse(monkeypatch: pytest.MonkeyPatch, fault: str, error: BaseException) -> None:
     if fault == "index-full":
-        refuse_index(monkeypatch, get_session().store.index, error)
+        fail_index_writes(monkeypatch, get_session().store.index, error)
     else:
         refuse_writes(monkeypatch, fault, error)
 
@@ -211,7 +179,7 @@ def test_file_cache_set_raises_storage_error_and_keeps_the_previous_entry(
     cache.set("k", value(1.0))
     with monkeypatch.context() as patch:
         if fault == "index-full":
-            refuse_index(patch, cache._cache, error_for(fault))
+            fail_index_writes(patch, cache._cache, error_for(fault))
         else:
             refuse_writes(patch, fault, error_for(fault))
         with pytest.raises(StorageError, match=r"No space left on device|database or disk is full"):
@@ -230,7 +198,7 @@ def test_workflow_warns_and_does_not_record_the_step(
     workflow = awaitly_nb.create_workflow(cache=cache, on_event=collector.handle_event)
     with monkeypatch.context() as patch:
         if fault == "index-full":
-            refuse_index(patch, cache._cache, error_for(fault))
+            fail_index_writes(patch, cache._cache, error_for(fault))
         else:
             refuse_writes(patch, fault, error_for(fault))
         with pytest.warns(CacheWarning, match="'k' ran but its value cannot be saved"):
@@ -248,10 +216,10 @@ FSIZE_CHILD = r"""
 import resource, signal, sys
 import numpy as np
 from awaitly_nb.errors import StorageError
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.local import LocalStore
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write is then EFBIG, not a signal
-store = StepStore(sys.argv[1])
+store = LocalStore(sys.argv[1])
 previous = np.full(100_000, 1.0)  # 800 KB: fits
 store.save("wf", "k", {"n": 1}, previous)
 resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024 * 1024, resource.RLIM_INFINITY))
@@ -262,7 +230,7 @@ except StorageError as exc:
 else:
     sys.exit("the oversized save was not refused")
 assert np.array_equal(store.load("wf", "k"), previous)
-assert store.manifest("wf", "k")["n"] == 1
+assert store.manifest("wf", "k").extra["n"] == 1
 print("ok")
 """
 
@@ -279,7 +247,7 @@ def test_a_write_the_kernel_refuses_keeps_the_previous_entry(tmp_path: Path) -> 
     assert ran.returncode == 0, ran.stderr
     assert "refused: cannot write a blob" in ran.stdout
     assert ran.stdout.strip().endswith("ok")
-    store = StepStore(directory)
+    store = LocalStore(directory)
     assert np.array_equal(store.load(WF, "k"), np.full(100_000, 1.0))
     clean_after_gc(store)
     store.close()

@@ -42,18 +42,18 @@ import diskcache
 import faults
 import pytest
 from faults import (
-    PART,
     WF,
+    WRITE_MOMENTS,
     clean_after_gc,
-    is_blob_temp,
+    fail_blob_writes,
+    fail_index_writes,
     same,
     value,
 )
 
 import awaitly_nb
-from awaitly_nb.core.session import get_session
-from awaitly_nb.storage import blobs as blobs_module
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.config import get_session
+from awaitly_nb.storage.local import LocalStore
 
 # The shared fixtures, by name, so pytest finds them in this module.
 session = faults.session
@@ -62,47 +62,22 @@ shell = faults.shell
 pytestmark = pytest.mark.timeout(300)
 
 
-def interrupt_after(limit: int) -> Callable[[int, Any], int]:
-    """An ``os.write`` that writes ``limit`` bytes of blob data (short writes), then Ctrl-C."""
-    real = os.write
-    written = 0
-
-    def write(fd: int, data: Any) -> int:
-        nonlocal written
-        if not is_blob_temp(fd):
-            return real(fd, data)
-        room = limit - written
-        if room <= 0:
-            raise KeyboardInterrupt
-        count = real(fd, memoryview(data)[:room])
-        written += count
-        return count
-
-    return write
-
-
-MOMENTS = {"first-byte": 0, "half-way": PART * 8 // 2, "second-blob": PART * 8 + 1000}
-
-
 def interrupt(monkeypatch: pytest.MonkeyPatch, moment: str, index: Any) -> None:
+    """Ctrl-C at ``moment``: in a blob write (``WRITE_MOMENTS``) or the index record's."""
     if moment == "index-write":
-
-        def set_(*args: Any, **kwargs: Any) -> Any:
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(index, "set", set_)
+        fail_index_writes(monkeypatch, index, KeyboardInterrupt)
     else:
-        monkeypatch.setattr(blobs_module.os, "write", interrupt_after(MOMENTS[moment]))
+        fail_blob_writes(monkeypatch, moment, KeyboardInterrupt)
 
 
-ALL_MOMENTS = [*MOMENTS, "index-write"]
+ALL_MOMENTS = [*WRITE_MOMENTS, "index-write"]
 
 
 @pytest.mark.parametrize("moment", ALL_MOMENTS)
 def test_step_store_save_interrupted_keeps_the_previous_entry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
 ) -> None:
-    store = StepStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     store.save(WF, "k", {"n": 1}, value(1.0))
     with monkeypatch.context() as patch:
         interrupt(patch, moment, store.index)
@@ -110,7 +85,7 @@ def test_step_store_save_interrupted_keeps_the_previous_entry(
             store.save(WF, "k", {"n": 2}, value(2.0))
 
     assert same(store.load(WF, "k"), value(1.0))
-    assert store.manifest(WF, "k")["n"] == 1
+    assert store.manifest(WF, "k").extra["n"] == 1
     clean_after_gc(store)
     store.save(WF, "k", {"n": 3}, value(3.0))  # the store still works
     assert same(store.load(WF, "k"), value(3.0))
@@ -172,7 +147,7 @@ def test_step_cell_interrupted_keeps_the_previous_entry(
 def test_an_interrupt_just_after_the_index_transaction_began_leaves_the_store_usable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = StepStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     store.save(WF, "k", {"n": 1}, value(1.0))
     real_sql = diskcache.Cache._sql
     fired: list[str] = []
@@ -199,7 +174,7 @@ def test_an_interrupt_just_after_the_index_transaction_began_leaves_the_store_us
 
         store.save(WF, "k", {"n": 3}, value(3.0))  # the same kernel saves again
         assert same(store.load(WF, "k"), value(3.0))
-        other = StepStore(tmp_path / "store")  # and another kernel is not locked out
+        other = LocalStore(tmp_path / "store")  # and another kernel is not locked out
         other.index._timeout = 2.0  # diskcache's sqlite busy timeout (60 s by default)
         other.save(WF, "other", {}, "value")
         other.close()
@@ -213,7 +188,7 @@ def test_an_interrupt_just_after_the_index_transaction_began_leaves_the_store_us
 KERNEL_CHILD = r"""
 import signal, sys, time
 import numpy as np
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.local import LocalStore
 
 armed = False
 
@@ -222,7 +197,7 @@ def on_sigint(signum, frame):
         raise KeyboardInterrupt
 
 signal.signal(signal.SIGINT, on_sigint)
-store = StepStore(sys.argv[1])
+store = LocalStore(sys.argv[1])
 trials = int(sys.argv[2])
 index_set = store.index.set
 
@@ -310,6 +285,6 @@ def test_real_sigints_during_saves_never_leave_a_partial_entry(tmp_path: Path) -
     assert child.returncode == 0, err
     assert out.startswith("ok"), out + err
     assert interrupted > 0, "no SIGINT landed during a save: the test proved nothing"
-    store = StepStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     assert store.verify() == []
     store.close()

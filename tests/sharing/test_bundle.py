@@ -34,8 +34,8 @@ from awaitly_testing import blob_files, memory_map_under
 import awaitly_nb
 from awaitly_nb import AwaitlyError, CacheWarning, StateFormatError, TrustError
 from awaitly_nb.sharing.signing import ENV_KEY
-from awaitly_nb.storage.serialize import versions
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.codec import versions
+from awaitly_nb.storage.local import LocalStore
 
 MANIFEST = "awaitly-bundle.json"
 SIGNATURE = "awaitly-bundle.sig"
@@ -126,9 +126,9 @@ def temporaries(directory: Path) -> list[Path]:
 
 
 def saved_keys(directory: Path) -> set[tuple[str, str]]:
-    store = StepStore(directory)
+    store = LocalStore(directory)
     try:
-        return {(m["workflow"], m["key"]) for m in store.manifests()}
+        return {(m.workflow, m.key) for m in store.manifests()}
     finally:
         store.close()
 
@@ -262,7 +262,7 @@ def test_big_arrays_come_back_memory_mapped_and_equal(tmp_path: Path) -> None:
 
     bob = as_bob(tmp_path)
     awaitly_nb.import_state(path, trust=True)
-    store = StepStore(bob)
+    store = LocalStore(bob)
     try:
         restored = store.load(WORKFLOW, "array")["value"]
         pair = store.load(WORKFLOW, "pair")["value"]
@@ -352,7 +352,7 @@ def test_manifest_records_format_versions_creator_time_and_every_checksum(
     assert blob_members == {f"blobs/{name}" for name in manifest["blobs"]}
     assert list(contents)[-1] == MANIFEST
     assert SIGNATURE not in contents
-    store = StepStore(alice)
+    store = LocalStore(alice)
     try:
         for name, spec in manifest["blobs"].items():
             data = contents[f"blobs/{name}"]
@@ -949,7 +949,7 @@ def test_an_entry_that_cannot_be_loaded_here_becomes_a_miss_and_runs_again(
 
     bob = as_bob(tmp_path)
     awaitly_nb.import_state(path, trust=True)  # bytes are checked, nothing is loaded
-    store = StepStore(bob)
+    store = LocalStore(bob)
     try:
         with pytest.raises(StateFormatError, match=MODULE):
             store.load(WORKFLOW, "model")

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from nbclient import NotebookClient
 
 from awaitly_nb.cli import main
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.local import LocalStore
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,9 +69,9 @@ def notes(cell: nbformat.NotebookNode) -> list[str]:
 
 def saved(directory: Path) -> dict[tuple[str, str], float]:
     """``saved_at`` of every step in a store, by (workflow, key)."""
-    store = StepStore(directory)
+    store = LocalStore(directory)
     try:
-        return {(m["workflow"], m["key"]): m["saved_at"] for m in store.manifests()}
+        return {(m.workflow, m.key): m.saved_at for m in store.manifests()}
     finally:
         store.close()
 
@@ -93,7 +93,9 @@ def test_a_teammate_replays_the_demo_from_a_bundle_without_recomputing(tmp_path:
     saved_a = saved(store_a)
     assert {key for _, key in saved_a} == KEYS
     for prefix in ("%%step", "with step("):
-        for cell in (c for c in first.cells if c.source.startswith(prefix)):
+        cells = [c for c in first.cells if c.source.startswith(prefix)]
+        assert cells, f"the demo has no {prefix!r} cell"
+        for cell in cells:
             assert not any("restored" in n for n in notes(cell)), cell.source
 
     exported = runner.invoke(

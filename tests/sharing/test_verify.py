@@ -16,7 +16,7 @@ import pytest
 
 from awaitly_nb import StateFormatError
 from awaitly_nb.sharing.bundle import export_bundle, import_bundle, verify_bundle
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.local import LocalStore
 
 MANIFEST = "awaitly-bundle.json"
 SIGNATURE = "awaitly-bundle.sig"
@@ -32,9 +32,9 @@ def _no_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StepStore]:
+def store(tmp_path: Path) -> Iterator[LocalStore]:
     """Alice's store: a small inline value, a long stream (a blob) and a big array (a blob)."""
-    found = StepStore(tmp_path / "alice")
+    found = LocalStore(tmp_path / "alice")
     found.save("nb", "numbers", {"kind": "call"}, {"value": list(range(10))})
     found.save("nb", "text", {"kind": "call"}, {"value": "lorem ipsum " * 4_000})
     found.save("nb", "array", {"kind": "call"}, {"value": np.arange(200_000, dtype=np.float64)})
@@ -42,7 +42,7 @@ def store(tmp_path: Path) -> Iterator[StepStore]:
     found.close()
 
 
-def bundle(store: StepStore, tmp_path: Path, *, key: bytes | None = None) -> Path:
+def bundle(store: LocalStore, tmp_path: Path, *, key: bytes | None = None) -> Path:
     path = tmp_path / "state.awnb"
     export_bundle(store, path, key=key)
     return path
@@ -83,7 +83,7 @@ def flip_byte(path: Path, offset: int) -> None:
 
 def imports(path: Path, tmp_path: Path) -> bool:
     """Whether a trusted import of ``path`` into a fresh store succeeds."""
-    target = StepStore(tmp_path / f"target-{time.monotonic_ns()}")
+    target = LocalStore(tmp_path / f"target-{time.monotonic_ns()}")
     try:
         import_bundle(target, path, trust=True)
     except StateFormatError:
@@ -97,7 +97,7 @@ def imports(path: Path, tmp_path: Path) -> bool:
 
 
 def test_a_good_bundle_has_no_problems_and_reports_its_signature(
-    store: StepStore, tmp_path: Path
+    store: LocalStore, tmp_path: Path
 ) -> None:
     unsigned = tmp_path / "unsigned.awnb"
     export_bundle(store, unsigned)
@@ -112,7 +112,7 @@ def test_a_good_bundle_has_no_problems_and_reports_its_signature(
 
 
 def test_a_flipped_byte_in_a_blob_is_a_problem_naming_the_blob(
-    store: StepStore, tmp_path: Path
+    store: LocalStore, tmp_path: Path
 ) -> None:
     path = bundle(store, tmp_path, key=KEY)
     name, info = max(
@@ -128,7 +128,7 @@ def test_a_flipped_byte_in_a_blob_is_a_problem_naming_the_blob(
 
 
 def test_an_edited_manifest_is_no_longer_signed_and_its_checksums_fail(
-    store: StepStore, tmp_path: Path
+    store: LocalStore, tmp_path: Path
 ) -> None:
     path = bundle(store, tmp_path, key=KEY)
 
@@ -155,7 +155,7 @@ def test_an_edited_manifest_is_no_longer_signed_and_its_checksums_fail(
     ids=["cut in half", "cut in the first header", "empty", "not a tar file"],
 )
 def test_a_truncated_or_foreign_file_is_a_problem(
-    store: StepStore, tmp_path: Path, damage: Callable[[Path], Any]
+    store: LocalStore, tmp_path: Path, damage: Callable[[Path], Any]
 ) -> None:
     path = bundle(store, tmp_path)
     damage(path)
@@ -164,7 +164,7 @@ def test_a_truncated_or_foreign_file_is_a_problem(
     assert not check.signed
 
 
-def test_a_missing_blob_member_is_a_problem(store: StepStore, tmp_path: Path) -> None:
+def test_a_missing_blob_member_is_a_problem(store: LocalStore, tmp_path: Path) -> None:
     path = bundle(store, tmp_path)
     victim = next(n for n in members(path) if n.startswith("blobs/"))
     rewrite(path, lambda contents: contents.pop(victim))
@@ -173,7 +173,7 @@ def test_a_missing_blob_member_is_a_problem(store: StepStore, tmp_path: Path) ->
 
 
 def test_verify_finds_every_problem_that_makes_import_refuse(
-    store: StepStore, tmp_path: Path
+    store: LocalStore, tmp_path: Path
 ) -> None:
     """A blob renamed consistently (member, manifest, record) under a name that is not its hash."""
     path = bundle(store, tmp_path)
@@ -193,7 +193,7 @@ def test_verify_finds_every_problem_that_makes_import_refuse(
     assert verify_bundle(path).problems != []
 
 
-def test_verify_writes_nothing(store: StepStore, tmp_path: Path) -> None:
+def test_verify_writes_nothing(store: LocalStore, tmp_path: Path) -> None:
     path = bundle(store, tmp_path)
     before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
     verify_bundle(path)
@@ -201,10 +201,10 @@ def test_verify_writes_nothing(store: StepStore, tmp_path: Path) -> None:
 
 
 def test_an_imported_store_verifies_clean_and_holds_the_same_blobs(
-    store: StepStore, tmp_path: Path
+    store: LocalStore, tmp_path: Path
 ) -> None:
     path = bundle(store, tmp_path)
-    target = StepStore(tmp_path / "bob")
+    target = LocalStore(tmp_path / "bob")
     try:
         import_bundle(target, path, trust=True)
         assert target.verify() == []
@@ -212,6 +212,6 @@ def test_an_imported_store_verifies_clean_and_holds_the_same_blobs(
         for name in store.blobs.names():
             assert target.blobs.path(name).read_bytes() == store.blobs.path(name).read_bytes()
         assert target.load("nb", "text") == store.load("nb", "text")
-        assert sorted(m["key"] for m in target.manifests()) == ["array", "numbers", "text"]
+        assert sorted(m.key for m in target.manifests()) == ["array", "numbers", "text"]
     finally:
         target.close()

@@ -29,8 +29,8 @@ from awaitly_nb import (
     create_file_cache,
     create_workflow,
 )
-from awaitly_nb.storage import codec
 from awaitly_nb.storage.blobs import BlobStore, GcReport
+from awaitly_nb.storage.values import write_value
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def big_array(seed: int = 0) -> np.ndarray:
 
 def _record_without(field: str) -> Any:
     def make(directory: Path) -> Any:
-        record = codec.encode({"x": 1}, BlobStore(directory / "blobs"))
+        record = write_value({"x": 1}, BlobStore(directory / "blobs")).to_dict()
         del record[field]
         return record
 
@@ -231,7 +231,7 @@ def _record_without(field: str) -> Any:
         (lambda d: b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01.", "a bytes, not a dict"),
         (lambda d: b"AWNB\x01\x10\x00\x00\x00{}", "a bytes, not a dict"),  # an old envelope
         (lambda d: {"answer": 42}, "format None"),
-        (lambda d: {**codec.encode("x", BlobStore(d / "blobs")), "format": 1}, "format 1"),
+        (lambda d: {**write_value("x", BlobStore(d / "blobs")).to_dict(), "format": 1}, "format 1"),
         (_record_without("stream"), "no pickle stream"),
         (_record_without("buffers"), "bad buffer list"),
     ],

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import awaitly_nb
 from awaitly_nb import SerializationError, StateFormatError
-from awaitly_nb.storage.serialize import dumps_value, loads_value, versions
+from awaitly_nb.storage.codec import dumps_value, loads_value, versions
 
 
 def out_of_band(collected: list[pickle.PickleBuffer]) -> Any:

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from awaitly_testing import ipython_shell
 
 import awaitly_nb
 from awaitly_nb import StateFormatError, WorkflowState, create_state_persistence, parse_state
-from awaitly_nb.core.session import get_session
+from awaitly_nb.config import get_session
 from awaitly_nb.core.state import StepEntry, StepMeta
 from awaitly_nb.errors import CacheWarning
 from awaitly_nb.storage.adapters import FsspecAdapter, RedisAdapter
@@ -96,11 +97,7 @@ def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def ip() -> Iterator[Any]:
-    from IPython.testing.globalipapp import get_ipython, start_ipython
-
-    shell: Any = start_ipython() or get_ipython()  # None once it has been started
-    if shell.find_cell_magic("step") is None:
-        shell.run_line_magic("load_ext", "awaitly_nb")
+    shell = ipython_shell()
     yield shell
     shell.user_ns.pop("value", None)
 
@@ -189,7 +186,7 @@ def test_a_teammate_with_an_empty_cache_restores_from_the_shared_store(
     assert small_again == small
     cached = [p for p in (tmp_path / "bob").rglob("*") if p.is_file() and "blobs" in p.parts]
     assert len(cached) == 1  # the blob was read through into bob's local cache
-    assert [m["key"] for m in get_session().steps()] == ["big", "small"]
+    assert [m.key for m in get_session().engine.steps()] == ["big", "small"]
 
 
 def test_shared_store_works_with_the_magic(shared_url: str, tmp_path: Path, ip: Any) -> None:
@@ -200,7 +197,7 @@ def test_shared_store_works_with_the_magic(shared_url: str, tmp_path: Path, ip: 
     result = ip.run_cell("%%step key=cell\nvalue = [1, 2, 3]\nprint('ran')")
     assert result.success
     assert ip.user_ns["value"] == [1, 2, 3]
-    assert get_session().tracker.restores == 1
+    assert get_session().engine.tracker.restores == 1
 
 
 def test_big_blobs_are_stored_in_parts(redis_db: str, tmp_path: Path, monkeypatch: Any) -> None:

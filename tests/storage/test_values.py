@@ -23,10 +23,28 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from awaitly_nb import StateFormatError
-from awaitly_nb.storage import codec
+from awaitly_nb.storage import codec, values
 from awaitly_nb.storage.blobs import BlobStore
-from awaitly_nb.storage.serialize import versions
-from awaitly_nb.storage.store import StepStore
+from awaitly_nb.storage.codec import versions
+from awaitly_nb.storage.local import LocalStore
+from awaitly_nb.storage.manifest import RECORD_FORMAT, ValueRecord
+
+
+# The stored form of a record (a dict, as in the index) is what these tests check.
+def encode(value: Any, blobs: BlobStore) -> dict[str, Any]:
+    return values.write_value(value, blobs).to_dict()
+
+
+def decode(record: Any, blobs: BlobStore, **options: Any) -> Any:
+    return values.read_value(ValueRecord.from_dict(record), blobs, **options)
+
+
+def blob_names(record: Any) -> list[str]:
+    try:
+        return [ref.name for ref in ValueRecord.from_dict(record).blobs()]
+    except StateFormatError:
+        return []
+
 
 LIMIT = codec.INLINE_BUFFER_LIMIT
 
@@ -34,7 +52,7 @@ LIMIT = codec.INLINE_BUFFER_LIMIT
 # --- helpers ---------------------------------------------------------------------------------
 
 
-MAPPED = 200_000  # float64s: 1.6 MB, above codec.MAP_MIN, so restored by memory map
+MAPPED = 200_000  # float64s: 1.6 MB, above values.MAP_MIN, so restored by memory map
 
 
 def big_array(seed: int = 0, count: int = 20_000) -> np.ndarray:
@@ -62,16 +80,16 @@ def blobs(tmp_path: Path) -> BlobStore:
     ids=["none", "int", "str", "dict", "small array", "8 KB array"],
 )
 def test_small_values_are_inline_and_make_no_blobs(blobs: BlobStore, value: Any) -> None:
-    record = codec.encode(value, blobs)
-    assert record["format"] == codec.RECORD_FORMAT
+    record = encode(value, blobs)
+    assert record["format"] == RECORD_FORMAT
     assert record["versions"] == versions()
     assert record["buffers"] == []
     assert "stream_ref" not in record
     assert isinstance(record["stream"], bytes)
     assert record["nbytes"] == len(record["stream"])
-    assert codec.blob_names(record) == []
+    assert blob_names(record) == []
     assert blob_files(blobs.directory) == []
-    back = codec.decode(record, blobs)
+    back = decode(record, blobs)
     if isinstance(value, np.ndarray):
         np.testing.assert_array_equal(back, value, strict=True)
     else:
@@ -83,7 +101,7 @@ def test_a_big_array_goes_out_of_band_into_one_blob_of_its_size(
     blobs: BlobStore, nbytes: int
 ) -> None:
     array = np.random.default_rng(1).integers(0, 256, nbytes, dtype=np.uint8)
-    record = codec.encode(array, blobs)
+    record = encode(array, blobs)
     files = blob_files(blobs.directory)
     assert len(files) == 1
     assert files[0].stat().st_size == array.nbytes
@@ -93,49 +111,49 @@ def test_a_big_array_goes_out_of_band_into_one_blob_of_its_size(
     assert files[0] == blobs.path(name)
     assert len(record["stream"]) < 1024  # only the array's description stays inline
     assert record["nbytes"] == len(record["stream"]) + array.nbytes
-    assert codec.blob_names(record) == [name]
+    assert blob_names(record) == [name]
 
 
 def test_buffers_below_the_limit_stay_in_band(blobs: BlobStore) -> None:
     below = np.ones(LIMIT - 1, dtype=np.uint8)
-    record = codec.encode(below, blobs)
+    record = encode(below, blobs)
     assert record["buffers"] == []
-    at = codec.encode(np.ones(LIMIT, dtype=np.uint8), blobs)
+    at = encode(np.ones(LIMIT, dtype=np.uint8), blobs)
     assert at["buffers"] == [(xxhash.xxh3_128_hexdigest(np.ones(LIMIT, np.uint8)), LIMIT)]
-    np.testing.assert_array_equal(codec.decode(record, blobs), below, strict=True)
+    np.testing.assert_array_equal(decode(record, blobs), below, strict=True)
 
 
 def test_a_long_stream_becomes_a_blob_and_a_short_one_stays_inline(blobs: BlobStore) -> None:
-    short = codec.encode(list(range(100)), blobs)
+    short = encode(list(range(100)), blobs)
     assert "stream" in short and "stream_ref" not in short
-    assert len(short["stream"]) <= codec.INLINE_STREAM_LIMIT
+    assert len(short["stream"]) <= values.INLINE_STREAM_LIMIT
     many_small_things = [str(i) for i in range(20_000)]  # no big buffer, a long stream
-    record = codec.encode(many_small_things, blobs)
+    record = encode(many_small_things, blobs)
     assert "stream" not in record
     assert record["buffers"] == []
     name, size = record["stream_ref"]
-    assert size > codec.INLINE_STREAM_LIMIT
+    assert size > values.INLINE_STREAM_LIMIT
     assert blobs.path(name).stat().st_size == size
-    assert codec.blob_names(record) == [name]
-    assert codec.decode(record, blobs) == many_small_things
+    assert blob_names(record) == [name]
+    assert decode(record, blobs) == many_small_things
 
 
 def test_blob_names_lists_buffers_and_the_stream_blob(blobs: BlobStore) -> None:
     value = {"a": big_array(1), "b": big_array(2), "pad": [str(i) for i in range(10_000)]}
-    record = codec.encode(value, blobs)
-    names = codec.blob_names(record)
+    record = encode(value, blobs)
+    names = blob_names(record)
     assert len(names) == 3
     assert set(names) == {n for n, _ in record["buffers"]} | {record["stream_ref"][0]}
     assert {p.parent.name + p.name for p in blob_files(blobs.directory)} == set(names)
-    assert codec.blob_names("not a record") == []
-    assert codec.blob_names({"format": 2}) == []
+    assert blob_names("not a record") == []
+    assert blob_names({"format": 2}) == []
 
 
 def test_the_same_array_twice_in_a_value_is_one_blob_and_one_object(blobs: BlobStore) -> None:
     array = big_array()
-    record = codec.encode([array, array, array.copy()], blobs)
+    record = encode([array, array, array.copy()], blobs)
     assert len(blob_files(blobs.directory)) == 1
-    a, b, c = codec.decode(record, blobs)
+    a, b, c = decode(record, blobs)
     assert a is b
     assert c is not a
     np.testing.assert_array_equal(c, array)
@@ -146,11 +164,11 @@ def test_the_same_array_twice_in_a_value_is_one_blob_and_one_object(blobs: BlobS
 
 def test_a_restored_array_is_a_writable_copy_on_write_memory_map(blobs: BlobStore) -> None:
     array = big_array(count=MAPPED)
-    record = codec.encode(array, blobs)
+    record = encode(array, blobs)
     (file,) = blob_files(blobs.directory)
     before = file.read_bytes()
 
-    restored = codec.decode(record, blobs)
+    restored = decode(record, blobs)
     assert isinstance(memory_map_under(restored), mmap.mmap)  # mapped, not copied
     assert restored.flags.writeable
     restored[:] = -1.0
@@ -158,7 +176,7 @@ def test_a_restored_array_is_a_writable_copy_on_write_memory_map(blobs: BlobStor
     assert restored[0] == 42.0
 
     assert file.read_bytes() == before  # the write never reached the file
-    again = codec.decode(record, blobs)
+    again = decode(record, blobs)
     np.testing.assert_array_equal(again, array)
     assert restored[0] == 42.0  # and the two loads are independent
     again[1] = 7.0
@@ -169,18 +187,18 @@ def test_a_stream_blob_is_mapped_too_and_loads_after_writes_to_a_first_copy(
     blobs: BlobStore,
 ) -> None:
     value = {"names": [str(i) for i in range(10_000)], "data": big_array()}
-    record = codec.encode(value, blobs)
+    record = encode(value, blobs)
     assert "stream_ref" in record
-    first = codec.decode(record, blobs)
+    first = decode(record, blobs)
     first["data"][:] = 0.0
     first["names"].clear()
-    second = codec.decode(record, blobs)
+    second = decode(record, blobs)
     assert second["names"] == value["names"]
     np.testing.assert_array_equal(second["data"], value["data"])
 
 
 def test_a_step_store_load_is_memory_mapped_and_writes_stay_private(tmp_path: Path) -> None:
-    store = StepStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
     array = big_array(count=MAPPED).reshape(400, 500)
     store.save("wf", "k", {}, {"array": array})
     (file,) = blob_files(tmp_path / "store" / "blobs")
@@ -189,13 +207,13 @@ def test_a_step_store_load_is_memory_mapped_and_writes_stay_private(tmp_path: Pa
     assert isinstance(memory_map_under(loaded), mmap.mmap)
     loaded += 1.0
     assert file.read_bytes() == before
-    np.testing.assert_array_equal(StepStore(tmp_path / "store").load("wf", "k")["array"], array)
+    np.testing.assert_array_equal(LocalStore(tmp_path / "store").load("wf", "k")["array"], array)
     store.close()
 
 
 def test_a_restored_dataframe_column_is_memory_mapped(blobs: BlobStore) -> None:
     frame = pd.DataFrame({"x": big_array(count=MAPPED), "y": big_array(2, count=MAPPED)})
-    restored = codec.decode(codec.encode(frame, blobs), blobs)
+    restored = decode(encode(frame, blobs), blobs)
     assert isinstance(memory_map_under(restored["x"].to_numpy()), mmap.mmap)
     pd.testing.assert_frame_equal(restored, frame, check_exact=True)
 
@@ -209,13 +227,13 @@ def test_a_value_with_more_big_buffers_than_free_file_descriptors_loads(
     import resource
 
     value = [np.full(LIMIT // 8, i, dtype=np.float64) for i in range(150)]
-    record = codec.encode(value, blobs)
+    record = encode(value, blobs)
     assert len(record["buffers"]) == 150
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     room = len(os.listdir("/dev/fd")) + 100  # 100 free descriptors, fewer than 150 buffers
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(room, soft), hard))
     try:
-        back = codec.decode(record, blobs)
+        back = decode(record, blobs)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert len(back) == 150
@@ -226,19 +244,19 @@ def test_a_value_with_more_big_buffers_than_free_file_descriptors_loads(
 def test_only_the_biggest_buffers_are_mapped(
     blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(codec, "MAP_MIN", LIMIT)  # every buffer would qualify
-    value = [np.full(LIMIT // 8 + i, i, dtype=np.float64) for i in range(codec.MAX_MAPS + 10)]
-    back = codec.decode(codec.encode(value, blobs), blobs)
+    monkeypatch.setattr(values, "MAP_MIN", LIMIT)  # every buffer would qualify
+    value = [np.full(LIMIT // 8 + i, i, dtype=np.float64) for i in range(values.MAX_MAPS + 10)]
+    back = decode(encode(value, blobs), blobs)
     mapped = [isinstance(memory_map_under(a), mmap.mmap) for a in back]
-    assert sum(mapped) == codec.MAX_MAPS
-    assert mapped[-codec.MAX_MAPS :] == [True] * codec.MAX_MAPS  # the biggest ones
+    assert sum(mapped) == values.MAX_MAPS
+    assert mapped[-values.MAX_MAPS :] == [True] * values.MAX_MAPS  # the biggest ones
     for i, array in enumerate(back):
         assert array[-1] == i and array.flags.writeable
 
 
 def test_small_blobs_are_read_not_mapped(blobs: BlobStore) -> None:
     array = big_array()  # 160 KB: out of band, but below MAP_MIN
-    restored = codec.decode(codec.encode(array, blobs), blobs)
+    restored = decode(encode(array, blobs), blobs)
     assert not isinstance(memory_map_under(restored), mmap.mmap)
     assert restored.flags.writeable
     np.testing.assert_array_equal(restored, array)
@@ -294,12 +312,12 @@ DAMAGE: dict[str, tuple[Mutation, str]] = {
     "None instead of a record": (lambda r, b: None, "a NoneType, not a dict"),
     "list instead of a record": (lambda r, b: list(r.items()), "a list, not a dict"),
     "newer format": (
-        _set("format", codec.RECORD_FORMAT + 1),
-        f"format {codec.RECORD_FORMAT + 1}; this awaitly_nb reads {codec.RECORD_FORMAT}",
+        _set("format", RECORD_FORMAT + 1),
+        f"format {RECORD_FORMAT + 1}; this awaitly_nb reads {RECORD_FORMAT}",
     ),
     "format as text": (
-        _set("format", str(codec.RECORD_FORMAT)),
-        f"format {str(codec.RECORD_FORMAT)!r}",
+        _set("format", str(RECORD_FORMAT)),
+        f"format {str(RECORD_FORMAT)!r}",
     ),
     "no format": (_drop("format"), "format None"),
     "no buffer list": (_drop("buffers"), "bad buffer list"),
@@ -329,11 +347,11 @@ def test_damaged_record_raises_state_format_error_saying_what_is_wrong(
     blobs: BlobStore, damage: str
 ) -> None:
     mutate, message = DAMAGE[damage]
-    record = codec.encode(big_array(), blobs)
-    np.testing.assert_array_equal(codec.decode(dict(record), blobs), big_array())
+    record = encode(big_array(), blobs)
+    np.testing.assert_array_equal(decode(dict(record), blobs), big_array())
     damaged = mutate(dict(record), blobs)
     with pytest.raises(StateFormatError) as info:
-        codec.decode(damaged, blobs)
+        decode(damaged, blobs)
     assert message in str(info.value)
     assert isinstance(info.value, ValueError)
 
@@ -354,16 +372,16 @@ def _stream_blob_path(record: dict[str, Any], blobs: BlobStore) -> Path:
 def test_damaged_stream_blob_raises_state_format_error(
     blobs: BlobStore, damage: Callable[[Path], Any], message: str
 ) -> None:
-    record = codec.encode([str(i) for i in range(10_000)], blobs)
+    record = encode([str(i) for i in range(10_000)], blobs)
     damage(_stream_blob_path(record, blobs))
     with pytest.raises(StateFormatError, match=message):
-        codec.decode(record, blobs)
+        decode(record, blobs)
 
 
 @pytest.fixture(scope="module")
 def small_record(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], BlobStore]:
     blobs = BlobStore(tmp_path_factory.mktemp("small") / "blobs")
-    return codec.encode({"values": [1, 2, 3], "name": "payload"}, blobs), blobs
+    return encode({"values": [1, 2, 3], "name": "payload"}, blobs), blobs
 
 
 @settings(database=None, deadline=None, max_examples=100)
@@ -375,23 +393,23 @@ def test_flipped_byte_in_an_inline_stream_is_detected(
     stream = bytearray(record["stream"])
     stream[where % len(stream)] ^= 1 << bit
     with pytest.raises(StateFormatError, match="checksum does not match"):
-        codec.decode({**record, "stream": bytes(stream)}, blobs)
+        decode({**record, "stream": bytes(stream)}, blobs)
 
 
 def test_value_referring_to_a_missing_module_cannot_be_loaded(
     blobs: BlobStore, gone_module: SimpleNamespace
 ) -> None:
-    record = codec.encode({"obj": gone_module.obj, "array": big_array()}, blobs)
-    assert codec.decode(record, blobs)["obj"].x == 1
+    record = encode({"obj": gone_module.obj, "array": big_array()}, blobs)
+    assert decode(record, blobs)["obj"].x == 1
     gone_module.remove()
     with pytest.raises(StateFormatError, match=f"cannot unpickle.*{gone_module.name}"):
-        codec.decode(record, blobs)
+        decode(record, blobs)
 
 
 def test_unloadable_record_names_the_versions_that_wrote_it(blobs: BlobStore) -> None:
     stream = b"\x80\x04cno_such_module_for_awaitly_tests\nThing\n)\x81."
     record = {
-        **codec.encode(None, blobs),
+        **encode(None, blobs),
         "stream": stream,
         "stream_xxh3": xxhash.xxh3_128_hexdigest(stream),
         "versions": {"python": "2.7.18", "cloudpickle": "0.1", "awaitly_nb": "0.0.1"},
@@ -399,17 +417,17 @@ def test_unloadable_record_names_the_versions_that_wrote_it(blobs: BlobStore) ->
     with pytest.raises(
         StateFormatError, match=r"written by python 2\.7\.18, cloudpickle 0\.1.*; this is python"
     ):
-        codec.decode(record, blobs)
+        decode(record, blobs)
 
 
-# --- round trips through a StepStore ---------------------------------------------------------
+# --- round trips through a LocalStore ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StepStore, StepStore]]:
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStore, LocalStore]]:
     """A store to save into and a second store object on the same directory to load from."""
     where = tmp_path_factory.mktemp("round-trips")
-    writer, reader = StepStore(where), StepStore(where)
+    writer, reader = LocalStore(where), LocalStore(where)
     yield writer, reader
     writer.close()
     reader.close()
@@ -418,7 +436,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StepStore
 _keys = itertools.count()
 
 
-def round_trip(stores: tuple[StepStore, StepStore], value: Any) -> Any:
+def round_trip(stores: tuple[LocalStore, LocalStore], value: Any) -> Any:
     writer, reader = stores
     key = f"k{next(_keys)}"
     writer.save("round-trip", key, {}, value)
@@ -581,7 +599,7 @@ numpy_arrays = small_arrays() | object_arrays() | big_arrays()
 @example(np.array([1, "a", None, (2,)], dtype=object))
 @example(np.zeros(0, dtype=object))
 def test_numpy_arrays_round_trip_bit_for_bit(
-    stores: tuple[StepStore, StepStore], array: np.ndarray
+    stores: tuple[LocalStore, LocalStore], array: np.ndarray
 ) -> None:
     assert_same(round_trip(stores, array), array)
 
@@ -629,14 +647,14 @@ def frames(draw: st.DrawFn) -> pd.DataFrame:
 
 @settings(database=None, deadline=None, max_examples=40)
 @given(frames())
-def test_dataframes_round_trip(stores: tuple[StepStore, StepStore], frame: pd.DataFrame) -> None:
+def test_dataframes_round_trip(stores: tuple[LocalStore, LocalStore], frame: pd.DataFrame) -> None:
     assert_same(round_trip(stores, frame), frame)
 
 
 @settings(database=None, deadline=None, max_examples=40)
 @given(frames(), st.sampled_from(["ints", "floats", "categories", "strings", "texts", "objects"]))
 def test_series_round_trip(
-    stores: tuple[StepStore, StepStore], frame: pd.DataFrame, column: str
+    stores: tuple[LocalStore, LocalStore], frame: pd.DataFrame, column: str
 ) -> None:
     series = frame[column].rename(column)
     assert_same(round_trip(stores, series), series)
@@ -671,12 +689,12 @@ def tables(draw: st.DrawFn) -> pa.Table:
 
 @settings(database=None, deadline=None, max_examples=40)
 @given(tables())
-def test_arrow_tables_round_trip(stores: tuple[StepStore, StepStore], table: pa.Table) -> None:
+def test_arrow_tables_round_trip(stores: tuple[LocalStore, LocalStore], table: pa.Table) -> None:
     assert_same(round_trip(stores, table), table)
 
 
 def test_big_values_really_use_blobs_in_round_trips(tmp_path: Path) -> None:
-    store = StepStore(tmp_path)
+    store = LocalStore(tmp_path)
     frame = pd.DataFrame({"x": big_array(), "s": pd.array([str(i) for i in range(20_000)])})
     table = pa.table({"x": big_array(3)})
     store.save("wf", "values", {}, {"frame": frame, "table": table, "array": big_array(4)})
@@ -699,7 +717,7 @@ def test_big_values_really_use_blobs_in_round_trips(tmp_path: Path) -> None:
         max_leaves=5,
     )
 )
-def test_nested_containers_round_trip(stores: tuple[StepStore, StepStore], value: Any) -> None:
+def test_nested_containers_round_trip(stores: tuple[LocalStore, LocalStore], value: Any) -> None:
     assert_same(round_trip(stores, value), value)
 
 
@@ -709,16 +727,16 @@ def test_big_blobs_are_read_when_descriptors_run_short(blobs: BlobStore) -> None
     import resource
 
     value = [big_array(i, count=MAPPED) for i in range(3)]
-    record = codec.encode(value, blobs)
+    record = encode(value, blobs)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     in_use = len(os.listdir("/proc/self/fd"))
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 2 * in_use + 2), hard))
     try:
-        back = codec.decode(record, blobs)
+        back = decode(record, blobs)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert [memory_map_under(a) for a in back] == [None, None, None]  # read, not mapped
     for original, restored in zip(value, back, strict=True):
         np.testing.assert_array_equal(restored, original)
-    again = codec.decode(record, blobs)  # with descriptors to spare: mapped
+    again = decode(record, blobs)  # with descriptors to spare: mapped
     assert all(isinstance(memory_map_under(a), mmap.mmap) for a in again)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from awaitly_nb.core.events import Event
+from awaitly_nb.storage.manifest import StepManifest
 
 __all__ = ["STATES", "State", "StatusTracker", "StepStatus"]
 
@@ -100,24 +101,24 @@ class StatusTracker:
         """The step's saved entry was deleted."""
         self._set(workflow, key, "not run yet")
 
-    def rows(self, workflow: str, manifests: list[dict[str, Any]]) -> list[StepStatus]:
+    def rows(self, workflow: str, manifests: list[StepManifest]) -> list[StepStatus]:
         """One row per step of ``workflow``: saved ones (oldest first), then the others seen."""
         rows = []
-        saved = {m.get("key"): m for m in manifests}
+        saved = {m.key: m for m in manifests}
         for key, manifest in saved.items():
-            seen = self.seen.get((workflow, str(key)))
+            seen = self.seen.get((workflow, key))
             state: State = "complete"
             if seen is not None and seen.state != "not run yet":
                 state = seen.state
             rows.append(
                 StepStatus(
-                    key=str(key),
+                    key=key,
                     state=state,
-                    saved_at=manifest.get("saved_at"),
-                    duration_ms=manifest.get("duration_ms"),
+                    saved_at=manifest.saved_at,
+                    duration_ms=manifest.duration_ms,
                     replay_ms=seen.replay_ms if seen is not None else None,
-                    size=manifest.get("size"),
-                    variables=tuple(manifest.get("variables") or ()),
+                    size=manifest.size,
+                    variables=manifest.variables,
                     error=seen.error if seen is not None else None,
                 )
             )

@@ -1,18 +1,22 @@
-"""``export_state`` / ``import_state``: the notebook store's steps as one bundle file."""
+"""``export_state`` / ``import_state``: a store's steps as one bundle file, with progress.
+
+The ``awaitly-nb export`` and ``import`` commands call :func:`export_steps`
+and :func:`import_steps` with the store they resolved; the Python functions
+use the store :func:`~awaitly_nb.configure` chose.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
-from awaitly_nb.core.session import get_session
+from awaitly_nb.config import get_session
 from awaitly_nb.sharing.bundle import BundleReport, Progress, export_bundle, import_bundle
 from awaitly_nb.sharing.signing import load_key
-from awaitly_nb.storage.codec import blob_refs
+from awaitly_nb.storage.base import StepStore, StoredStep
 
-__all__ = ["blob_bytes", "export_state", "import_state", "progress_bar"]
+__all__ = ["export_state", "export_steps", "import_state", "import_steps", "progress_bar"]
 
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 """Bundles with at least this many blob bytes show a progress bar."""
@@ -30,12 +34,40 @@ def progress_bar(total: int, what: str, show: bool | None) -> Iterator[Progress 
         yield bar.update
 
 
-def blob_bytes(entries: Iterable[Any]) -> int:
+def _blob_bytes(entries: Iterable[StoredStep]) -> int:
     """Bytes of the distinct blobs the given stored steps refer to."""
-    sizes: dict[str, int] = {}
-    for entry in entries:
-        sizes.update(blob_refs(entry.record))
+    sizes = {ref.name: ref.size for entry in entries for ref in entry.blob_refs()}
     return sum(sizes.values())
+
+
+def export_steps(
+    store: StepStore,
+    path: str | os.PathLike[str],
+    *,
+    workflow: str | None = None,
+    keys: Iterable[str] | None = None,
+    key: bytes | None = None,
+    progress: bool | None = None,
+) -> BundleReport:
+    """Write ``store``'s steps (all, one workflow's, some keys) to a bundle, signed with ``key``."""
+    wanted = None if keys is None else set(keys)
+    entries = [e for e in store.entries(workflow) if wanted is None or e.manifest.key in wanted]
+    with progress_bar(_blob_bytes(entries), "export", progress) as bar:
+        return export_bundle(store, path, workflow=workflow, keys=wanted, key=key, progress=bar)
+
+
+def import_steps(
+    store: StepStore,
+    path: str | os.PathLike[str],
+    *,
+    trust: bool = False,
+    key: bytes | None = None,
+    progress: bool | None = None,
+) -> BundleReport:
+    """Import a bundle into ``store`` (see :func:`import_state`)."""
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    with progress_bar(size, "import", progress) as bar:
+        return import_bundle(store, path, trust=trust, key=key, progress=bar)
 
 
 def export_state(
@@ -70,12 +102,14 @@ def export_state(
     42
     >>> _ = awaitly_nb.configure(dir=None, workflow=None)
     """
-    store = get_session().store
-    key = load_key(key_file)
-    wanted = None if keys is None else set(keys)
-    entries = [e for (_, _, k), e in store.entries(workflow) if wanted is None or k in wanted]
-    with progress_bar(blob_bytes(entries), "export", progress) as bar:
-        return export_bundle(store, path, workflow=workflow, keys=wanted, key=key, progress=bar)
+    return export_steps(
+        get_session().store,
+        path,
+        workflow=workflow,
+        keys=keys,
+        key=load_key(key_file),
+        progress=progress,
+    )
 
 
 def import_state(
@@ -99,9 +133,8 @@ def import_state(
         StateFormatError: the bundle is damaged; nothing was imported.
     """
     session = get_session()
-    key = load_key(key_file)
-    size = os.path.getsize(path) if os.path.exists(path) else 0
-    with progress_bar(size, "import", progress) as bar:
-        report = import_bundle(session.store, path, trust=trust, key=key, progress=bar)
-    session.notify_changed()
+    report = import_steps(
+        session.store, path, trust=trust, key=load_key(key_file), progress=progress
+    )
+    session.engine.notify_changed()
     return report

@@ -1,0 +1,219 @@
+"""Configuration in one place: which store and workflow steps use, for every front end.
+
+The store directory, a shared store's URL and the workflow name are resolved
+here — from :func:`configure`, else the environment (``AWAITLY_NB_DIR``,
+``AWAITLY_NB_STORE``), else the defaults (``./.awaitly``, the notebook's file
+name or ``default``) — and used alike by ``%%step``, ``with step``, the call
+form in scripts and the ``awaitly-nb`` command. The process-wide
+:class:`Session` holds the stores it opened and the
+:class:`~awaitly_nb.core.engine.StepEngine` every notebook step goes through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from awaitly_nb.core.engine import StepEngine
+from awaitly_nb.storage.base import StepStore
+from awaitly_nb.storage.blobs import GcReport
+from awaitly_nb.storage.local import LocalStore
+
+__all__ = [
+    "DEFAULT_DIR",
+    "ENV_DIR",
+    "ENV_STORE",
+    "Session",
+    "configure",
+    "default_directory",
+    "default_workflow",
+    "gc",
+    "get_session",
+    "open_store",
+    "store_url",
+]
+
+ENV_DIR = "AWAITLY_NB_DIR"
+ENV_STORE = "AWAITLY_NB_STORE"
+DEFAULT_DIR = ".awaitly"
+
+
+def default_directory(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$AWAITLY_NB_DIR``, else ``./.awaitly`` (absolute)."""
+    return Path(environ.get(ENV_DIR) or DEFAULT_DIR).absolute()
+
+
+def store_url(environ: Mapping[str, str] = os.environ) -> str | None:
+    """``$AWAITLY_NB_STORE`` (a shared store's URL), or None for the local store."""
+    return environ.get(ENV_STORE) or None
+
+
+def open_store(directory: str | os.PathLike[str], url: str | None = None) -> StepStore:
+    """The local store in ``directory``, or the shared store at ``url`` (blobs cached in it).
+
+    Raises:
+        StorageError: the shared store cannot be opened.
+        ValueError: ``url`` is not a URL.
+    """
+    directory = Path(directory)
+    if url is None:
+        return LocalStore(directory)
+    from awaitly_nb.storage.shared import open_shared_store
+
+    return open_shared_store(url, directory / "shared-cache")
+
+
+def _jupyter_notebook_name() -> str | None:
+    """The notebook's file name as Jupyter tells its kernels (``$JPY_SESSION_NAME``)."""
+    name = os.environ.get("JPY_SESSION_NAME")
+    return Path(name).name if name else None
+
+
+def default_workflow(user_ns: Mapping[str, Any] | None = None) -> str:
+    """The notebook's file name when the front end tells it, else the script's, else ``default``.
+
+    ``user_ns`` is a notebook's namespace (VS Code puts ``__vsc_ipynb_file__`` there).
+    In a kernel, the kernel's launcher script is not a workflow name.
+    """
+    if user_ns is not None:
+        vscode = user_ns.get("__vsc_ipynb_file__")
+        if isinstance(vscode, str) and vscode:
+            return Path(vscode).name
+    name = _jupyter_notebook_name()
+    if name:
+        return name
+    if user_ns is None:
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main_file and not Path(main_file).name.startswith("ipykernel_launcher"):
+            return Path(main_file).name
+    return "default"
+
+
+@dataclass
+class Session:
+    """Where steps are saved and under which workflow; see :func:`configure`."""
+
+    directory: Path | None = None
+    shared: str | None = None
+    """A shared store's URL (Redis or fsspec); None keeps steps in ``directory`` only."""
+    workflow: str | None = None
+    workflow_detector: Callable[[], str | None] | None = None
+    """Set by the notebook layer: tells the notebook's name."""
+    _stores: dict[tuple[Path, str | None], StepStore] = field(default_factory=dict, repr=False)
+    _default: tuple[str, Path] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.engine = StepEngine(lambda: self.store, self.workflow_id)
+
+    def close_stores(self) -> None:
+        """Close the stores opened so far (they reopen on next use)."""
+        for store in self._stores.values():
+            with contextlib.suppress(Exception):
+                store.close()
+        self._stores.clear()
+        self._default = None
+
+    def resolved_directory(self) -> Path:
+        """The store directory: configured, else ``$AWAITLY_NB_DIR``, else ``./.awaitly``.
+
+        The default is fixed at first use: a cell that changes the working
+        directory later does not move the store.
+        """
+        if self.directory is not None:
+            return self.directory
+        env = os.environ.get(ENV_DIR) or ""
+        if self._default is None or self._default[0] != env:
+            self._default = (env, default_directory())
+        return self._default[1]
+
+    @property
+    def store(self) -> StepStore:
+        """The store in use: local, or shared (its blobs cached in the local directory)."""
+        where = (self.resolved_directory(), self.shared or store_url())
+        store = self._stores.get(where)
+        if store is None:
+            store = self._stores[where] = open_store(*where)
+        return store
+
+    def workflow_id(self) -> str:
+        """The workflow steps belong to: configured, else the notebook's name, else ``default``."""
+        if self.workflow:
+            return self.workflow
+        if self.workflow_detector is not None:
+            detected = self.workflow_detector()
+            if detected:
+                return detected
+        return default_workflow()
+
+
+_SESSION = Session()
+
+
+def get_session() -> Session:
+    """The process-wide session used by ``%%step``, ``with step(...)`` and ``step(fn, ...)``."""
+    return _SESSION
+
+
+def gc(*, min_age: float = 600.0) -> GcReport:
+    """Delete the blob files no saved step refers to (in the current store).
+
+    Forgetting a step, or saving it again with new values, leaves its old
+    blobs behind; this reclaims them. Files younger than ``min_age`` seconds
+    stay, so a save in progress in another kernel is safe.
+
+    >>> import tempfile
+    >>> _ = configure(dir=tempfile.mkdtemp())
+    >>> gc(min_age=0).blobs
+    0
+    >>> _ = configure(dir=None)
+    """
+    return _SESSION.store.gc(min_age=min_age)
+
+
+_UNSET: Any = object()
+
+
+def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET, store: Any = _UNSET) -> Session:
+    """Choose where notebook steps are saved and the workflow they belong to.
+
+    Only the settings given change; pass None to go back to the default.
+
+    Args:
+        dir: the store directory (default ``$AWAITLY_NB_DIR`` or ``./.awaitly``).
+        workflow: the workflow id (default: the notebook's file name, else ``default``).
+        store: a shared store to use instead of the local one (default
+            ``$AWAITLY_NB_STORE``): ``redis://host:6379/0`` or an fsspec URL
+            (``s3://bucket/team``, ``file:///shared/steps``, ``memory://name``).
+            Blobs are cached in ``dir``.
+
+    >>> import tempfile
+    >>> session = configure(dir=tempfile.mkdtemp(), workflow="analysis.ipynb")
+    >>> session.workflow_id()
+    'analysis.ipynb'
+    >>> _ = configure(dir=None, workflow=None)  # back to the defaults
+    """
+    if workflow is not _UNSET:
+        if workflow is not None and (not isinstance(workflow, str) or not workflow):
+            raise ValueError(f"workflow must be a non-empty string, got {workflow!r}")
+        _SESSION.workflow = workflow
+    if dir is not _UNSET:
+        if dir is not None and not isinstance(dir, (str, os.PathLike)):
+            raise TypeError(f"dir must be a path, got {type(dir).__name__}")
+        _SESSION.close_stores()
+        _SESSION.directory = None if dir is None else Path(dir).absolute()
+        _SESSION.engine.reset()  # another store: what this session saw is elsewhere
+    if store is not _UNSET:
+        if store is not None and (not isinstance(store, str) or "://" not in store):
+            raise ValueError(
+                f"store= takes a URL such as redis://127.0.0.1:6379/0 or s3://bucket/path, "
+                f"got {store!r}; for a local folder use dir="
+            )
+        _SESSION.close_stores()
+        _SESSION.shared = store
+        _SESSION.engine.reset()
+    return _SESSION

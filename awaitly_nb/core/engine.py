@@ -1,0 +1,523 @@
+"""The step engine: every rule about a step, written once for every front end.
+
+``%%step``, ``with step(...)`` and ``step(fn, key=...)`` all do the same
+thing through a :class:`StepEngine`:
+
+1. :meth:`StepEngine.lookup` decides **hit**, **miss**, **stale**, **forced**
+   or **unreadable** (:func:`decide`, with the reason), loads a hit, emits
+   ``step_cache_hit`` / ``step_cache_miss`` and updates lineage;
+2. on anything but a hit the front end calls :meth:`StepEngine.begin`
+   (``step_start``), runs the body, then either :meth:`StepEngine.fail`
+   (``step_error``; nothing is saved) or :meth:`StepEngine.finish`
+   (``step_success``, the manifest is built and the payload saved,
+   ``step_complete``; an unsaveable variable is a warning and no entry).
+
+The engine is pure policy: it reaches a store only through
+:class:`~awaitly_nb.storage.base.StepStore` and knows nothing of IPython;
+:class:`StepEvents` (awaitly's event order) is shared with
+:func:`~awaitly_nb.create_workflow`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import xxhash
+
+from awaitly_nb.core.events import (
+    Event,
+    StepCacheHit,
+    StepCacheMiss,
+    StepComplete,
+    StepError,
+    StepStart,
+    StepSuccess,
+)
+from awaitly_nb.core.lineage import Lineage
+from awaitly_nb.core.payload import StepPayload
+from awaitly_nb.core.state import StepMeta
+from awaitly_nb.core.tracker import StatusTracker, StepStatus
+from awaitly_nb.errors import CacheWarning, SerializationError, StateFormatError, StorageError
+from awaitly_nb.storage.base import StepStore
+from awaitly_nb.storage.codec import dumps_value
+from awaitly_nb.storage.manifest import StepManifest
+from awaitly_nb.storage.names import check_name
+
+__all__ = [
+    "Decision",
+    "Kind",
+    "Run",
+    "Status",
+    "StepEngine",
+    "StepEvents",
+    "StepSpec",
+    "decide",
+    "unsaveable",
+]
+
+Kind = Literal["cell", "block", "call"]
+Status = Literal["hit", "miss", "stale", "forced", "unreadable"]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A step as a front end sees it before running it.
+
+    Attributes:
+        key: the step's key (its identity within the workflow).
+        kind: ``cell``, ``block`` or ``call``; cells and blocks save
+            variables, calls save a value.
+        code: the fingerprint of its code (None: unknown, so not compared).
+        reads: the names it reads before binding them (its possible inputs).
+        pin: trust the key alone (awaitly's behaviour): code and inputs are not compared.
+        force: run again and overwrite, whatever is saved.
+    """
+
+    key: str
+    kind: Kind
+    code: str | None = None
+    reads: frozenset[str] = frozenset()
+    pin: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :meth:`StepEngine.lookup` decided, and why.
+
+    ``status`` is ``hit`` (``payload`` holds the saved results), ``miss``
+    (nothing saved), ``stale`` (saved with other code or inputs),
+    ``forced`` (re-run on request) or ``unreadable`` (saved but cannot be
+    loaded here). ``reason`` says why a saved entry is not used.
+    """
+
+    spec: StepSpec
+    status: Status
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    manifest: StepManifest | None = None
+    payload: StepPayload | None = None
+    reason: str = ""
+
+    @property
+    def hit(self) -> bool:
+        return self.status == "hit"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A step that is running: what :meth:`StepEngine.finish` needs to save it."""
+
+    decision: Decision
+    started: float
+
+    @property
+    def key(self) -> str:
+        return self.decision.spec.key
+
+
+def _shape(kind: str) -> str:
+    """Cells and with-blocks save variables and outputs; the call form saves a value."""
+    return "value" if kind == "call" else "variables"
+
+
+def combined(code: str | None, inputs: Mapping[str, str]) -> str | None:
+    """The code fingerprint folded with the versions of the inputs it reads."""
+    if code is None or not inputs:
+        return code
+    text = code + "|" + "|".join(f"{n}={v}" for n, v in sorted(inputs.items()))
+    return str(xxhash.xxh3_128_hexdigest(text.encode()))
+
+
+def _why_stale(manifest: StepManifest, code: str, inputs: Mapping[str, str]) -> str:
+    if (manifest.code or manifest.fingerprint) != code:
+        return "its code changed since it was saved"
+    before = manifest.inputs
+    changed = sorted(n for n in set(before) | set(inputs) if before.get(n) != inputs.get(n))
+    sources = ", ".join(
+        f"{n} (from {str(inputs.get(n, before.get(n))).rsplit('@', 1)[0]!r})" for n in changed
+    )
+    return f"an input it reads was recomputed: {sources}"
+
+
+def decide(
+    spec: StepSpec, manifest: StepManifest | None, inputs: Mapping[str, str]
+) -> tuple[Status, str]:
+    """The rule: may the saved entry (``manifest``) stand for running ``spec`` now?
+
+    Returns the status (``hit`` means "load it") and the reason for anything else.
+
+    >>> spec = StepSpec("k", "cell", code="c1")
+    >>> decide(spec, None, {})
+    ('miss', '')
+    >>> decide(spec, StepManifest("wf", "k", fingerprint="c1", code="c1"), {})
+    ('hit', '')
+    >>> decide(spec, StepManifest("wf", "k", fingerprint="c0", code="c0"), {})
+    ('stale', 'its code changed since it was saved')
+    """
+    if manifest is None:
+        return "miss", ""
+    if spec.force:
+        return "forced", "--force"
+    if _shape(manifest.kind) != _shape(spec.kind):
+        return (
+            "stale",
+            f"the key was saved by a {manifest.kind} step, this is a {spec.kind} step",
+        )
+    code = None if spec.pin else spec.code
+    if code is not None and manifest.fingerprint != combined(code, inputs):
+        return "stale", _why_stale(manifest, code, inputs)
+    return "hit", ""
+
+
+def unsaveable(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The ``(name, type)`` of each value that cannot be serialised."""
+    bad = []
+    for name, value in values.items():
+        try:
+            dumps_value(value)
+        except SerializationError:
+            bad.append((name, type(value).__qualname__))
+    return bad
+
+
+def _nbytes(value: Any) -> int:
+    """Memory a value holds, cheaply: arrays' ``nbytes``, frames' columns, else shallow size."""
+    try:
+        nbytes = getattr(value, "nbytes", None)
+        if isinstance(nbytes, int):
+            return nbytes
+        usage = getattr(value, "memory_usage", None)
+        if callable(usage):
+            total = usage(index=True, deep=False)
+            return int(total.sum()) if hasattr(total, "sum") else int(total)
+    except Exception:
+        pass
+    return sys.getsizeof(value, 0)
+
+
+def _meta(manifest: StepManifest) -> StepMeta:
+    return StepMeta(saved_at=manifest.saved_at, duration_ms=manifest.duration_ms)
+
+
+@dataclass(frozen=True)
+class StepEvents:
+    """awaitly's step events for one workflow, in awaitly's order (see :mod:`.events`).
+
+    >>> seen = []
+    >>> events = StepEvents("wf", seen.append)
+    >>> started = events.start("k")
+    >>> _ = events.success("k", started, 42)
+    >>> [e.type for e in seen]
+    ['step_start', 'step_success']
+    """
+
+    workflow_id: str
+    emit: Callable[[Event], Any]
+
+    def hit(
+        self,
+        key: str,
+        value: Any,
+        meta: StepMeta,
+        *,
+        duration_ms: float = 0.0,
+        name: str | None = None,
+    ) -> None:
+        self.emit(
+            StepCacheHit(
+                workflow_id=self.workflow_id,
+                ts=time.time(),
+                step_key=key,
+                name=name,
+                value=value,
+                meta=meta,
+                duration_ms=duration_ms,
+            )
+        )
+
+    def miss(self, key: str, *, reason: str | None = None, name: str | None = None) -> None:
+        self.emit(
+            StepCacheMiss(
+                workflow_id=self.workflow_id, ts=time.time(), step_key=key, name=name, reason=reason
+            )
+        )
+
+    def start(self, key: str | None, *, name: str | None = None) -> float:
+        """``step_start``; returns the start time for :meth:`fail` and :meth:`success`."""
+        self.emit(StepStart(workflow_id=self.workflow_id, ts=time.time(), step_key=key, name=name))
+        return time.perf_counter()
+
+    def fail(
+        self, key: str | None, started: float, error: BaseException, *, name: str | None = None
+    ) -> None:
+        self.emit(
+            StepError(
+                workflow_id=self.workflow_id,
+                ts=time.time(),
+                duration_ms=(time.perf_counter() - started) * 1000,
+                error=error,
+                step_key=key,
+                name=name,
+            )
+        )
+
+    def success(
+        self, key: str | None, started: float, value: Any = None, *, name: str | None = None
+    ) -> float:
+        """``step_success``; returns the step's duration in ms."""
+        duration_ms = (time.perf_counter() - started) * 1000
+        self.emit(
+            StepSuccess(
+                workflow_id=self.workflow_id,
+                ts=time.time(),
+                duration_ms=duration_ms,
+                step_key=key,
+                name=name,
+                value=value,
+            )
+        )
+        return duration_ms
+
+    def complete(self, key: str, value: Any, meta: StepMeta, *, name: str | None = None) -> None:
+        self.emit(
+            StepComplete(
+                workflow_id=self.workflow_id,
+                ts=time.time(),
+                step_key=key,
+                duration_ms=meta.duration_ms,
+                value=value,
+                meta=meta,
+                name=name,
+            )
+        )
+
+
+class StepEngine:
+    """Decides, loads, saves and reports steps of the current workflow in the current store.
+
+    Args:
+        store: returns the store to use (looked up on every call, so
+            configuration changes apply at once).
+        workflow: returns the current workflow id.
+
+    >>> from awaitly_nb.storage.memory import MemoryStore
+    >>> engine = StepEngine(MemoryStore, lambda: "wf")  # a new empty store per call
+    >>> engine.lookup(StepSpec("k", "call")).status
+    'miss'
+    """
+
+    def __init__(self, store: Callable[[], StepStore], workflow: Callable[[], str]) -> None:
+        self._store = store
+        self._workflow = workflow
+        self.lineage = Lineage()
+        self.tracker = StatusTracker()
+        self.listeners: list[Callable[[Event], Any]] = []
+        """Called with every event (the status widget listens here)."""
+        self.on_change: list[Callable[[], Any]] = []
+        """Called after steps are forgotten, cleared or imported (events cover the rest)."""
+
+    @property
+    def store(self) -> StepStore:
+        return self._store()
+
+    def workflow_id(self) -> str:
+        return self._workflow()
+
+    def reset(self) -> None:
+        """Forget what this session saw (another store was configured)."""
+        self.tracker = StatusTracker()
+        self.lineage.clear()
+
+    # --- events -------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        self.tracker.handle_event(event)
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception as exc:
+                warnings.warn(
+                    f"awaitly_nb listener {listener!r} raised {type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    def events(self) -> StepEvents:
+        return StepEvents(self.workflow_id(), self.emit)
+
+    def notify_changed(self) -> None:
+        """Tell ``on_change`` callbacks (the widget) that saved steps changed."""
+        for callback in list(self.on_change):
+            try:
+                callback()
+            except Exception as exc:
+                warnings.warn(
+                    f"awaitly_nb callback {callback!r} raised {type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    # --- one step -----------------------------------------------------------------
+    def lookup(self, spec: StepSpec) -> Decision:
+        """Decide whether ``spec`` can be restored, and load it if so.
+
+        Raises:
+            InvalidKeyError: the key is not usable.
+        """
+        key = check_name(spec.key)
+        started = time.perf_counter()
+        events = self.events()
+        try:
+            entry = self.store.entry(events.workflow_id, key)
+        except StorageError as exc:
+            warnings.warn(
+                f"the store cannot be read, so step {key!r} runs: {exc}", CacheWarning, stacklevel=3
+            )
+            entry = None
+        manifest = None if entry is None else entry.manifest
+        inputs = self.lineage.own(
+            key, self.lineage.inputs(spec.reads), None if manifest is None else manifest.inputs
+        )
+        status, reason = decide(spec, manifest, inputs)
+        payload = None
+        if status == "hit":
+            assert entry is not None and manifest is not None
+            try:
+                payload = StepPayload.from_saved(entry.load(), call=spec.kind == "call")
+            except (StateFormatError, StorageError) as exc:
+                warnings.warn(
+                    f"saved step {key!r} cannot be restored and runs again: {exc}",
+                    CacheWarning,
+                    stacklevel=3,
+                )
+                status, reason = "unreadable", str(exc)
+        decision = Decision(spec, status, inputs, manifest, payload, reason)
+        if decision.hit:
+            assert manifest is not None and payload is not None
+            self.lineage.produced(key, manifest.saved_at, manifest.variables)
+            events.hit(
+                key,
+                payload.to_saved(),
+                _meta(manifest),
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        else:
+            events.miss(key, reason=None if status == "miss" else status)
+        return decision
+
+    def begin(self, decision: Decision) -> Run:
+        """The step runs (``step_start``)."""
+        return Run(decision, self.events().start(decision.spec.key))
+
+    def fail(self, run: Run, error: BaseException) -> None:
+        """The step raised (``step_error``); nothing is saved."""
+        self.events().fail(run.key, run.started, error)
+
+    def finish(
+        self,
+        run: Run,
+        payload: StepPayload,
+        *,
+        optional: Iterable[str] = (),
+        hint: str = "exclude={names}",
+    ) -> StepManifest | None:
+        """The step ran without raising: save it, or warn why it cannot be saved.
+
+        Unsaveable ``optional`` variables (objects the step only called methods
+        on) are left out; any other unsaveable variable is named in a
+        :class:`~awaitly_nb.errors.CacheWarning` (``hint`` says how to exclude
+        it, ``{names}`` filled in) and nothing is saved. So is a store failure.
+        Returns the saved manifest, or None.
+        """
+        key = run.key
+        events = self.events()
+        duration_ms = events.success(key, run.started)
+        optional = set(optional)
+        for attempt in range(2):
+            try:
+                manifest = self._save(run, payload, duration_ms)
+            except StorageError as exc:  # disk full, store unreachable: results stay in memory
+                message, reason = f"step {key!r} ran, but it could not be saved: {exc}", str(exc)
+            except SerializationError as exc:
+                bad = unsaveable(payload.saved_values())
+                required = [(name, type_) for name, type_ in bad if name not in optional]
+                if bad and not required and attempt == 0:
+                    payload = payload.without({name for name, _ in bad})
+                    continue
+                if required:
+                    names = ", ".join(f"{name} ({type_})" for name, type_ in required)
+                    reason = f"cannot be saved: {names}"
+                    message = (
+                        f"step {key!r} ran, but it is not saved: these variables cannot be "
+                        f"saved: {names}. To save the rest, add "
+                        + hint.format(names=",".join(name for name, _ in required))
+                    )
+                else:
+                    reason = str(exc)
+                    message = f"step {key!r} ran, but it is not saved: {exc}"
+            else:
+                self.lineage.produced(key, manifest.saved_at, manifest.variables)
+                events.complete(key, payload.to_saved(), _meta(manifest))
+                return manifest
+            warnings.warn(message, CacheWarning, stacklevel=3)
+            self.lineage.not_saved(key, payload.variables)
+            self.tracker.not_saved(events.workflow_id, key, reason)
+            self.notify_changed()
+            return None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _save(self, run: Run, payload: StepPayload, duration_ms: float) -> StepManifest:
+        spec, workflow = run.decision.spec, self.workflow_id()
+        inputs = run.decision.inputs
+        variables = payload.variables
+        manifest = StepManifest(
+            workflow=workflow,
+            key=spec.key,
+            kind=spec.kind,
+            fingerprint=combined(spec.code, inputs),
+            code=spec.code,
+            inputs=dict(inputs),
+            variables=tuple(sorted(variables)),
+            types={n: type(v).__qualname__ for n, v in variables.items()},
+            nbytes={n: _nbytes(v) for n, v in variables.items()},
+            duration_ms=duration_ms,
+            saved_at=time.time(),
+        )
+        return self.store.save(workflow, spec.key, manifest, payload.to_saved())
+
+    # --- the workflow's steps -------------------------------------------------------
+    def forget(self, key: str) -> bool:
+        """Forget the saved step ``key`` of the current workflow."""
+        workflow = self.workflow_id()
+        forgotten = self.store.delete(workflow, check_name(key))
+        self.tracker.forgot(workflow, key)
+        self.notify_changed()
+        return forgotten
+
+    def clear(self) -> int:
+        """Forget every saved step of the current workflow."""
+        workflow = self.workflow_id()
+        keys = [key for _, key in self.store.step_keys(workflow)]
+        count = self.store.clear(workflow)
+        for key in keys:
+            self.tracker.forgot(workflow, key)
+        self.notify_changed()
+        return count
+
+    def steps(self) -> list[StepManifest]:
+        """Manifests of the current workflow's saved steps, oldest first."""
+        return self.store.manifests(self.workflow_id())
+
+    def status(self, manifests: list[StepManifest] | None = None) -> list[StepStatus]:
+        """Every step of the current workflow: saved ones and those seen this session.
+
+        ``manifests`` (the workflow's saved manifests) may be passed when already read.
+        """
+        workflow = self.workflow_id()
+        if manifests is None:
+            manifests = self.store.manifests(workflow)
+        return self.tracker.rows(workflow, manifests)

@@ -1,0 +1,70 @@
+"""Lineage: which step last produced each variable, so readers of a re-run step are stale.
+
+A step's inputs are the variables it reads (before binding them) that steps
+produced this session, each stamped ``key@saved_at``. When the producing
+step runs again its stamp changes, and so does the reader's fingerprint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["Lineage"]
+
+
+@dataclass
+class Lineage:
+    """Which step (``key@saved_at``) last produced each variable this session.
+
+    >>> lineage = Lineage()
+    >>> lineage.produced("raw", 100.0, ["df"])
+    >>> lineage.inputs(["df", "x"])
+    {'df': 'raw@100.000000'}
+    """
+
+    produced_by: dict[str, str] = field(default_factory=dict)
+
+    def inputs(self, names: Iterable[str]) -> dict[str, str]:
+        """Which of ``names`` steps produced, as ``{name: "key@saved_at"}``."""
+        produced = self.produced_by
+        return {name: produced[name] for name in sorted(set(names)) if name in produced}
+
+    @staticmethod
+    def own(
+        key: str, inputs: Mapping[str, str], before: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        """Inputs with the step's own earlier output replaced by what it read back then.
+
+        Running ``df = df.dropna()`` again in the same kernel reads the ``df`` it
+        produced itself; its input is still the ``df`` it first read
+        (``before``: the inputs saved with its entry).
+
+        >>> Lineage.own("clean", {"df": "clean@2.0", "t": "t@1.0"}, {"df": "raw@1.0"})
+        {'df': 'raw@1.0', 't': 't@1.0'}
+        """
+        before = before or {}
+        mine = f"{key}@"
+        resolved = {}
+        for name, stamp in inputs.items():
+            if not stamp.startswith(mine):
+                resolved[name] = stamp
+            elif name in before:
+                resolved[name] = before[name]
+        return resolved
+
+    def produced(self, key: str, saved_at: float, names: Iterable[str]) -> None:
+        """The step ``key`` saved at ``saved_at`` produced (or restored) ``names``."""
+        stamp = f"{key}@{saved_at:.6f}"
+        for name in names:
+            self.produced_by[name] = stamp
+
+    def not_saved(self, key: str, names: Iterable[str]) -> None:
+        """The step ran but was not saved: its variables are new, and on no disk."""
+        stamp = f"{key}@unsaved-{time.time():.6f}"
+        for name in names:
+            self.produced_by[name] = stamp
+
+    def clear(self) -> None:
+        self.produced_by.clear()

@@ -1,0 +1,126 @@
+"""What a step saves: its variables and outputs (cells, blocks) or its value (calls).
+
+:class:`StepPayload` is the typed, in-memory form. It is stored as a plain
+dict (:meth:`StepPayload.to_saved`), so saved steps never depend on where this
+class lives; :meth:`StepPayload.from_saved` reads that dict back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from awaitly_nb.errors import StateFormatError
+
+__all__ = ["NOTHING", "StepPayload"]
+
+
+class _Nothing:
+    """The type of :data:`NOTHING`."""
+
+    _instance: _Nothing | None = None
+
+    def __new__(cls) -> _Nothing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NOTHING: Final = _Nothing()
+"""No value: a step without a last expression, or a cell step (not a call). ``None`` is a value."""
+
+
+@dataclass(frozen=True)
+class StepPayload:
+    """A finished step's results.
+
+    Attributes:
+        variables: the variables a cell or block saves, by name.
+        deleted: the variables it deleted.
+        outputs: what it showed, in order (stream and display records).
+        result: the last expression's value, if it had one and it can be saved.
+        result_bundle: the last expression's MIME bundle when its value could
+            not be saved (a replay shows the bundle).
+        value: what a call-form step returned.
+        skipped: optional variables left out because they cannot be saved.
+    """
+
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    deleted: tuple[str, ...] = ()
+    outputs: tuple[dict[str, Any], ...] = ()
+    result: Any = NOTHING
+    result_bundle: dict[str, Any] | None = None
+    value: Any = NOTHING
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def has_result(self) -> bool:
+        """True if the step ended with an expression whose value or display was saved."""
+        return self.result is not NOTHING or self.result_bundle is not None
+
+    def saved_values(self) -> dict[str, Any]:
+        """What must be serialisable: the variables, or ``{"value": ...}`` for a call."""
+        return {"value": self.value} if self.value is not NOTHING else dict(self.variables)
+
+    def without(self, names: set[str]) -> StepPayload:
+        """The payload with the variables ``names`` left out (and listed as skipped)."""
+        kept = {n: v for n, v in self.variables.items() if n not in names}
+        return replace(self, variables=kept, skipped=tuple(sorted(names)))
+
+    def to_saved(self) -> dict[str, Any]:
+        """The dict that is serialised (the stored format)."""
+        if self.value is not NOTHING:
+            return {"value": self.value}
+        saved: dict[str, Any] = {
+            "variables": dict(self.variables),
+            "deleted": list(self.deleted),
+            "outputs": [dict(o) for o in self.outputs],
+        }
+        if self.result is not NOTHING:
+            saved.update(has_result=True, result=self.result, result_saved=True)
+        elif self.result_bundle is not None:
+            saved.update(has_result=True, result_bundle=self.result_bundle, result_saved=False)
+        else:
+            saved["has_result"] = False
+        if self.skipped:
+            saved["skipped"] = list(self.skipped)
+        return saved
+
+    @classmethod
+    def from_saved(cls, saved: Any, *, call: bool) -> StepPayload:
+        """Read what :meth:`to_saved` stored (``call``: a call-form step's value).
+
+        Raises:
+            StateFormatError: it is not the shape this kind of step saves.
+        """
+        if not isinstance(saved, dict):
+            raise StateFormatError(f"the saved step is damaged: a {type(saved).__name__}")
+        if call:
+            if "value" not in saved:
+                raise StateFormatError("the saved step holds no value")
+            return cls(value=saved["value"])
+        variables = saved.get("variables")
+        if not isinstance(variables, dict):
+            raise StateFormatError("the saved step holds no variables")
+        result: Any = NOTHING
+        bundle = None
+        if saved.get("has_result"):
+            if saved.get("result_saved"):
+                result = saved.get("result")
+            elif isinstance(saved.get("result_bundle"), dict):
+                bundle = saved["result_bundle"]
+        return cls(
+            variables=variables,
+            deleted=tuple(saved.get("deleted") or ()),
+            outputs=tuple(saved.get("outputs") or ()),
+            result=result,
+            result_bundle=bundle,
+            skipped=tuple(saved.get("skipped") or ()),
+        )

@@ -1,0 +1,82 @@
+"""Putting a saved step back: its variables into the namespace, its outputs on screen."""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import MutableMapping
+from typing import Any
+
+from awaitly_nb.core.payload import StepPayload
+from awaitly_nb.notebook.capture import replay_outputs
+
+__all__ = ["ReplayedResult", "replay", "restore"]
+
+
+class ReplayedResult:
+    """Stands in for a last expression whose value could not be saved: shows its saved output."""
+
+    def __init__(self, bundle: dict[str, Any]) -> None:
+        self._bundle = bundle
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self._bundle
+
+    def __repr__(self) -> str:
+        return str(self._bundle.get("text/plain", "<restored output>"))
+
+
+def _rebind(function: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
+    """The same function, reading its globals from ``namespace``."""
+    rebound = types.FunctionType(
+        function.__code__,
+        namespace,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    rebound.__kwdefaults__ = function.__kwdefaults__
+    rebound.__dict__.update(function.__dict__)
+    for attr in ("__qualname__", "__doc__", "__module__", "__annotations__"):
+        setattr(rebound, attr, getattr(function, attr))
+    return rebound
+
+
+def _home(value: Any, namespace: dict[str, Any]) -> Any:
+    """Make functions and classes defined in the notebook see the notebook's globals again.
+
+    cloudpickle gives a restored function a private copy of the globals it used
+    when it was saved, so it would miss later changes and later definitions.
+    """
+    if isinstance(value, types.FunctionType):
+        if value.__module__ == "__main__" and value.__globals__ is not namespace:
+            return _rebind(value, namespace)
+    elif isinstance(value, type) and value.__module__ == "__main__":
+        for attr, member in list(vars(value).items()):
+            target = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+            if isinstance(target, types.FunctionType) and target.__globals__ is not namespace:
+                rebound = _rebind(target, namespace)
+                wrapped = type(member)(rebound) if target is not member else rebound
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(value, attr, wrapped)
+    return value
+
+
+def restore(namespace: MutableMapping[str, Any], payload: StepPayload) -> None:
+    """Put a saved step's variables back into ``namespace`` (and remove those it deleted)."""
+    variables = dict(payload.variables)
+    if isinstance(namespace, dict):
+        variables = {name: _home(value, namespace) for name, value in variables.items()}
+    namespace.update(variables)
+    for name in payload.deleted:
+        namespace.pop(name, None)
+
+
+def replay(payload: StepPayload, shell: Any = None) -> Any:
+    """Show the saved outputs again; return the saved last-expression value (or a stand-in)."""
+    replay_outputs(list(payload.outputs), shell)
+    if payload.has_result:
+        if payload.result_bundle is not None:
+            return ReplayedResult(payload.result_bundle)
+        return payload.result
+    return None

@@ -1,0 +1,164 @@
+"""One notebook step from lookup to save: what ``%%step`` and ``with step(...)`` share.
+
+A :class:`NotebookStep` asks the engine, shows a one-line note, restores and
+replays a hit, or records a run (live output teed, figures flushed), finds
+the variables it produced and hands the payload to the engine, which saves
+it. The magic and the with-block only parse their input and run the body.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+from awaitly_nb.config import get_session
+from awaitly_nb.core.engine import Decision, Run, StepSpec, unsaveable
+from awaitly_nb.core.payload import NOTHING, StepPayload
+from awaitly_nb.formatting import format_duration, format_time
+from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
+from awaitly_nb.notebook.namespace import assigned_names, produced, snapshot
+from awaitly_nb.notebook.restore import replay, restore
+
+__all__ = ["NotebookStep", "show_note"]
+
+
+def show_note(text: str, shell: Any = None) -> None:
+    """Show a short awaitly_nb note (as a small display in a notebook, on stderr elsewhere)."""
+    pub = getattr(shell, "display_pub", None)
+    if pub is None:
+        print(f"[awaitly_nb] {text}", file=sys.stderr)
+        return
+    html = f'<div style="font-size:smaller;opacity:0.7">awaitly_nb: {_escape(text)}</div>'
+    pub.publish(
+        data={"text/plain": f"[awaitly_nb] {text}", "text/html": html},
+        metadata={"awaitly_nb": {"note": True}},
+    )
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def restored_note(decision: Decision) -> str:
+    manifest, payload = decision.manifest, decision.payload
+    assert manifest is not None and payload is not None
+    shown = ", ".join(payload.variables) or "no variables"
+    return (
+        f"restored {decision.spec.key!r} ({shown}) saved {format_time(manifest.saved_at)}; "
+        f"the original run took {format_duration(manifest.duration_ms)}"
+    )
+
+
+def rerun_note(decision: Decision) -> str | None:
+    if decision.status == "stale":
+        return f"running {decision.spec.key!r} again: {decision.reason}"
+    if decision.status == "unreadable":
+        return f"running {decision.spec.key!r} again: the saved entry cannot be restored"
+    return None
+
+
+class NotebookStep:
+    """A ``%%step`` cell or ``with step(...)`` block in ``namespace``.
+
+    Args:
+        spec: the step's identity and options (see :class:`~awaitly_nb.core.engine.StepSpec`).
+        statements: the body's statements (which names it binds or changes).
+        namespace: where the body runs (the notebook's or the module's globals).
+        shell: the IPython shell, or None in a plain script.
+        outputs: the variables to save (None: every variable the body produced).
+        exclude: variables not to save.
+        quiet: no note on a restore.
+        hint: how to exclude variables in this form (``{names}`` is filled in).
+    """
+
+    def __init__(
+        self,
+        spec: StepSpec,
+        statements: Iterable[ast.stmt],
+        namespace: MutableMapping[str, Any],
+        shell: Any,
+        *,
+        outputs: list[str] | None = None,
+        exclude: Iterable[str] = (),
+        quiet: bool = False,
+        hint: str,
+    ) -> None:
+        self.spec, self.namespace, self.shell = spec, namespace, shell
+        self.targets = assigned_names(list(statements))
+        self.outputs, self.exclude, self.quiet, self.hint = outputs, set(exclude), quiet, hint
+        self.engine = get_session().engine
+        self._run: Run | None = None
+
+    def lookup(self) -> Decision:
+        """Ask the engine; say why a saved entry is not used."""
+        self.decision = self.engine.lookup(self.spec)
+        note = rerun_note(self.decision)
+        if note and not self.quiet:
+            show_note(note, self.shell)
+        return self.decision
+
+    def restore(self) -> Any:
+        """Restore a hit's variables, show its note and outputs; return its last value."""
+        payload = self.decision.payload
+        assert payload is not None
+        restore(self.namespace, payload)
+        if not self.quiet:
+            show_note(restored_note(self.decision), self.shell)
+        return replay(payload, self.shell)
+
+    def start(self) -> None:
+        """The body is about to run: remember the namespace, record what it shows."""
+        self._before = snapshot(self.namespace)
+        self._recorder = OutputRecorder(self.shell).__enter__()
+        self._run = self.engine.begin(self.decision)
+
+    def end(
+        self, error: BaseException | None, *, result: Any = NOTHING, exclude: Iterable[str] = ()
+    ) -> None:
+        """The body finished (``error`` if it raised): save it, or report the failure.
+
+        ``result`` is the value of the body's last expression, if it has one.
+
+        Raises:
+            AwaitlyError: ``outputs=`` names a variable the body did not set.
+        """
+        run, self._run = self._run, None
+        assert run is not None, "end() without start()"
+        try:
+            if error is None:
+                flush_inline_figures()
+        finally:
+            self._recorder.__exit__(type(error) if error else None, error, None)
+        if error is not None:
+            self.engine.fail(run, error)
+            return
+        hidden = getattr(self.shell, "user_ns_hidden", None)
+        if getattr(self.shell, "user_ns", None) is not self.namespace:
+            hidden = None
+        names, deleted, optional = produced(
+            self._before,
+            self.namespace,
+            self.targets,
+            hidden=hidden,
+            outputs=self.outputs,
+            exclude=self.exclude | set(exclude),
+        )
+        variables = {n: self.namespace[n] for n in names}
+        payload = StepPayload(
+            variables=variables,
+            deleted=tuple(deleted),
+            outputs=tuple(self._recorder.outputs),
+            **self._result_fields(result, variables),
+        )
+        self.engine.finish(run, payload, optional=optional, hint=self.hint)
+
+    def _result_fields(self, result: Any, variables: dict[str, Any]) -> dict[str, Any]:
+        """The last value if it can be saved, else what it showed (its MIME bundle)."""
+        if result is NOTHING or result is None:
+            return {}
+        if any(v is result for v in variables.values()) or not unsaveable({"result": result}):
+            return {"result": result}
+        bundle, _ = self.shell.display_formatter.format(result)
+        return {"result_bundle": bundle}

@@ -1,0 +1,258 @@
+"""The one store protocol: what every step store does, and what is written once for all.
+
+A store keeps, for each step ``(workflow, key)``, one index record — the
+step's :class:`~awaitly_nb.storage.manifest.StepManifest` and its
+:class:`~awaitly_nb.storage.manifest.ValueRecord` — and the blob files the
+value needs. A concrete store only moves those: :meth:`StepStore.read`,
+:meth:`~StepStore.write`, :meth:`~StepStore.remove` and
+:meth:`~StepStore.keys` for records, and its ``blobs``. Everything else
+(typed records, saving and loading a value, listing, clearing, gc, verify)
+is written here once, on top of those primitives:
+
+- :class:`~awaitly_nb.storage.local.LocalStore`: a diskcache index and blob files;
+- :class:`~awaitly_nb.storage.shared.SharedStore`: Redis or any fsspec URL;
+- :class:`~awaitly_nb.storage.memory.MemoryStore`: in memory, for tests.
+
+A save writes the blobs first and the record last, in one write, so a reader
+sees the previous entry or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from awaitly_nb.errors import CacheWarning, StateFormatError
+from awaitly_nb.storage.blobs import BlobStore, GcReport
+from awaitly_nb.storage.codec import versions
+from awaitly_nb.storage.manifest import BlobRef, StepManifest, ValueRecord
+from awaitly_nb.storage.names import check_name
+from awaitly_nb.storage.values import read_value, write_value
+
+__all__ = ["GcReport", "StepStore", "StoredStep"]
+
+
+@dataclass(frozen=True)
+class StoredStep:
+    """A saved step as found in a store; :meth:`load` reads its value.
+
+    The value record is checked when it is used (:attr:`record`, :meth:`load`),
+    so a damaged one is reported as damaged, not as absent.
+    """
+
+    manifest: StepManifest
+    raw_record: Any
+    blobs: BlobStore
+
+    @property
+    def record(self) -> ValueRecord:
+        """The value's record.
+
+        Raises:
+            StateFormatError: it is damaged or of an unknown format.
+        """
+        return ValueRecord.from_dict(self.raw_record)
+
+    def blob_refs(self) -> list[BlobRef]:
+        """The blobs the value needs (none if its record is damaged)."""
+        try:
+            return self.record.blobs()
+        except StateFormatError:
+            return []
+
+    def load(self, *, verify_limit: int | None = None) -> Any:
+        """The saved value.
+
+        Raises:
+            StateFormatError: the entry is damaged or cannot be unpickled here.
+        """
+        if verify_limit is None:
+            return read_value(self.record, self.blobs)
+        return read_value(self.record, self.blobs, verify_limit=verify_limit)
+
+
+class StepStore(ABC):
+    """Saved steps: records in an index, big buffers in :attr:`blobs`.
+
+    >>> from awaitly_nb.storage.memory import MemoryStore
+    >>> store = MemoryStore()
+    >>> manifest = store.save("nb", "user:1", {"variables": ["user"]}, {"user": {"id": 1}})
+    >>> manifest.variables, store.load("nb", "user:1")
+    (('user',), {'user': {'id': 1}})
+    """
+
+    directory: Path
+    """The local folder of the store (for a shared store: its local cache)."""
+    blobs: BlobStore
+    """Where the store keeps blobs (a shared store reads them through a local cache)."""
+
+    # --- the primitives a store implements: records as plain dicts --------------
+    @abstractmethod
+    def read(self, workflow: str, key: str) -> Any:
+        """The raw record ``{"manifest": ..., "value": ...}`` of a step, or None.
+
+        A damaged record is None (with a warning); a store that cannot be
+        reached raises :class:`~awaitly_nb.errors.StorageError`.
+        """
+
+    @abstractmethod
+    def write(self, workflow: str, key: str, record: dict[str, Any]) -> None:
+        """Write a step's raw record in one piece (its blobs are in place already)."""
+
+    @abstractmethod
+    def remove(self, workflow: str, key: str) -> bool:
+        """Delete a step's record; True if there was one."""
+
+    @abstractmethod
+    def step_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
+        """The ``(workflow, key)`` of every saved step (of one workflow, or all)."""
+
+    def close(self) -> None:  # noqa: B027 - most stores hold nothing to close
+        """Release connections and files (the store reopens them on next use)."""
+
+    def disk_usage(self) -> int:
+        """Bytes the store uses on this machine."""
+        total = 0
+        for path in self.directory.rglob("*"):
+            try:
+                if path.is_file():
+                    total += path.stat().st_size
+            except OSError:
+                pass
+        return total
+
+    # --- written once, for every store ------------------------------------------
+    def entry(self, workflow: str, key: str) -> StoredStep | None:
+        """The saved step, or None (a damaged record, or one of an unknown format, is absent)."""
+        raw = self.read(workflow, key)
+        if not isinstance(raw, dict):
+            return None
+        fields = raw.get("manifest")
+        if isinstance(fields, dict):  # where the record is filed says whose it is
+            fields = {**fields, "workflow": workflow, "key": key}
+        try:
+            manifest = StepManifest.from_dict(fields, f"saved step {key!r} of {workflow!r}")
+        except StateFormatError as exc:
+            warnings.warn(
+                f"{exc}; it is treated as not saved and runs again", CacheWarning, stacklevel=3
+            )
+            return None
+        return StoredStep(manifest, raw.get("value"), self.blobs)
+
+    def manifest(self, workflow: str, key: str) -> StepManifest | None:
+        """The manifest of a saved step, or None."""
+        entry = self.entry(workflow, key)
+        return None if entry is None else entry.manifest
+
+    def load(self, workflow: str, key: str) -> Any:
+        """The saved value.
+
+        Raises:
+            KeyError: nothing is saved under ``(workflow, key)``.
+            StateFormatError: the entry is damaged or cannot be unpickled here.
+        """
+        entry = self.entry(workflow, key)
+        if entry is None:
+            raise KeyError((workflow, key))
+        return entry.load()
+
+    def entries(self, workflow: str | None = None) -> Iterator[StoredStep]:
+        """Every readable saved step (of one workflow, or all)."""
+        for wf, key in self.step_keys(workflow):
+            entry = self.entry(wf, key)
+            if entry is not None:
+                yield entry
+
+    def manifests(self, workflow: str | None = None) -> list[StepManifest]:
+        """Manifests of the saved steps (of one workflow, or all), oldest first."""
+        found = [entry.manifest for entry in self.entries(workflow)]
+        return sorted(found, key=lambda m: (m.saved_at, m.key))
+
+    def save(
+        self,
+        workflow: str,
+        key: str,
+        manifest: StepManifest | Mapping[str, Any],
+        value: Any,
+    ) -> StepManifest:
+        """Save ``value`` with its manifest (or manifest fields); return the manifest as stored.
+
+        Raises:
+            SerializationError: the value cannot be pickled; nothing is written.
+            StorageError: the store refused the write; the previous entry is intact.
+        """
+        check_name(workflow, "workflow")
+        check_name(key)
+        if not isinstance(manifest, StepManifest):
+            fields = {**manifest, "workflow": workflow, "key": key}
+            fields.setdefault("saved_at", time.time())
+            manifest = StepManifest.from_dict(fields)
+        record = write_value(value, self.blobs)
+        stored = replace(
+            manifest,
+            workflow=workflow,
+            key=key,
+            size=record.nbytes,
+            saved_at=manifest.saved_at or time.time(),
+            versions=versions(),
+        )
+        self.write(workflow, key, {"manifest": stored.to_dict(), "value": record.to_dict()})
+        return stored
+
+    def put_record(self, manifest: StepManifest, record: ValueRecord) -> None:
+        """Write a step whose blobs are in place already (an import)."""
+        check_name(manifest.workflow, "workflow")
+        check_name(manifest.key)
+        self.write(
+            manifest.workflow,
+            manifest.key,
+            {"manifest": manifest.to_dict(), "value": record.to_dict()},
+        )
+
+    def delete(self, workflow: str, key: str) -> bool:
+        """Forget a step; True if it was saved. Its blobs go at the next :meth:`gc`."""
+        return self.remove(workflow, key)
+
+    def clear(self, workflow: str | None = None) -> int:
+        """Forget every step (of one workflow, or all); return how many."""
+        return sum(self.remove(wf, key) for wf, key in self.step_keys(workflow))
+
+    def referenced_blobs(self) -> set[str]:
+        """Every blob some saved step needs."""
+        return {ref.name for entry in self.entries(None) for ref in entry.blob_refs()}
+
+    def gc(self, *, min_age: float = 600.0) -> GcReport:
+        """Delete blobs no step refers to, and leftovers of interrupted writes.
+
+        Only files older than ``min_age`` seconds are removed, so a save in
+        progress in another kernel keeps the blobs it is about to refer to.
+        """
+        return self.blobs.collect(self.referenced_blobs(), min_age=min_age)
+
+    def verify(self) -> list[str]:
+        """Check every saved step, reading all its blobs; return the problems found."""
+        problems, damaged = [], []
+        for wf, key in self.step_keys(None):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CacheWarning)
+                entry = self.entry(wf, key)
+            if entry is None:
+                damaged.append(f"{wf} / {key}: the index record is damaged")
+                continue
+            try:
+                entry.load(verify_limit=2**63)
+            except StateFormatError as exc:
+                problems.append(f"{wf} / {key}: {exc}")
+        problems.extend(damaged)
+        orphans = set(self.blobs.names()) - self.referenced_blobs()
+        if orphans:
+            problems.append(f"{len(orphans)} blob(s) no step refers to (run gc)")
+        return problems
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.directory)!r})"

@@ -1,0 +1,155 @@
+"""The local store: a diskcache index and blob files in a folder (``.awaitly/`` by default).
+
+``index/`` is a ``diskcache.Cache`` that never evicts; each step's record is
+under the key ``("step", workflow, key)``. ``blobs/`` holds the big buffers
+(:mod:`awaitly_nb.storage.blobs`). A damaged index database is moved aside
+and replaced; a damaged record reads as absent; Ctrl-C never leaves a
+transaction open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from awaitly_nb.errors import AwaitlyError, CacheWarning, StorageError
+from awaitly_nb.storage.base import StepStore
+from awaitly_nb.storage.blobs import BlobStore
+
+__all__ = ["LocalStore", "open_index"]
+
+_STEP = "step"
+
+
+def open_index(directory: Path, *, what: str) -> Any:
+    """A diskcache index that never evicts; a damaged one is moved aside and replaced.
+
+    Raises:
+        StorageError: the folder cannot be used at all (read-only, locked, gone).
+    """
+    try:
+        # Never evict: a saved entry stays until it is forgotten.
+        return diskcache.Cache(str(directory), eviction_policy="none")
+    except sqlite3.OperationalError as exc:
+        raise StorageError(f"cannot open {what} in {directory}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        return quarantine(directory, exc, what=what)
+    except Exception as exc:
+        raise StorageError(f"cannot open {what} in {directory}: {exc}") from exc
+
+
+def quarantine(directory: Path, error: Exception, *, what: str) -> Any:
+    """Move a damaged index database aside (kept for inspection) and start a new one."""
+    database = directory / "cache.db"
+    aside = database.with_name(f"cache.db.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    try:
+        os.replace(database, aside)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                database.with_name("cache.db" + suffix).unlink()
+    except OSError as exc:
+        raise StorageError(f"{what} in {directory} is damaged ({error}): {exc}") from exc
+    warnings.warn(
+        f"{what} in {directory} is damaged ({error}); it was moved to {aside.name} and a "
+        "new one started: saved entries run again (`awaitly-nb gc` frees their blobs)",
+        CacheWarning,
+        stacklevel=4,
+    )
+    return diskcache.Cache(str(directory), eviction_policy="none")
+
+
+class LocalStore(StepStore):
+    """Saved steps in a directory: ``index/`` (diskcache) and ``blobs/``.
+
+    >>> import tempfile
+    >>> store = LocalStore(tempfile.mkdtemp())
+    >>> manifest = store.save("nb", "user:1", {"variables": ["user"]}, {"user": {"id": 1}})
+    >>> manifest.variables, store.load("nb", "user:1")
+    (('user',), {'user': {'id': 1}})
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.index = self._open_index()
+        self.blobs = BlobStore(self.directory / "blobs")
+
+    # --- the index, guarded ---------------------------------------------------
+    def _open_index(self) -> Any:
+        return open_index(self.directory / "index", what="the store index")
+
+    def _quarantine(self, error: Exception) -> Any:
+        with contextlib.suppress(Exception):
+            self.index.close()
+        return quarantine(self.directory / "index", error, what="the store index")
+
+    def _call(self, op: str, *args: Any) -> Any:
+        result = getattr(self.index, op)(*args)
+        return list(result) if op == "iterkeys" else result  # a generator fails late
+
+    def _index(self, op: str, *args: Any) -> Any:
+        """Call the index: a damaged index is replaced, a damaged record is absent,
+        anything else the index refuses is a StorageError."""
+        try:
+            return self._call(op, *args)
+        except sqlite3.OperationalError as exc:  # locked, disk full, read-only
+            raise StorageError(f"the store index in {self.directory} refused {op}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # malformed
+            self.index = self._quarantine(exc)
+            return self._call(op, *args)
+        except AwaitlyError:
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C: never leave a transaction open
+                with contextlib.suppress(Exception):
+                    self.index.close()
+                raise
+            if op == "get" and isinstance(
+                exc,
+                (
+                    pickle.UnpicklingError,
+                    EOFError,
+                    ValueError,
+                    AttributeError,
+                    ImportError,
+                    TypeError,
+                ),
+            ):
+                warnings.warn(
+                    f"the saved record of step {args[0][2]!r} in {self.directory} is damaged; "
+                    f"it is treated as not saved and runs again: {exc!r}",
+                    CacheWarning,
+                    stacklevel=5,
+                )
+                return None
+            raise StorageError(f"the store refused {op}: {exc!r}") from exc
+
+    # --- the primitives ---------------------------------------------------------
+    def read(self, workflow: str, key: str) -> Any:
+        return self._index("get", (_STEP, workflow, key))
+
+    def write(self, workflow: str, key: str, record: dict[str, Any]) -> None:
+        self._index("set", (_STEP, workflow, key), record)
+
+    def remove(self, workflow: str, key: str) -> bool:
+        return bool(self._index("delete", (_STEP, workflow, key)))
+
+    def step_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
+        return [
+            (k[1], k[2])
+            for k in self._index("iterkeys")
+            if isinstance(k, tuple)
+            and len(k) == 3
+            and k[0] == _STEP
+            and (workflow is None or k[1] == workflow)
+        ]
+
+    def close(self) -> None:
+        self.index.close()
