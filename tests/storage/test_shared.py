@@ -270,3 +270,32 @@ def test_store_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
     awaitly_nb.configure(dir=tmp_path / "x", workflow="w")
     awaitly_nb.step(lambda: 5, key="five")
     assert open_shared_store(url, tmp_path / "y").load("w", "five") == {"value": 5}
+
+
+def test_the_cli_reaches_a_shared_store_from_the_environment_or_store(
+    shared_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from awaitly_nb.cli import main
+
+    awaitly_nb.configure(dir=tmp_path / "alice", workflow="team.ipynb", store=shared_url)
+    awaitly_nb.step(lambda: np.arange(100_000.0), key="features:v1")
+    awaitly_nb.configure(dir=None, workflow=None, store=None)
+    monkeypatch.chdir(tmp_path)  # no local store here: only the shared one has the step
+    runner = CliRunner()
+
+    listed = runner.invoke(main, ["ls"], env={"AWAITLY_NB_STORE": shared_url})
+    assert listed.exit_code == 0, listed.output
+    assert "team.ipynb" in listed.output and "features:v1" in listed.output
+
+    shown = runner.invoke(main, ["--store", shared_url, "show", "features:v1"])
+    assert shown.exit_code == 0, shown.output
+    assert "workflow:  team.ipynb" in shown.output
+    verified = runner.invoke(main, ["--store", shared_url, "verify"])
+    assert verified.exit_code == 0 and verified.output.endswith(f"{shared_url}: ok\n")
+
+    forgot = runner.invoke(main, ["--store", shared_url, "forget", "features:v1"])
+    assert forgot.exit_code == 0, forgot.output
+    assert open_shared_store(shared_url, tmp_path / "bob").manifests() == []
+    assert runner.invoke(main, ["ls"]).exit_code == 1  # the local store was never made
