@@ -1,1 +1,3 @@
+"""The package version (keep in step with pyproject.toml)."""
+
 __version__ = "0.1.0"
