@@ -433,42 +433,46 @@ class StepEngine:
         it, ``{names}`` filled in) and nothing is saved. So is a store failure.
         Returns the saved manifest, or None.
         """
-        key = run.key
-        events = self.events()
+        key, events = run.key, self.events()
         duration_ms = events.success(key, run.started)
-        optional = set(optional)
-        for attempt in range(2):
-            try:
-                manifest = self._save(run, payload, duration_ms)
-            except StorageError as exc:  # disk full, store unreachable: results stay in memory
-                message, reason = f"step {key!r} ran, but it could not be saved: {exc}", str(exc)
-            except SerializationError as exc:
-                bad = unsaveable(payload.saved_values())
-                required = [(name, type_) for name, type_ in bad if name not in optional]
-                if bad and not required and attempt == 0:
-                    payload = payload.without({name for name, _ in bad})
-                    continue
-                if required:
-                    names = ", ".join(f"{name} ({type_})" for name, type_ in required)
-                    reason = f"cannot be saved: {names}"
-                    message = (
-                        f"step {key!r} ran, but it is not saved: these variables cannot be "
-                        f"saved: {names}. To save the rest, add "
-                        + hint.format(names=",".join(name for name, _ in required))
-                    )
-                else:
-                    reason = str(exc)
-                    message = f"step {key!r} ran, but it is not saved: {exc}"
-            else:
-                self.lineage.produced(key, manifest.saved_at, manifest.variables)
-                events.complete(key, payload.to_saved(), _meta(manifest))
-                return manifest
-            warnings.warn(message, CacheWarning, stacklevel=3)
-            self.lineage.not_saved(key, payload.variables)
-            self.tracker.not_saved(events.workflow_id, key, reason)
-            self.notify_changed()
-            return None
-        raise AssertionError("unreachable")  # pragma: no cover
+        manifest, (message, reason) = self._save_or_explain(
+            run, payload, duration_ms, set(optional), hint
+        )
+        if manifest is not None:
+            self.lineage.produced(key, manifest.saved_at, manifest.variables)
+            events.complete(key, payload.to_saved(), _meta(manifest))
+            return manifest
+        warnings.warn(message, CacheWarning, stacklevel=3)
+        self.lineage.not_saved(key, payload.variables)
+        self.tracker.not_saved(events.workflow_id, key, reason)
+        self.notify_changed()
+        return None
+
+    def _save_or_explain(
+        self, run: Run, payload: StepPayload, duration_ms: float, optional: set[str], hint: str
+    ) -> tuple[StepManifest | None, tuple[str, str]]:
+        """Save, or say why not: ``(manifest, ("", ""))`` or ``(None, (message, reason))``."""
+        key = run.key
+        try:
+            return self._save(run, payload, duration_ms), ("", "")
+        except StorageError as exc:  # disk full, store unreachable: results stay in memory
+            return None, (f"step {key!r} ran, but it could not be saved: {exc}", str(exc))
+        except SerializationError as exc:
+            error = exc
+        bad = unsaveable(payload.saved_values())
+        required = [(name, type_) for name, type_ in bad if name not in optional]
+        if bad and not required:  # only objects it called methods on: leave them out
+            left_out = payload.without({name for name, _ in bad})
+            return self._save_or_explain(run, left_out, duration_ms, set(), hint)
+        if not required:
+            return None, (f"step {key!r} ran, but it is not saved: {error}", str(error))
+        names = ", ".join(f"{name} ({type_})" for name, type_ in required)
+        message = (
+            f"step {key!r} ran, but it is not saved: these variables cannot be saved: "
+            f"{names}. To save the rest, add "
+            + hint.format(names=",".join(name for name, _ in required))
+        )
+        return None, (message, f"cannot be saved: {names}")
 
     def _save(self, run: Run, payload: StepPayload, duration_ms: float) -> StepManifest:
         spec, workflow = run.decision.spec, self.workflow_id()
