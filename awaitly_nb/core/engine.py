@@ -306,9 +306,14 @@ class StepEngine:
         workflow: returns the current workflow id.
 
     >>> from awaitly_nb.storage.memory import MemoryStore
-    >>> engine = StepEngine(MemoryStore, lambda: "wf")  # a new empty store per call
-    >>> engine.lookup(StepSpec("k", "call")).status
+    >>> store = MemoryStore()
+    >>> engine = StepEngine(lambda: store, lambda: "wf")
+    >>> decision = engine.lookup(StepSpec("answer", "call", code="v1"))
+    >>> decision.status
     'miss'
+    >>> _ = engine.finish(engine.begin(decision), StepPayload(value=42))
+    >>> engine.lookup(StepSpec("answer", "call", code="v1")).payload.value
+    42
     """
 
     def __init__(self, store: Callable[[], StepStore], workflow: Callable[[], str]) -> None:
