@@ -109,9 +109,9 @@ class StepBlock:
             pin=self.pin,
             force=self.force,
         )
+        self._body = body or []
         self._step = NotebookStep(
             spec,
-            body or [],
             frame.f_globals,
             shell,
             outputs=self.outputs,
@@ -128,7 +128,7 @@ class StepBlock:
                 sys.settrace(_no_trace)
             frame.f_trace = self._skip
             return self
-        self._step.start()
+        self._step.start(self._body)
         return self
 
     def _skip(self, frame: FrameType, event: str, arg: Any) -> Any:

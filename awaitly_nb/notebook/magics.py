@@ -43,6 +43,14 @@ def _name_list(option: str, value: str) -> list[str]:
     return names
 
 
+def _inputs(source: str) -> set[str]:
+    """Names the code reads before binding them: its inputs."""
+    try:
+        return input_names(ast.parse(source).body)
+    except SyntaxError:
+        return set()
+
+
 def _expand_key(template: str, namespace: dict[str, Any]) -> str:
     """Fill ``{expr}`` fields of a key from the notebook's variables (``{{`` is a brace)."""
     parts = []
@@ -107,19 +115,16 @@ class StepMagics(Magics):
         key, outputs, exclude, args = self._parse(line, cell)
         source = shell.transform_cell(cell)
         fingerprint = code_fingerprint(source)
-        filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
-        tree = shell.compile.ast_parse(source, filename=filename)
         spec = StepSpec(
             key=key if key is not None else f"cell:{fingerprint[:16]}",
             kind="cell",
             code=fingerprint,
-            reads=frozenset(input_names(tree.body)),
+            reads=frozenset(_inputs(source)),
             pin=args.pin,
             force=args.force,
         )
         step = NotebookStep(
             spec,
-            tree.body,
             shell.user_ns,
             shell,
             outputs=outputs,
@@ -133,7 +138,7 @@ class StepMagics(Magics):
             raise UsageError(f"{exc}. Usage: {_FORM}") from None
         if decision.hit:
             return step.restore()
-        return self._run(step, tree, filename)
+        return self._run(step, source, cell)
 
     def _parse(self, line: str, cell: str) -> tuple[str | None, list[str] | None, set[str], Any]:
         try:
@@ -168,10 +173,13 @@ class StepMagics(Magics):
                 raise UsageError(f"the key is empty. Usage: {_FORM}")
         return key, outputs, exclude, args
 
-    def _run(self, step: NotebookStep, tree: ast.Module, filename: str) -> Any:
+    def _run(self, step: NotebookStep, source: str, cell: str) -> Any:
         """Run the cell's code as IPython would (the last expression is its value)."""
         __tracebackhide__ = True
         shell: Any = self.shell
+        filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
+        tree = shell.compile.ast_parse(source, filename=filename)
+        statements = list(tree.body)
         last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         if last is not None:
             tree.body.pop()
@@ -188,7 +196,7 @@ class StepMagics(Magics):
                 ) from None
             raise
         result: Any = NOTHING
-        step.start()
+        step.start(statements)
         try:
             exec(body, shell.user_global_ns, step.namespace)
             if expression is not None:

@@ -64,7 +64,6 @@ class NotebookStep:
 
     Args:
         spec: the step's identity and options (see :class:`~awaitly_nb.core.engine.StepSpec`).
-        statements: the body's statements (which names it binds or changes).
         namespace: where the body runs (the notebook's or the module's globals).
         shell: the IPython shell, or None in a plain script.
         outputs: the variables to save (None: every variable the body produced).
@@ -76,7 +75,6 @@ class NotebookStep:
     def __init__(
         self,
         spec: StepSpec,
-        statements: Iterable[ast.stmt],
         namespace: MutableMapping[str, Any],
         shell: Any,
         *,
@@ -86,7 +84,6 @@ class NotebookStep:
         hint: str,
     ) -> None:
         self.spec, self.namespace, self.shell = spec, namespace, shell
-        self.targets = assigned_names(list(statements))
         self.outputs, self.exclude, self.quiet, self.hint = outputs, set(exclude), quiet, hint
         self.engine = get_session().engine
         self._run: Run | None = None
@@ -108,8 +105,10 @@ class NotebookStep:
             show_note(restored_note(self.decision), self.shell)
         return replay(payload, self.shell)
 
-    def start(self) -> None:
-        """The body is about to run: remember the namespace, record what it shows."""
+    def start(self, statements: Iterable[ast.stmt]) -> None:
+        """The body (``statements``) is about to run: note what it may bind or change,
+        remember the namespace, record what it shows."""
+        self._targets = assigned_names(list(statements))
         self._before = snapshot(self.namespace)
         self._recorder = OutputRecorder(self.shell).__enter__()
         self._run = self.engine.begin(self.decision)
@@ -140,7 +139,7 @@ class NotebookStep:
         names, deleted, optional = produced(
             self._before,
             self.namespace,
-            self.targets,
+            self._targets,
             hidden=hidden,
             outputs=self.outputs,
             exclude=self.exclude | set(exclude),
