@@ -1,4 +1,4 @@
-"""The session behind the notebook forms: gc of the current store."""
+"""Configuration and the session behind the notebook forms: gc of the current store."""
 
 from __future__ import annotations
 
