@@ -115,3 +115,21 @@ def memory_map_under(obj: Any) -> mmap.mmap | None:
             return None
         obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
     return None
+
+
+def flip_byte(path: Path, offset: int | None = None) -> None:
+    """Change one byte of a file in place (by default the one in the middle)."""
+    with path.open("r+b") as f:
+        if offset is None:
+            offset = path.stat().st_size // 2
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def big_array(seed: int = 0, count: int = 20_000) -> Any:
+    """A float64 array well above the out-of-band threshold (160 KB by default)."""
+    import numpy as np
+
+    return np.random.default_rng(seed).standard_normal(count)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from awaitly_testing import flip_byte
 from click.testing import CliRunner, Result
 
 import awaitly_nb
@@ -122,14 +123,6 @@ def assert_nothing_imported(directory: Path) -> None:
     assert blob_files(directory) == []
     tmp = directory / "blobs" / "tmp"
     assert not tmp.exists() or list(tmp.iterdir()) == []
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    with path.open("r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0x40]))
 
 
 def key_file(tmp_path: Path, key: str, name: str = "team.key") -> Path:

@@ -36,7 +36,7 @@ from typing import Any
 import faults
 import numpy as np
 import pytest
-from awaitly_testing import close_session_stores
+from awaitly_testing import close_session_stores, flip_byte
 from click.testing import CliRunner
 
 import awaitly_nb
@@ -71,15 +71,6 @@ def step_blobs(store: LocalStore, workflow: str, key: str) -> list[Path]:
     paths = [store.blobs.path(ref.name) for ref in entry.record.blobs()]
     assert paths, f"{key} has no blob"
     return paths
-
-
-def flip_byte(path: Path) -> None:
-    """Change one byte in the middle of the file, in place."""
-    with open(path, "r+b") as f:
-        f.seek(os.path.getsize(path) // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
 
 
 def damage_blob(path: Path, how: str) -> None:

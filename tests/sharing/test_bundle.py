@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from awaitly_testing import blob_files, memory_map_under
+from awaitly_testing import blob_files, flip_byte, memory_map_under
 
 import awaitly_nb
 from awaitly_nb import AwaitlyError, CacheWarning, StateFormatError, TrustError
@@ -180,14 +180,6 @@ def edit_manifest(path: Path, edit: Callable[[dict[str, Any]], Any]) -> None:
         contents[MANIFEST] = json.dumps(manifest, sort_keys=True, ensure_ascii=False).encode()
 
     rewrite(path, change)
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    with path.open("r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0x40]))
 
 
 def blob_names_of(manifest: dict[str, Any], key: str) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from awaitly_testing import flip_byte
 
 from awaitly_nb import StateFormatError
 from awaitly_nb.sharing.bundle import export_bundle, import_bundle, verify_bundle
@@ -71,14 +72,6 @@ def rewrite(path: Path, change: Callable[[dict[str, bytes]], Any]) -> None:
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), int(time.time())
             tar.addfile(info, io.BytesIO(data))
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    with path.open("r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0x40]))
 
 
 def imports(path: Path, tmp_path: Path) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import xxhash
-from awaitly_testing import blob_files
+from awaitly_testing import big_array, blob_files, flip_byte
 
 from awaitly_nb import SerializationError, StateFormatError, StorageError
 from awaitly_nb.storage import blobs as blobs_module
@@ -42,17 +42,6 @@ def size_on_disk(blobs: BlobStore, name: str) -> int:
 def temporaries(directory: Path) -> list[Path]:
     tmp = directory / "tmp"
     return sorted(tmp.iterdir()) if tmp.exists() else []
-
-
-def big_array(seed: int = 0, count: int = 20_000) -> np.ndarray:
-    """A float64 array well above the out-of-band threshold (160 KB)."""
-    return np.random.default_rng(seed).standard_normal(count)
-
-
-def flip_byte(path: Path, where: int = 0) -> None:
-    data = bytearray(path.read_bytes())
-    data[where] ^= 0x40
-    path.write_bytes(bytes(data))
 
 
 def age(path: Path, seconds: float) -> None:
@@ -175,7 +164,7 @@ def test_check_reads_everything_and_detects_a_flipped_byte(tmp_path: Path) -> No
     data = os.urandom(300_000)
     name = blobs.put(memoryview(data))
     check(name, len(data), blobs)
-    flip_byte(blobs.path(name), where=len(data) - 1)
+    flip_byte(blobs.path(name), offset=len(data) - 1)
     with pytest.raises(StateFormatError, match=f"blob {name} is damaged"):
         check(name, len(data), blobs)
 
@@ -221,7 +210,7 @@ def test_storing_content_again_repairs_a_damaged_blob_of_the_same_size(tmp_path:
     blobs = BlobStore(tmp_path)
     data = os.urandom(100_000)
     name = blobs.put(memoryview(data))
-    flip_byte(blobs.path(name), where=500)
+    flip_byte(blobs.path(name), offset=500)
     with pytest.raises(StateFormatError, match="is damaged"):
         check(name, len(data), blobs)
     assert blobs.put(memoryview(data)) == name
@@ -410,7 +399,7 @@ def test_verify_reads_every_blob_even_above_the_load_check_limit(
     store.save("wf", "big", {}, array)
     store.save("wf", "fine", {}, big_array(1))
     (damaged,) = [p for p in store_blobs(store) if p.read_bytes() == array.tobytes()]
-    flip_byte(damaged, where=80_000)
+    flip_byte(damaged, offset=80_000)
 
     with pytest.raises(StateFormatError, match="is damaged"):  # checked below the limit
         store.load("wf", "big")

@@ -18,7 +18,7 @@ from typing import Any
 import diskcache
 import numpy as np
 import pytest
-from awaitly_testing import Counted, blob_files, memory_map_under
+from awaitly_testing import Counted, big_array, blob_files, memory_map_under
 
 from awaitly_nb import (
     CacheWarning,
@@ -208,11 +208,6 @@ def test_file_cache_survives_a_new_process(tmp_path: Path) -> None:
 
 
 # --- damaged and foreign entries -------------------------------------------------------------
-
-
-def big_array(seed: int = 0) -> np.ndarray:
-    """A float64 array well above the out-of-band threshold (160 KB)."""
-    return np.random.default_rng(seed).standard_normal(20_000)
 
 
 def _record_without(field: str) -> Any:

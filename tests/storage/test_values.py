@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import xxhash
-from awaitly_testing import blob_files, memory_map_under
+from awaitly_testing import big_array, blob_files, flip_byte, memory_map_under
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -53,17 +53,6 @@ LIMIT = codec.INLINE_BUFFER_LIMIT
 
 
 MAPPED = 200_000  # float64s: 1.6 MB, above values.MAP_MIN, so restored by memory map
-
-
-def big_array(seed: int = 0, count: int = 20_000) -> np.ndarray:
-    """A float64 array well above the out-of-band threshold."""
-    return np.random.default_rng(seed).standard_normal(count)
-
-
-def flip_byte(path: Path, where: int = 0) -> None:
-    data = bytearray(path.read_bytes())
-    data[where] ^= 0x40
-    path.write_bytes(bytes(data))
 
 
 @pytest.fixture
@@ -295,7 +284,7 @@ def _delete_blob(record: dict[str, Any], blobs: BlobStore) -> Any:
 
 
 def _flip_blob(record: dict[str, Any], blobs: BlobStore) -> Any:
-    flip_byte(blobs.path(record["buffers"][0][0]), where=12345)
+    flip_byte(blobs.path(record["buffers"][0][0]), offset=12345)
     return record
 
 
