@@ -29,6 +29,28 @@ __all__ = ["LocalStore", "open_index"]
 _STEP = "step"
 
 
+class _IndexDisk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's ``Disk``, remembering how recent tuple keys encode.
+
+    diskcache pickles a tuple key and optimises the pickle on every call,
+    which costs more than the SQLite lookup itself; the stored bytes are the same.
+    """
+
+    def __init__(self, directory: str, **kwargs: Any) -> None:
+        super().__init__(directory, **kwargs)
+        self._keys: dict[tuple[Any, ...], Any] = {}
+
+    def put(self, key: Any) -> Any:
+        if type(key) is not tuple:
+            return super().put(key)
+        found = self._keys.get(key)
+        if found is None:
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            found = self._keys[key] = super().put(key)
+        return found
+
+
 def open_index(directory: Path, *, what: str) -> Any:
     """A diskcache index that never evicts; a damaged one is moved aside and replaced.
 
@@ -37,7 +59,7 @@ def open_index(directory: Path, *, what: str) -> Any:
     """
     try:
         # Never evict: a saved entry stays until it is forgotten.
-        return diskcache.Cache(str(directory), eviction_policy="none")
+        return diskcache.Cache(str(directory), eviction_policy="none", disk=_IndexDisk)
     except sqlite3.OperationalError as exc:
         raise StorageError(f"cannot open {what} in {directory}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
@@ -63,7 +85,7 @@ def quarantine(directory: Path, error: Exception, *, what: str) -> Any:
         CacheWarning,
         stacklevel=4,
     )
-    return diskcache.Cache(str(directory), eviction_policy="none")
+    return diskcache.Cache(str(directory), eviction_policy="none", disk=_IndexDisk)
 
 
 class LocalStore(StepStore):

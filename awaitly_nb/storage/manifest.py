@@ -38,10 +38,6 @@ MANIFEST_FORMAT = 1
 RECORD_FORMAT = 2
 
 
-def _frozen(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(mapping)
-
-
 @dataclass(frozen=True)
 class BlobRef:
     """A blob a value needs: its name (the xxh3-128 of its bytes) and its size."""
@@ -135,7 +131,7 @@ class ValueRecord:
             buffers=buffers,
             stream=None if stream is None or stream_ref is not None else bytes(stream),
             stream_ref=stream_ref,
-            versions=_frozen(versions) if isinstance(versions, dict) else {},
+            versions=dict(versions) if isinstance(versions, dict) else {},
             nbytes=nbytes if type(nbytes) is int else 0,
         )
 
@@ -180,9 +176,9 @@ def _number(value: Any) -> float:
 
 
 def _text_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not value:
         return {}
-    return _frozen({str(k): str(v) for k, v in value.items()})
+    return {str(k): str(v) for k, v in value.items()}
 
 
 @dataclass(frozen=True)
@@ -226,15 +222,13 @@ class StepManifest:
     def to_dict(self) -> dict[str, Any]:
         """The manifest as stored: JSON-able, with its format version."""
         data: dict[str, Any] = dict(self.extra)
-        for f in fields(self):
-            if f.name == "extra":
-                continue
-            value = getattr(self, f.name)
+        for name in _STORED:
+            value = getattr(self, name)
             if isinstance(value, Mapping):
                 value = dict(value)
             elif isinstance(value, tuple):
                 value = list(value)
-            data[f.name] = value
+            data[name] = value
         data["format"] = MANIFEST_FORMAT
         return data
 
@@ -257,28 +251,28 @@ class StepManifest:
         workflow, key = data.get("workflow"), data.get("key")
         if not isinstance(workflow, str) or not isinstance(key, str):
             raise StateFormatError(f"{where} is damaged: no workflow or key")
-        known = {f.name for f in fields(cls)}
-        fingerprint, code = data.get("fingerprint"), data.get("code")
-        variables = data.get("variables")
-        nbytes = data.get("nbytes")
-        size = data.get("size", 0)
+        get = data.get
+        fingerprint, code, variables = get("fingerprint"), get("code"), get("variables")
+        nbytes, size = get("nbytes"), get("size", 0)
         return cls(
             workflow=workflow,
             key=key,
-            kind=str(data.get("kind", "cell")),
+            kind=str(get("kind", "cell")),
             fingerprint=fingerprint if isinstance(fingerprint, str) else None,
             code=code if isinstance(code, str) else None,
-            inputs=_text_map(data.get("inputs")),
-            variables=tuple(str(v) for v in variables) if isinstance(variables, list) else (),
-            types=_text_map(data.get("types")),
-            nbytes=_frozen(
-                {str(k): int(v) for k, v in nbytes.items() if type(v) is int}
-                if isinstance(nbytes, dict)
-                else {}
-            ),
-            duration_ms=_number(data.get("duration_ms")),
-            saved_at=_number(data.get("saved_at")),
+            inputs=_text_map(get("inputs")),
+            variables=tuple(map(str, variables)) if isinstance(variables, list) else (),
+            types=_text_map(get("types")),
+            nbytes={str(k): v for k, v in nbytes.items() if type(v) is int}
+            if isinstance(nbytes, dict) and nbytes
+            else {},
+            duration_ms=_number(get("duration_ms")),
+            saved_at=_number(get("saved_at")),
             size=size if type(size) is int else 0,
-            versions=_text_map(data.get("versions")),
-            extra=_frozen({k: v for k, v in data.items() if k not in known and k != "format"}),
+            versions=_text_map(get("versions")),
+            extra={k: data[k] for k in data.keys() - _KNOWN},
         )
+
+
+_STORED = tuple(f.name for f in fields(StepManifest) if f.name != "extra")
+_KNOWN = frozenset((*_STORED, "format"))
