@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import xxhash
 
+from awaitly_nb.core.digest import summary, value_digest
 from awaitly_nb.core.events import (
     Event,
     StepCacheHit,
@@ -74,6 +75,9 @@ class StepSpec:
             variables, calls save a value.
         code: the fingerprint of its code (None: unknown, so not compared).
         reads: the names it reads before binding them (its possible inputs).
+        values: where those names are looked up (the notebook's namespace, a
+            module's or a function's globals); each name found is an input,
+            compared by value (:mod:`awaitly_nb.core.digest`).
         pin: trust the key alone (awaitly's behaviour): code and inputs are not compared.
         force: run again and overwrite, whatever is saved.
     """
@@ -82,6 +86,7 @@ class StepSpec:
     kind: Kind
     code: str | None = None
     reads: frozenset[str] = frozenset()
+    values: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     pin: bool = False
     force: bool = False
 
@@ -94,6 +99,9 @@ class Decision:
     (nothing saved), ``stale`` (saved with other code or inputs),
     ``forced`` (re-run on request) or ``unreadable`` (saved but cannot be
     loaded here). ``reason`` says why a saved entry is not used.
+    ``inputs`` are the fingerprints of what the step reads, ``summaries``
+    their short descriptions, ``unchecked`` the inputs that could not be
+    fingerprinted by value (compared by lineage instead).
     """
 
     spec: StepSpec
@@ -102,6 +110,8 @@ class Decision:
     manifest: StepManifest | None = None
     payload: StepPayload | None = None
     reason: str = ""
+    summaries: Mapping[str, str] = field(default_factory=dict)
+    unchecked: tuple[str, ...] = ()
 
     @property
     def hit(self) -> bool:
@@ -133,19 +143,61 @@ def combined(code: str | None, inputs: Mapping[str, str]) -> str | None:
     return str(xxhash.xxh3_128_hexdigest(text.encode()))
 
 
-def _why_stale(manifest: StepManifest, code: str, inputs: Mapping[str, str]) -> str:
+def _input_change(
+    name: str,
+    before: str | None,
+    now: str | None,
+    was: str | None,
+    is_: str | None,
+    by_value: bool,
+) -> str:
+    """``t changed (5 → 6)``, ``normalize() changed``, ``df is a new input``, ..."""
+    if before is None:
+        if not by_value:
+            return f"{name} was not compared by value when it was saved"
+        return f"{name} is a new input"
+    if now is None:
+        return f"{name} is not defined now"
+    if not before.startswith(VALUE) and now.startswith(VALUE):
+        return f"{name} was not compared by value when it was saved"
+    if not now.startswith(VALUE):
+        source = now.rsplit("@", 1)[0] if "@" in now else ""
+        return f"{name} was recomputed" + (f" (by {source!r})" if source else "")
+    if was and is_ and was != is_:
+        return f"{name} changed ({was} → {is_})"
+    if is_ and is_.endswith("()"):
+        return f"{is_} changed"
+    return f"{name} changed"
+
+
+def _why_stale(
+    manifest: StepManifest,
+    code: str,
+    inputs: Mapping[str, str],
+    summaries: Mapping[str, str],
+) -> str:
     if (manifest.code or manifest.fingerprint) != code:
-        return "its code changed since it was saved"
+        return "code changed"
     before = manifest.inputs
     changed = sorted(n for n in set(before) | set(inputs) if before.get(n) != inputs.get(n))
-    sources = ", ".join(
-        f"{n} (from {str(inputs.get(n, before.get(n))).rsplit('@', 1)[0]!r})" for n in changed
+    saved = manifest.summaries
+    # Entries saved before inputs were compared by value (awaitly_nb 0.1) have no summaries.
+    by_value = bool(saved) or any(v.startswith(VALUE) for v in before.values())
+    return ", ".join(
+        _input_change(n, before.get(n), inputs.get(n), saved.get(n), summaries.get(n), by_value)
+        for n in changed
     )
-    return f"an input it reads was recomputed: {sources}"
+
+
+VALUE = "v:"
+"""The prefix of an input fingerprinted by value (others are lineage stamps)."""
 
 
 def decide(
-    spec: StepSpec, manifest: StepManifest | None, inputs: Mapping[str, str]
+    spec: StepSpec,
+    manifest: StepManifest | None,
+    inputs: Mapping[str, str],
+    summaries: Mapping[str, str] | None = None,
 ) -> tuple[Status, str]:
     """The rule: may the saved entry (``manifest``) stand for running ``spec`` now?
 
@@ -157,7 +209,7 @@ def decide(
     >>> decide(spec, StepManifest("wf", "k", fingerprint="c1", code="c1"), {})
     ('hit', '')
     >>> decide(spec, StepManifest("wf", "k", fingerprint="c0", code="c0"), {})
-    ('stale', 'its code changed since it was saved')
+    ('stale', 'code changed')
     """
     if manifest is None:
         return "miss", ""
@@ -170,7 +222,7 @@ def decide(
         )
     code = None if spec.pin else spec.code
     if code is not None and manifest.fingerprint != combined(code, inputs):
-        return "stale", _why_stale(manifest, code, inputs)
+        return "stale", _why_stale(manifest, code, inputs, summaries or {})
     return "hit", ""
 
 
@@ -384,10 +436,8 @@ class StepEngine:
             )
             entry = None
         manifest = None if entry is None else entry.manifest
-        inputs = self.lineage.own(
-            key, self.lineage.inputs(spec.reads), None if manifest is None else manifest.inputs
-        )
-        status, reason = decide(spec, manifest, inputs)
+        inputs, summaries, unchecked = self._inputs(spec, manifest)
+        status, reason = decide(spec, manifest, inputs, summaries)
         payload = None
         if status == "hit":
             assert entry is not None and manifest is not None
@@ -400,7 +450,9 @@ class StepEngine:
                     stacklevel=3,
                 )
                 status, reason = "unreadable", str(exc)
-        decision = Decision(spec, status, inputs, manifest, payload, reason)
+        decision = Decision(
+            spec, status, inputs, manifest, payload, reason, summaries, tuple(unchecked)
+        )
         if decision.hit:
             assert manifest is not None and payload is not None
             self.lineage.produced(key, manifest.saved_at, manifest.variables)
@@ -413,6 +465,34 @@ class StepEngine:
         else:
             events.miss(key, reason=None if status == "miss" else status)
         return decision
+
+    def _inputs(
+        self, spec: StepSpec, manifest: StepManifest | None
+    ) -> tuple[dict[str, str], dict[str, str], list[str]]:
+        """Fingerprint what ``spec`` reads: by value, else by lineage (see :class:`Decision`)."""
+        values = spec.values or {}
+        inputs: dict[str, str] = {}
+        summaries: dict[str, str] = {}
+        unchecked: list[str] = []
+        stamps = self.lineage.own(
+            spec.key,
+            self.lineage.inputs(spec.reads),
+            None if manifest is None else manifest.inputs,
+        )
+        for name in sorted(spec.reads):
+            if name not in values:
+                if name in stamps:  # produced by a step, yet not in this namespace
+                    inputs[name] = stamps[name]
+                continue
+            value = values[name]
+            digest = value_digest(value, values)
+            if digest is not None:
+                inputs[name] = VALUE + digest
+                summaries[name] = summary(value)
+            else:
+                inputs[name] = stamps.get(name, f"unchecked:{type(value).__qualname__}")
+                unchecked.append(name)
+        return inputs, summaries, unchecked
 
     def begin(self, decision: Decision) -> Run:
         """The step runs (``step_start``)."""
@@ -490,6 +570,7 @@ class StepEngine:
             fingerprint=combined(spec.code, inputs),
             code=spec.code,
             inputs=dict(inputs),
+            summaries=dict(run.decision.summaries),
             variables=tuple(sorted(variables)),
             types={n: type(v).__qualname__ for n, v in variables.items()},
             nbytes={n: _nbytes(v) for n, v in variables.items()},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import linecache
 import sys
+import types
 from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 from typing import Any, TypeVar, overload
@@ -20,7 +21,7 @@ from awaitly_nb.core.engine import StepSpec
 from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.errors import AwaitlyError
-from awaitly_nb.notebook.namespace import input_names
+from awaitly_nb.notebook.namespace import input_names, is_internal_name, user_inputs
 from awaitly_nb.notebook.running import NotebookStep
 from awaitly_nb.notebook.shell import session_for_shell
 from awaitly_nb.storage.names import check_name
@@ -105,7 +106,16 @@ class StepBlock:
             code=None
             if body is None
             else code_fingerprint(ast.unparse(ast.Module(body=body, type_ignores=[]))),
-            reads=frozenset(input_names(body or [])),
+            reads=frozenset(
+                user_inputs(
+                    input_names(body or []),
+                    frame.f_globals,
+                    getattr(shell, "user_ns_hidden", None)
+                    if getattr(shell, "user_ns", None) is frame.f_globals
+                    else None,
+                )
+            ),
+            values=frame.f_globals,
             pin=self.pin,
             force=self.force,
         )
@@ -159,18 +169,40 @@ def _no_trace(frame: FrameType, event: str, arg: Any) -> None:
     return None
 
 
+def _function_inputs(fn: Callable[..., Any]) -> tuple[frozenset[str], dict[str, Any]]:
+    """What a step function reads: the globals its code names (compared by value).
+
+    Variables it closes over are not inputs: a closure often holds state the
+    step changes itself (a counter, a list of results), which would make it
+    stale at every call; the key says what the call is for.
+    """
+    code = getattr(fn, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return frozenset(), {}
+    names: set[str] = set()
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        names.update(current.co_names)
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    globals_: dict[str, Any] = getattr(fn, "__globals__", {})
+    values = {n: globals_[n] for n in names if n in globals_ and not is_internal_name(n)}
+    return frozenset(values), values
+
+
 def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool = False) -> T:
     """Run ``fn()`` once for ``key``; later calls (and later kernels) get the saved value."""
     if not callable(fn):
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
     session, _ = session_for_shell()
     engine = session.engine
-    code = getattr(fn, "__code__", None)
+    reads, values = _function_inputs(fn)
     spec = StepSpec(
         key=key,
         kind="call",
         code=function_fingerprint(fn),
-        reads=frozenset(code.co_names if code is not None else ()),
+        reads=reads,
+        values=values,
         pin=pin,
         force=force,
     )

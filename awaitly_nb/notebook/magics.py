@@ -22,7 +22,7 @@ from awaitly_nb.core.engine import StepSpec
 from awaitly_nb.core.fingerprint import code_fingerprint
 from awaitly_nb.core.payload import NOTHING
 from awaitly_nb.errors import AwaitlyError, InvalidKeyError
-from awaitly_nb.notebook.namespace import input_names
+from awaitly_nb.notebook.namespace import input_names, user_inputs
 from awaitly_nb.notebook.running import NotebookStep
 from awaitly_nb.notebook.status_table import status_text
 
@@ -119,7 +119,8 @@ class StepMagics(Magics):
             key=key if key is not None else f"cell:{fingerprint[:16]}",
             kind="cell",
             code=fingerprint,
-            reads=frozenset(_inputs(source)),
+            reads=frozenset(user_inputs(_inputs(source), shell.user_ns, shell.user_ns_hidden)),
+            values=shell.user_ns,
             pin=args.pin,
             force=args.force,
         )

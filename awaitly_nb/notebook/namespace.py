@@ -24,6 +24,7 @@ __all__ = [
     "produced",
     "read_names",
     "snapshot",
+    "user_inputs",
 ]
 
 _INTERNAL = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|In|Out|_oh|_ih|_dh|_sh)$")
@@ -211,6 +212,22 @@ def input_names(statements: Iterable[ast.stmt]) -> set[str]:
         inputs |= read_names([stmt]) - bound
         bound |= assigned_names([stmt]).bound
     return inputs
+
+
+def user_inputs(
+    names: Iterable[str], namespace: Mapping[str, Any], hidden: Mapping[str, Any] | None = None
+) -> set[str]:
+    """The names that are the user's inputs: not IPython's history names, not the shell's own.
+
+    >>> sorted(user_inputs(["t", "_", "Out", "get_ipython"], {}, {"get_ipython": None}))
+    ['t']
+    """
+    hidden = hidden or {}
+    return {
+        n
+        for n in names
+        if not is_internal_name(n) and not (n in hidden and hidden[n] is namespace.get(n))
+    }
 
 
 def snapshot(namespace: Mapping[str, Any]) -> dict[str, int]:

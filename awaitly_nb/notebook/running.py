@@ -45,10 +45,18 @@ def restored_note(decision: Decision) -> str:
     manifest, payload = decision.manifest, decision.payload
     assert manifest is not None and payload is not None
     shown = ", ".join(payload.variables) or "no variables"
-    return (
+    note = (
         f"restored {decision.spec.key!r} ({shown}) saved {format_time(manifest.saved_at)}; "
         f"the original run took {format_duration(manifest.duration_ms)}"
     )
+    if decision.unchecked:
+        values = decision.spec.values or {}
+        names = ", ".join(
+            f"{n} ({type(values[n]).__qualname__})" if n in values else n
+            for n in decision.unchecked
+        )
+        note += f"; not compared by value: {names}"
+    return note
 
 
 def rerun_note(decision: Decision) -> str | None:

@@ -192,8 +192,11 @@ class StepManifest:
         fingerprint: the code fingerprint folded with the inputs' versions:
             what a lookup compares.
         code: the code fingerprint alone (to tell a code change from an input change).
-        inputs: the variables the step read that other steps produced,
-            as ``{name: "producing key@saved_at"}``.
+        inputs: what the step read, by name: ``"v:<digest>"`` for a value
+            fingerprinted by value, else a lineage stamp (``"key@saved_at"``
+            of the step that produced it, or ``"unchecked:<type>"``).
+        summaries: a short description of each input fingerprinted by value
+            (``5``, ``DataFrame 1000x4``), for the note that says what changed.
         variables: the variables it saved, sorted.
         types: each variable's type name.
         nbytes: each variable's size in memory (a cheap estimate).
@@ -210,6 +213,7 @@ class StepManifest:
     fingerprint: str | None = None
     code: str | None = None
     inputs: Mapping[str, str] = field(default_factory=dict)
+    summaries: Mapping[str, str] = field(default_factory=dict)
     variables: tuple[str, ...] = ()
     types: Mapping[str, str] = field(default_factory=dict)
     nbytes: Mapping[str, int] = field(default_factory=dict)
@@ -261,6 +265,7 @@ class StepManifest:
             fingerprint=fingerprint if isinstance(fingerprint, str) else None,
             code=code if isinstance(code, str) else None,
             inputs=_text_map(get("inputs")),
+            summaries=_text_map(get("summaries")),
             variables=tuple(map(str, variables)) if isinstance(variables, list) else (),
             types=_text_map(get("types")),
             nbytes={str(k): v for k, v in nbytes.items() if type(v) is int}

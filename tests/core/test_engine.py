@@ -79,7 +79,7 @@ def test_decide_each_status_with_its_reason() -> None:
     saved = StepManifest(WF, "k", kind="cell", fingerprint="c1", code="c1")
     assert decide(cell(code="c1"), None, {}) == ("miss", "")
     assert decide(cell(code="c1"), saved, {}) == ("hit", "")
-    assert decide(cell(code="c2"), saved, {}) == ("stale", "its code changed since it was saved")
+    assert decide(cell(code="c2"), saved, {}) == ("stale", "code changed")
     assert decide(cell(code="c2", pin=True), saved, {}) == ("hit", "")
     assert decide(cell(code="c1", force=True), saved, {}) == ("forced", "--force")
     assert decide(StepSpec("k", "block", code="c1"), saved, {}) == ("hit", "")  # same shape
@@ -93,7 +93,7 @@ def test_decide_names_the_recomputed_input() -> None:
     saved = StepManifest(WF, "k", fingerprint="old", code="c1", inputs={"raw": "load@1.000000"})
     status, reason = decide(spec, saved, {"raw": "load@2.000000"})
     assert status == "stale"
-    assert reason == "an input it reads was recomputed: raw (from 'load')"
+    assert reason == "raw was recomputed (by 'load')"
 
 
 # --- lookup, run, save ----------------------------------------------------------------------
@@ -119,7 +119,7 @@ def test_changed_code_is_stale_and_the_rerun_replaces_the_entry(h: Harness) -> N
     h.run(cell(code="v1"), variables(x=1))
     again = h.run(cell(code="v2"), variables(x=2))
     assert again.status == "stale"
-    assert again.reason == "its code changed since it was saved"
+    assert again.reason == "code changed"
     assert h.store.load(WF, "k")["variables"] == {"x": 2}
     assert h.run(cell(code="v2"), variables(x=3)).hit
 
@@ -223,7 +223,7 @@ def test_a_reader_is_stale_once_its_producer_ran_again(h: Harness) -> None:
     h.run(cell("raw", code="load", force=True), variables(raw=[3]))
     stale = h.run(reader, variables(clean=[3]))
     assert stale.status == "stale"
-    assert stale.reason == "an input it reads was recomputed: raw (from 'raw')"
+    assert stale.reason == "raw was recomputed (by 'raw')"
 
 
 def test_a_step_that_rebinds_its_own_input_stays_a_hit_in_the_same_kernel(h: Harness) -> None:
@@ -274,3 +274,88 @@ def test_the_engine_and_the_store_protocol_import_no_ipython() -> None:
         "assert not [m for m in sys.modules if m.split('.')[0] in ('IPython', 'ipywidgets')]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- inputs by value ------------------------------------------------------------------------
+
+
+def reading(key: str, namespace: dict[str, Any], *names: str, code: str = "c") -> StepSpec:
+    return StepSpec(key, "cell", code=code, reads=frozenset(names), values=namespace)
+
+
+def test_a_changed_value_read_from_any_cell_makes_the_step_stale_and_says_how(
+    h: Harness,
+) -> None:
+    ns: dict[str, Any] = {"raw": list(range(10)), "t": 5}
+    h.run(reading("clean", ns, "raw", "t"), variables(clean=[6, 7, 8, 9]))
+    assert h.run(reading("clean", ns, "raw", "t"), variables()).hit  # unchanged: restored
+
+    ns["t"] = 6  # a plain cell edited
+    stale = h.run(reading("clean", ns, "raw", "t"), variables(clean=[7, 8, 9]))
+    assert stale.status == "stale" and stale.reason == "t changed (5 → 6)"
+    ns["raw"].append(10)  # changed in place by a plain cell
+    stale = h.run(reading("clean", ns, "raw", "t"), variables(clean=[7, 8, 9, 10]))
+    assert stale.reason == (
+        "raw changed ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9] → [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])"
+    )
+    assert h.run(reading("clean", ns, "raw", "t"), variables()).hit
+
+
+def test_equal_values_restore_whoever_produced_them(tmp_path: Path) -> None:
+    first = Harness(MemoryStore(tmp_path))
+    ns: dict[str, Any] = {"raw": [1, 2]}
+    first.run(reading("raw", {}, code="load"), variables(raw=[1, 2]))
+    first.run(reading("total", ns, "raw"), variables(total=3))
+    # Upstream forced to run again but producing the same value: nothing downstream changed.
+    first.run(StepSpec("raw", "cell", code="load", force=True), variables(raw=[1, 2]))
+    assert first.run(reading("total", ns, "raw"), variables()).hit
+
+
+def test_a_fixed_helper_function_makes_its_callers_stale_even_through_another(
+    h: Harness,
+) -> None:
+    ns: dict[str, Any] = {}
+    helpers = (
+        "SCALE = 2\n"
+        "def scale(x):\n    return x * SCALE\n"
+        "def normalize(x):\n    return scale(x) + 1\n"
+    )
+    exec(helpers, ns)
+    ns["__name__"] = "__main__"
+    for name in ("scale", "normalize"):
+        ns[name].__module__ = "__main__"
+    h.run(reading("out", ns, "normalize"), variables(out=5))
+    assert h.run(reading("out", ns, "normalize"), variables()).hit
+    ns["SCALE"] = 3  # a global the helper's helper reads
+    stale = h.run(reading("out", ns, "normalize"), variables(out=7))
+    assert stale.status == "stale" and stale.reason == "normalize() changed"
+
+
+def test_using_a_module_never_makes_a_step_stale(h: Harness) -> None:
+    import json
+
+    ns: dict[str, Any] = {"json": json, "rows": [1]}
+    h.run(reading("dump", ns, "json", "rows"), variables(text="[1]"))
+    manifest = h.store.manifest(WF, "dump")
+    assert manifest is not None and set(manifest.inputs) == {"json", "rows"}
+    h.run(reading("other", ns, "json"), variables(x=1))  # another step "uses" json
+    assert h.run(reading("dump", ns, "json", "rows"), variables()).hit
+
+
+def test_a_value_that_cannot_be_fingerprinted_falls_back_to_lineage_and_is_named(
+    h: Harness,
+) -> None:
+    ns: dict[str, Any] = {"lock": threading.Lock(), "n": 1}
+    first = h.run(reading("k", ns, "lock", "n"), variables(x=1))
+    assert first.unchecked == ("lock",)
+    again = h.run(reading("k", ns, "lock", "n"), variables())
+    assert again.hit and again.unchecked == ("lock",)
+    manifest = h.store.manifest(WF, "k")
+    assert manifest is not None and manifest.inputs["lock"] == "unchecked:lock"
+
+
+def test_an_input_missing_from_the_namespace_is_named(h: Harness) -> None:
+    ns: dict[str, Any] = {"raw": [1]}
+    h.run(reading("k", ns, "raw"), variables(x=1))
+    stale = h.engine.lookup(reading("k", {}, "raw"))
+    assert stale.status == "stale" and stale.reason == "raw is not defined now"

@@ -129,19 +129,23 @@ def test_force_runs_again_and_overwrites(
     cell = "%%step key=code\nx = source\nmark()"
     ip.user_ns["source"] = "old"
     assert run(cell).result.success
-    ip.user_ns["source"] = "new"
-    assert run(cell).result.success
-    assert ip.user_ns["x"] == "old"  # a plain hit ignores the new source
+    assert run(cell).result.success  # nothing changed: restored
     assert marks.count() == 1
 
     forced = run(cell.replace("key=code", "key=code --force"))
 
     assert forced.result.success
     assert marks.count() == 2
+    ip.user_ns["source"] = "new"
+    changed = run(cell)  # an input changed: runs again and says so
+    assert changed.result.success
+    assert marks.count() == 3
     assert ip.user_ns["x"] == "new"
+    assert any("source changed ('old' → 'new')" in n for n in changed.notes)
     restart()
+    ip.user_ns["source"] = "new"
     assert run(cell).result.success
-    assert marks.count() == 2
+    assert marks.count() == 3
     assert ip.user_ns["x"] == "new"
 
 
@@ -179,7 +183,7 @@ def test_a_step_reading_a_recomputed_variable_is_stale_too(ip: Any, run: Any, ma
     assert again.result.success
     assert marks.count("total") == 2
     assert ip.user_ns["total"] == 10
-    assert any("an input it reads was recomputed: base (from 'load')" in n for n in again.notes)
+    assert any("base changed ([1, 2, 3] → [1, 2, 3, 4])" in n for n in again.notes)
 
 
 def test_lineage_survives_a_restart_when_nothing_changed(
@@ -192,14 +196,25 @@ def test_lineage_survives_a_restart_when_nothing_changed(
     assert ip.user_ns["total"] == 6
 
 
-def test_a_cell_that_rebinds_its_input_stays_a_hit_when_run_again(
-    ip: Any, run: Any, marks: Any
+def test_a_cell_that_rebinds_its_input_runs_again_like_jupyter_and_replays_after_a_restart(
+    ip: Any, run: Any, marks: Any, restart: Any
 ) -> None:
     assert run(LOAD).result.success
     grow = "%%step key=grow\nbase = base + [10]\nmark('grow')"
     assert run(grow).result.success
-    assert run(grow).result.success  # restored, not grown twice
-    assert marks.count("grow") == 1
+    again = run(grow)  # `base` it reads is now [1, 2, 3, 10]: a real run grows it again
+    assert marks.count("grow") == 2
+    assert ip.user_ns["base"] == [1, 2, 3, 10, 10]
+    assert any("base changed ([1, 2, 3] → [1, 2, 3, 10])" in n for n in again.notes)
+    restart()
+    # Run All: `load` is restored; `grow` was last saved reading [1, 2, 3, 10], so it runs
+    # again on [1, 2, 3] exactly as a plain Run All would.
+    assert run(LOAD).result.success and run(grow).result.success
+    assert marks.count("grow") == 3 and marks.count("load") == 1
+    assert ip.user_ns["base"] == [1, 2, 3, 10]
+    restart()
+    assert run(LOAD).result.success and run(grow).result.success  # now both restore
+    assert marks.count("grow") == 3
     assert ip.user_ns["base"] == [1, 2, 3, 10]
 
 

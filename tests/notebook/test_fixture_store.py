@@ -73,7 +73,10 @@ def test_cells_saved_by_the_released_format_replay_without_running(
     notes = shown.notes()
     assert len(notes) == 2
     assert notes[0].startswith("[awaitly_nb] restored 'cell:1' (HTML, display, rows, total)")
-    assert notes[1].startswith("[awaitly_nb] restored 'block:1' (doubled)")
+    # 0.1.0 compared inputs by lineage only: the block runs again once, and says why.
+    assert notes[1] == (
+        "[awaitly_nb] running 'block:1' again: rows was not compared by value when it was saved"
+    )
     events = shown.without_notes()
     assert events[0] == ("stdout", "total is 6\n")
     assert events[1][0] == "display" and events[1][1]["text/html"] == "<b>bold</b>"
@@ -82,9 +85,9 @@ def test_cells_saved_by_the_released_format_replay_without_running(
     assert ip.user_ns["total"] == 6 and ip.user_ns["doubled"] == [2, 4, 6]
     np.testing.assert_array_equal(ip.user_ns["array"], np.arange(20_000, dtype=np.float64))
     tracker = get_session().engine.tracker
-    assert tracker.restores == 3  # the cell, the block and the call: nothing ran
+    assert tracker.restores == 1  # the cell; the block and the call read inputs 0.1 did not
     assert {row.key: row.state for row in get_session().engine.status()} == {
         "cell:1": "restored",
-        "block:1": "restored",
-        "call:array": "restored",
+        "block:1": "complete",
+        "call:array": "complete",
     }

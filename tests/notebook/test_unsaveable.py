@@ -98,9 +98,12 @@ def test_an_unsaveable_object_only_used_through_its_methods_is_left_out(
     assert ran.result.success, ran.error
     assert saved()["query"].variables == ("rows",)
     restart()
-    assert run(cell).result.success
+    assert run("import sqlite3\nconn = sqlite3.connect(':memory:')").result.success  # Run All
+    again = run(cell)
+    assert again.result.success, again.error
     assert marks.count() == 1
     assert ip.user_ns["rows"] == [(1,)]
+    assert "not compared by value: conn (Connection)" in again.notes[0]
 
 
 def test_a_picklable_object_changed_through_its_methods_is_saved(

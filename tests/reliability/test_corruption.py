@@ -116,6 +116,11 @@ class Counter:
     def __call__(self) -> None:
         self.runs += 1
 
+    def __reduce__(self) -> Any:
+        # The same for every count: a counter kept outside the notebook's state is not
+        # an input whose change should make the steps it counts run again.
+        return (Counter, ())
+
     def counted(self, value: Any) -> Callable[[], Any]:
         def compute() -> Any:
             self.runs += 1

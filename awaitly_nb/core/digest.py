@@ -1,0 +1,251 @@
+"""Fingerprints of values: what a step reads, compared by value.
+
+:func:`value_digest` turns a value into a short hex digest that is equal for
+equal values and stable across processes and hash seeds (sets are ordered by
+their members' digests, never by ``hash()``):
+
+- ``None``, numbers, strings and bytes by value; tuples, lists and dicts by
+  their items (a dict in insertion order, as it prints); sets order-free;
+- numpy arrays by dtype, shape and their buffer (xxh3, hashed in place);
+- modules by name and version: using ``np`` never makes a step stale;
+- functions and classes defined in the notebook (``__main__``) by their code,
+  defaults and, transitively, the notebook globals they use (cycles are cut);
+  functions and classes from modules by where they live and its version;
+- anything else by its pickle stream (protocol 5, big buffers hashed in place);
+  pandas and Arrow objects take this path, which covers values, index,
+  columns, dtypes, categories and attrs.
+
+A value that cannot be pickled (a lock, a generator, a connection) has no
+digest (None): the engine falls back to lineage and says it was not checked.
+:func:`summary` is the short text a note shows for a value (``5``, ``'a'``,
+``DataFrame 1000x4``).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import pickle
+import sys
+import textwrap
+import types
+from collections.abc import Mapping
+from typing import Any
+
+import xxhash
+
+from awaitly_nb.core.fingerprint import code_fingerprint
+
+__all__ = ["summary", "value_digest"]
+
+_SCALARS = (type(None), bool, int, float, complex, str, bytes, bytearray)
+_MAX_DEPTH = 200
+
+
+class _Unhashable(Exception):
+    """The value (or something inside it) cannot be fingerprinted."""
+
+
+def _module_version(name: str) -> str:
+    module = sys.modules.get(name.split(".")[0])
+    return str(getattr(module, "__version__", "")) if module is not None else ""
+
+
+class _Hasher:
+    def __init__(self, namespace: Mapping[str, Any] | None) -> None:
+        self.h = xxhash.xxh3_128()
+        self.namespace = namespace
+        self.active: dict[int, int] = {}  # id -> position, for cycles
+        self.depth = 0
+
+    def tag(self, text: str) -> None:
+        self.h.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+
+    def feed(self, value: Any) -> None:
+        self.depth += 1
+        try:
+            if self.depth > _MAX_DEPTH:
+                raise _Unhashable("too deeply nested")
+            self._feed(value)
+        finally:
+            self.depth -= 1
+
+    def _feed(self, value: Any) -> None:
+        kind = type(value)
+        if kind in _SCALARS:
+            self.tag(f"{kind.__name__}:{value!r}" if kind not in (bytes, bytearray) else "b")
+            if kind in (bytes, bytearray):
+                self.tag(str(len(value)))
+                self.h.update(value)
+            return
+        key = id(value)
+        if key in self.active:  # a cycle: name the position it points back to
+            self.tag(f"cycle:{self.active[key]}")
+            return
+        self.active[key] = len(self.active)
+        try:
+            self._container(value, kind)
+        finally:
+            del self.active[key]
+
+    def _container(self, value: Any, kind: type) -> None:
+        if kind in (tuple, list):
+            self.tag(f"{kind.__name__}:{len(value)}")
+            for item in value:
+                self.feed(item)
+        elif kind is dict:
+            self.tag(f"dict:{len(value)}")
+            for k, v in value.items():
+                self.feed(k)
+                self.feed(v)
+        elif kind in (set, frozenset):
+            self.tag(f"{kind.__name__}:{len(value)}")
+            for digest in sorted(value_digest(item, self.namespace) or "?" for item in value):
+                self.tag(digest)
+        elif isinstance(value, types.ModuleType):
+            self.tag(f"module:{value.__name__}@{_module_version(value.__name__)}")
+        elif isinstance(value, (types.FunctionType, type)):
+            self._definition(value)
+        elif isinstance(value, types.MethodType):
+            self.tag("method")
+            self.feed(value.__func__)
+            self.feed(value.__self__)
+        elif isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+            self.tag(f"builtin:{getattr(value, '__module__', '')}.{value.__qualname__}")
+        elif _is_numpy_array(value) and value.dtype.hasobject is False:
+            self._array(value)
+        else:
+            self._pickled(value)
+
+    def _array(self, value: Any) -> None:
+        import numpy as np
+
+        self.tag(f"ndarray:{value.dtype.str}:{value.shape}")
+        data = value if value.flags.c_contiguous else np.ascontiguousarray(value)
+        self.h.update(memoryview(data).cast("B") if data.size else b"")  # type: ignore[arg-type]
+
+    def _definition(self, value: Any) -> None:
+        module = getattr(value, "__module__", None)
+        if module != "__main__":
+            qualname = getattr(value, "__qualname__", repr(value))
+            self.tag(f"ref:{module}.{qualname}@{_module_version(str(module))}")
+            return
+        if isinstance(value, type):
+            self.tag(f"class:{value.__qualname__}")
+            for base in value.__bases__:
+                self.feed(base)
+            for name, member in sorted(vars(value).items()):
+                if name in ("__dict__", "__weakref__", "__module__", "__doc__"):
+                    continue
+                self.tag(name)
+                target = getattr(member, "__func__", member)
+                if isinstance(target, property):
+                    for part in (target.fget, target.fset, target.fdel):
+                        self.feed(part)
+                else:
+                    self.feed(target)
+            return
+        self.tag(f"function:{value.__qualname__}:{_source_fingerprint(value)}")
+        self.feed(value.__defaults__)
+        self.feed(value.__kwdefaults__)
+        for cell in value.__closure__ or ():
+            try:
+                self.feed(cell.cell_contents)
+            except ValueError:  # an empty cell
+                self.tag("empty-cell")
+        globals_ = value.__globals__
+        for name in sorted(_global_names(value.__code__)):
+            if name in globals_:
+                self.tag(f"global:{name}")
+                self.feed(globals_[name])
+
+    def _pickled(self, value: Any) -> None:
+        def in_place(buffer: pickle.PickleBuffer) -> bool:
+            raw = buffer.raw()
+            self.tag(f"buffer:{raw.nbytes}")
+            self.h.update(raw)
+            return False
+
+        self.tag(f"pickle:{type(value).__module__}.{type(value).__qualname__}")
+        try:
+            stream = pickle.dumps(value, protocol=5, buffer_callback=in_place)
+        except Exception:
+            try:
+                import cloudpickle
+
+                stream = cloudpickle.dumps(value, protocol=5, buffer_callback=in_place)
+            except Exception as exc:
+                raise _Unhashable(str(exc)) from exc
+        self.h.update(stream)
+
+
+def _is_numpy_array(value: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and type(value) is numpy.ndarray
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Global names a function's code (and the code nested in it) uses."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _source_fingerprint(fn: types.FunctionType) -> str:
+    """The function's normalised source (comments and spacing ignored), else its bytecode."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        from awaitly_nb.core.fingerprint import function_fingerprint
+
+        return function_fingerprint(fn) or ""
+    return code_fingerprint(source)
+
+
+def value_digest(value: Any, namespace: Mapping[str, Any] | None = None) -> str | None:
+    """A digest of ``value`` that is equal for equal values, in any process; None if unknown.
+
+    >>> value_digest({"a": [1, 2.0]}) == value_digest({"a": [1, 2.0]})
+    True
+    >>> value_digest({1, 2, 3}) == value_digest({3, 2, 1})
+    True
+    >>> value_digest(5) == value_digest(6), value_digest(1) == value_digest(True)
+    (False, False)
+    >>> import threading
+    >>> value_digest(threading.Lock()) is None
+    True
+    """
+    hasher = _Hasher(namespace)
+    try:
+        hasher.feed(value)
+    except (_Unhashable, RecursionError):
+        return None
+    return str(hasher.h.hexdigest())
+
+
+def summary(value: Any, width: int = 40) -> str:
+    """A short description of a value for a note: its repr when short, else its shape.
+
+    >>> summary(5), summary("abc"), summary(list(range(1000)))
+    ('5', "'abc'", 'list of 1000')
+    """
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple) and shape and all(isinstance(n, int) for n in shape):
+        return f"{type(value).__name__} {'x'.join(str(n) for n in shape)}"
+    if isinstance(value, types.FunctionType):
+        return f"{value.__qualname__}()"
+    if isinstance(value, type):
+        return value.__name__
+    try:
+        text = repr(value)
+    except Exception:
+        text = ""
+    if text and len(text) <= width and "\n" not in text:
+        return text
+    try:
+        return f"{type(value).__name__} of {len(value)}"
+    except Exception:
+        return type(value).__name__
