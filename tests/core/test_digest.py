@@ -1,0 +1,147 @@
+"""Fingerprints of values: equal values are equal, any change differs, in any process."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from awaitly_nb.core.digest import summary, value_digest
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+
+class Color(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+def frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"a": [1, 2, 3], "b": ["x", "y", "z"], "c": pd.Categorical(["p", "q", "p"])},
+        index=pd.Index([10, 20, 30], name="id"),
+    )
+
+
+# (a value, the same value built again, a changed value)
+CASES: dict[str, tuple[Any, Any, Any]] = {
+    "int": (5, 5, 6),
+    "int vs bool": (1, 1, True),
+    "float": (0.1 + 0.2, 0.30000000000000004, 0.3),
+    "negative zero": (0.0, 0.0, -0.0),
+    "str": ("café", "café", "cafe"),
+    "bytes": (b"\x00\x01", b"\x00\x01", b"\x00\x02"),
+    "tuple vs list": ((1, 2), (1, 2), [1, 2]),
+    "nested": ({"a": [1, {"b": (2, 3)}]}, {"a": [1, {"b": (2, 3)}]}, {"a": [1, {"b": (2, 4)}]}),
+    "dict order": ({"a": 1, "b": 2}, {"a": 1, "b": 2}, {"b": 2, "a": 1}),
+    "set": ({"x", "y", "z"}, {"z", "y", "x"}, {"x", "y"}),
+    "frozen dataclass": (Point(1, 2), Point(1, 2), Point(1, 3)),
+    "enum": (Color.RED, Color.RED, Color.BLUE),
+    "numpy": (np.arange(10.0), np.arange(10.0), np.arange(10.0) + 1e-12),
+    "numpy dtype": (np.arange(3), np.arange(3), np.arange(3).astype(np.int32)),
+    "numpy shape": (np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((3, 2))),
+    "numpy view": (np.arange(10)[::2], np.array([0, 2, 4, 6, 8]), np.arange(10)[1::2]),
+    "dataframe values": (frame(), frame(), frame().assign(a=[1, 2, 4])),
+    "dataframe index": (frame(), frame(), frame().set_axis([10, 20, 31], axis=0)),
+    "dataframe columns": (frame(), frame(), frame().rename(columns={"a": "A"})),
+    "dataframe dtype": (frame(), frame(), frame().astype({"a": "float64"})),
+    "categories": (frame(), frame(), frame().assign(c=pd.Categorical(["p", "q", "p"], ["q", "p"]))),
+    "arrow": (pa.table({"a": [1, 2]}), pa.table({"a": [1, 2]}), pa.table({"a": [1, 3]})),
+    "module": (np, np, pd),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_equal_values_are_equal_and_any_change_differs(case: str) -> None:
+    value, again, changed = CASES[case]
+    assert value_digest(value) is not None
+    assert value_digest(value) == value_digest(again)
+    assert value_digest(value) != value_digest(changed)
+
+
+def test_dataframe_attrs_count() -> None:
+    tagged = frame()
+    tagged.attrs["unit"] = "kg"
+    assert value_digest(tagged) != value_digest(frame())
+
+
+def test_a_notebook_function_counts_its_code_defaults_and_the_globals_it_uses() -> None:
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    exec(
+        "OFFSET = 1\n"
+        "def inner(x):\n    return x + OFFSET\n"
+        "def outer(x, k=2):\n    return inner(x) * k\n",
+        ns,
+    )
+    for name in ("inner", "outer"):
+        ns[name].__module__ = "__main__"
+    before = value_digest(ns["outer"])
+    assert before == value_digest(ns["outer"])
+    ns["OFFSET"] = 2  # used through inner: outer changes
+    assert value_digest(ns["outer"]) != before
+    ns["OFFSET"] = 1
+    assert value_digest(ns["outer"]) == before
+    ns["outer"].__defaults__ = (3,)
+    assert value_digest(ns["outer"]) != before
+
+
+def test_recursive_functions_and_self_containing_values_have_a_digest() -> None:
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    exec(
+        "def even(n):\n    return n == 0 or odd(n - 1)\n"
+        "def odd(n):\n    return n != 0 and even(n - 1)\n",
+        ns,
+    )
+    for name in ("even", "odd"):
+        ns[name].__module__ = "__main__"
+    assert value_digest(ns["even"]) is not None
+    loop: list[Any] = [1]
+    loop.append(loop)
+    assert value_digest(loop) == value_digest(loop)
+
+
+def test_values_that_cannot_be_fingerprinted_have_none() -> None:
+    assert value_digest(threading.Lock()) is None
+    assert value_digest(x for x in range(3)) is None
+    assert value_digest({"ok": 1, "lock": threading.Lock()}) is None
+
+
+def test_digests_are_stable_across_processes_and_hash_seeds() -> None:
+    script = (
+        "import numpy as np, pandas as pd\n"
+        "from awaitly_nb.core.digest import value_digest\n"
+        "values = [{'b', 'a', 'c'}, {'k': frozenset({'x', 'y'})}, np.arange(5.0),\n"
+        "          pd.DataFrame({'s': ['p', 'q']}), ('t', 1, 2.5, None)]\n"
+        "print([value_digest(v) for v in values])\n"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("0", "1", "12345")
+    }
+    assert len(outputs) == 1 and "None" not in outputs.pop()
+
+
+def test_summaries_are_short() -> None:
+    assert summary(5) == "5"
+    assert summary("a" * 100) == "str of 100"
+    assert summary(frame()) == "DataFrame 3x3"
+    assert summary(summary) == "summary()"
