@@ -1,0 +1,163 @@
+"""Edit-and-replay in real kernels: after an edit, a replay shows what a plain run shows.
+
+Each scenario runs a notebook (nbclient, a new kernel), edits it (a plain cell,
+a parameter, a helper, a comment), runs the edited notebook in another new
+kernel on the same store, and compares every visible output with a run of the
+edited notebook without awaitly_nb (the ground truth). A run log written by the
+step bodies proves which steps ran again and which were restored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
+
+pytestmark = pytest.mark.timeout(300)
+
+SETUP = """%load_ext awaitly_nb
+import os
+
+def ran(name):
+    with open(os.environ["RUN_LOG"], "a") as log:
+        log.write(name + "\\n")"""
+
+
+def plain(cells: list[str]) -> list[str]:
+    """The same notebook without awaitly_nb: no extension, no %%step lines."""
+    out = []
+    for source in cells:
+        lines = [
+            line
+            for line in source.splitlines()
+            if not line.startswith("%%step") and line != "%load_ext awaitly_nb"
+        ]
+        out.append("\n".join(lines))
+    return out
+
+
+def execute(
+    cells: list[str], folder: Path, store: Path, log: Path
+) -> tuple[list[list[str]], list[str]]:
+    """Run the cells in a new kernel: each cell's visible outputs, and awaitly_nb's notes."""
+    nb = new_notebook(cells=[new_code_cell(source) for source in cells])
+    client = NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    client.execute(env={**os.environ, "AWAITLY_NB_DIR": str(store), "RUN_LOG": str(log)})
+    shown, notes = [], []
+    for cell in nb.cells:
+        outputs = []
+        for out in cell.outputs:
+            if "awaitly_nb" in out.get("metadata", {}):
+                notes.append(out["data"]["text/plain"])
+            elif out.output_type == "stream":
+                outputs.append(f"{out.name}: {out.text}")
+            elif out.output_type == "error":
+                outputs.append(f"error: {out.ename}: {out.evalue}")
+            else:
+                outputs.append(f"{out.output_type}: {out.get('data', {}).get('text/plain')}")
+        shown.append(outputs)
+    return shown, notes
+
+
+class Scenario:
+    """Run, edit, run again in a new kernel; compare with a plain run of the edited notebook."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.folder = tmp_path
+        self.store = tmp_path / "store"
+        self.log = tmp_path / "ran.log"
+
+    def runs(self) -> list[str]:
+        return self.log.read_text().split() if self.log.exists() else []
+
+    def play(self, before: list[str], after: list[str]) -> tuple[list[str], list[str]]:
+        """Returns (steps that ran in the second run, the second run's notes)."""
+        first, _ = execute([SETUP, *before], self.folder, self.store, self.log)
+        assert not any(o.startswith("error") for cell in first for o in cell), first
+        truth, _ = execute(plain([SETUP, *after]), self.folder, self.folder / "unused", self.log)
+        self.log.unlink()
+        second, shown_notes = execute([SETUP, *after], self.folder, self.store, self.log)
+        ran_again = self.runs()
+        self.log.unlink(missing_ok=True)
+        assert second == truth
+        third, _ = execute([SETUP, *after], self.folder, self.store, self.log)
+        assert self.runs() == [], "a third run of the same notebook must restore everything"
+        assert third == truth
+        return ran_again, shown_notes
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Scenario:
+    return Scenario(tmp_path)
+
+
+RAW = '%%step key=raw\nran("raw")\nraw = list(range(10))'
+CLEAN = '%%step key=clean\nran("clean")\nclean = [x for x in raw if x > t]\nprint(clean)'
+
+
+def edited(cells: list[str], index: int, change: Callable[[str], str]) -> list[str]:
+    return [change(c) if i == index else c for i, c in enumerate(cells)]
+
+
+def test_a_parameter_edited_in_a_plain_cell_reruns_only_its_readers(scenario: Scenario) -> None:
+    before = [RAW, "t = 5", CLEAN]
+    ran, shown = scenario.play(before, edited(before, 1, lambda c: "t = 6"))
+    assert ran == ["clean"]
+    assert any("running 'clean' again: t changed (5 → 6)" in n for n in shown)
+
+
+def test_an_unchanged_notebook_and_a_comment_only_edit_replay_everything(
+    scenario: Scenario,
+) -> None:
+    before = [RAW, "t = 5", CLEAN]
+    ran, _ = scenario.play(before, before)
+    assert ran == []
+    ran, _ = scenario.play(before, edited(before, 2, lambda c: c + "  # why: the threshold"))
+    assert ran == []
+
+
+def test_a_fixed_helper_reruns_the_steps_that_call_it_even_indirectly(
+    scenario: Scenario,
+) -> None:
+    helpers = (
+        "SCALE = 10\n"
+        "def scale(x):\n    return x * SCALE\n"
+        "def norm(xs):\n    return [scale(x) for x in xs]"
+    )
+    uses = '%%step key=uses\nran("uses")\nscaled = norm(raw)\nprint(scaled[:3])'
+    other = '%%step key=other\nran("other")\nprint(sum(raw))'
+    before = [RAW, helpers, uses, other]
+    ran, shown = scenario.play(before, edited(before, 1, lambda c: c.replace("10", "100")))
+    assert ran == ["uses"]
+    assert any("running 'uses' again: norm() changed" in n for n in shown)
+
+
+def test_a_plain_cell_that_changes_a_step_output_in_place_reruns_its_readers(
+    scenario: Scenario,
+) -> None:
+    total = '%%step key=total\nran("total")\nprint(sum(raw))'
+    before = [RAW, "raw.sort()", total]
+    ran, shown = scenario.play(before, edited(before, 1, lambda c: "raw.append(100)"))
+    assert ran == ["total"]
+    assert any("running 'total' again: raw changed" in n for n in shown)
+
+
+def test_an_upstream_step_that_changes_reruns_downstream_and_a_module_never_cascades(
+    scenario: Scenario,
+) -> None:
+    first = '%%step key=first\nran("first")\nimport numpy as np\nbase = np.arange(4)'
+    second = '%%step key=second\nran("second")\nprint(np.sum(base))'
+    third = '%%step key=third\nran("third")\nprint(np.pi)'
+    before = [first, second, third]
+    # Same values, other code: `first` runs again; `second` and `third` restore.
+    ran, _ = scenario.play(before, edited(before, 0, lambda c: c.replace("(4)", "(0, 4)")))
+    assert ran == ["first"]
+    # Other values: `second` reads them and runs again; `third` only uses np.
+    ran, _ = scenario.play(before, edited(before, 0, lambda c: c.replace("(4)", "(5)")))
+    assert ran == ["first", "second"]
