@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from awaitly_nb.core.engine import StepEngine
+from awaitly_nb.files import FileProbe
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import GcReport
 from awaitly_nb.storage.local import LocalStore
@@ -108,7 +109,7 @@ class Session:
     _default: tuple[str, Path] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.engine = StepEngine(lambda: self.store, self.workflow_id)
+        self.engine = StepEngine(lambda: self.store, self.workflow_id, FileProbe())
 
     def close_stores(self) -> None:
         """Close the stores opened so far (they reopen on next use)."""

@@ -20,12 +20,13 @@ The engine is pure policy: it reaches a store only through
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import xxhash
 
@@ -78,6 +79,7 @@ class StepSpec:
         values: where those names are looked up (the notebook's namespace, a
             module's or a function's globals); each name found is an input,
             compared by value (:mod:`awaitly_nb.core.digest`).
+        deps: files the step reads that Python cannot see it open (globs allowed).
         pin: trust the key alone (awaitly's behaviour): code and inputs are not compared.
         force: run again and overwrite, whatever is saved.
     """
@@ -87,6 +89,7 @@ class StepSpec:
     code: str | None = None
     reads: frozenset[str] = frozenset()
     values: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    deps: tuple[str, ...] = ()
     pin: bool = False
     force: bool = False
 
@@ -226,6 +229,14 @@ def decide(
     return "hit", ""
 
 
+class FileProbe(Protocol):
+    """How the engine learns about files (the I/O lives in :mod:`awaitly_nb.files`)."""
+
+    def stamp(self, path: str) -> dict[str, Any] | None: ...
+    def change(self, path: str, saved: Mapping[str, Any]) -> str | None: ...
+    def expand(self, patterns: Iterable[str]) -> list[str]: ...
+
+
 def unsaveable(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The ``(name, type)`` of each value that cannot be serialised."""
     bad = []
@@ -250,6 +261,12 @@ def _nbytes(value: Any) -> int:
     except Exception:
         pass
     return sys.getsizeof(value, 0)
+
+
+def _deps_stamps(probe: FileProbe | None, patterns: tuple[str, ...]) -> dict[str, Any]:
+    if probe is None or not patterns:
+        return {}
+    return {p: s for p in probe.expand(patterns) if (s := probe.stamp(p)) is not None}
 
 
 def _meta(manifest: StepManifest) -> StepMeta:
@@ -368,9 +385,15 @@ class StepEngine:
     42
     """
 
-    def __init__(self, store: Callable[[], StepStore], workflow: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        store: Callable[[], StepStore],
+        workflow: Callable[[], str],
+        files: FileProbe | None = None,
+    ) -> None:
         self._store = store
         self._workflow = workflow
+        self.files = files
         self.lineage = Lineage()
         self.tracker = StatusTracker()
         self.listeners: list[Callable[[Event], Any]] = []
@@ -438,6 +461,10 @@ class StepEngine:
         manifest = None if entry is None else entry.manifest
         inputs, summaries, unchecked = self._inputs(spec, manifest)
         status, reason = decide(spec, manifest, inputs, summaries)
+        if status == "hit" and not spec.pin and manifest is not None:
+            changed = self._files_changed(spec, manifest)
+            if changed:
+                status, reason = "stale", changed
         payload = None
         if status == "hit":
             assert entry is not None and manifest is not None
@@ -465,6 +492,29 @@ class StepEngine:
         else:
             events.miss(key, reason=None if status == "miss" else status)
         return decision
+
+    def _files_changed(self, spec: StepSpec, manifest: StepManifest) -> str:
+        """Why the files the step read (or declared) differ from when it was saved; "" if not."""
+        probe = self.files
+        if probe is None or not (manifest.files or manifest.deps or spec.deps):
+            return ""
+        reasons = [
+            reason
+            for path, saved in sorted(manifest.files.items())
+            if (reason := probe.change(path, saved)) is not None
+        ]
+        declared = probe.expand(spec.deps)
+        for path in declared:
+            saved_stamp = manifest.deps.get(path)
+            if saved_stamp is None:
+                reasons.append(f"{os.path.basename(path)} is a new dependency")
+            elif (reason := probe.change(path, saved_stamp)) is not None:
+                reasons.append(reason)
+        reasons += [
+            f"{os.path.basename(p)} is no longer a dependency"
+            for p in sorted(set(manifest.deps) - set(declared))
+        ]
+        return ", ".join(dict.fromkeys(reasons))
 
     def _inputs(
         self, spec: StepSpec, manifest: StepManifest | None
@@ -509,6 +559,7 @@ class StepEngine:
         *,
         optional: Iterable[str] = (),
         hint: str = "exclude={names}",
+        files: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> StepManifest | None:
         """The step ran without raising: save it, or warn why it cannot be saved.
 
@@ -521,7 +572,7 @@ class StepEngine:
         key, events = run.key, self.events()
         duration_ms = events.success(key, run.started)
         manifest, (message, reason) = self._save_or_explain(
-            run, payload, duration_ms, set(optional), hint
+            run, payload, duration_ms, set(optional), hint, files or {}
         )
         if manifest is not None:
             self.lineage.produced(key, manifest.saved_at, manifest.variables)
@@ -534,12 +585,18 @@ class StepEngine:
         return None
 
     def _save_or_explain(
-        self, run: Run, payload: StepPayload, duration_ms: float, optional: set[str], hint: str
+        self,
+        run: Run,
+        payload: StepPayload,
+        duration_ms: float,
+        optional: set[str],
+        hint: str,
+        files: Mapping[str, Mapping[str, Any]],
     ) -> tuple[StepManifest | None, tuple[str, str]]:
         """Save, or say why not: ``(manifest, ("", ""))`` or ``(None, (message, reason))``."""
         key = run.key
         try:
-            return self._save(run, payload, duration_ms), ("", "")
+            return self._save(run, payload, duration_ms, files), ("", "")
         except StorageError as exc:  # disk full, store unreachable: results stay in memory
             return None, (f"step {key!r} ran, but it could not be saved: {exc}", str(exc))
         except SerializationError as exc:
@@ -548,7 +605,7 @@ class StepEngine:
         required = [(name, type_) for name, type_ in bad if name not in optional]
         if bad and not required:  # only objects it called methods on: leave them out
             left_out = payload.without({name for name, _ in bad})
-            return self._save_or_explain(run, left_out, duration_ms, set(), hint)
+            return self._save_or_explain(run, left_out, duration_ms, set(), hint, files)
         if not required:
             return None, (f"step {key!r} ran, but it is not saved: {error}", str(error))
         names = ", ".join(f"{name} ({type_})" for name, type_ in required)
@@ -559,7 +616,13 @@ class StepEngine:
         )
         return None, (message, f"cannot be saved: {names}")
 
-    def _save(self, run: Run, payload: StepPayload, duration_ms: float) -> StepManifest:
+    def _save(
+        self,
+        run: Run,
+        payload: StepPayload,
+        duration_ms: float,
+        files: Mapping[str, Mapping[str, Any]],
+    ) -> StepManifest:
         spec, workflow = run.decision.spec, self.workflow_id()
         inputs = run.decision.inputs
         variables = payload.variables
@@ -571,6 +634,8 @@ class StepEngine:
             code=spec.code,
             inputs=dict(inputs),
             summaries=dict(run.decision.summaries),
+            files={path: dict(s) for path, s in files.items()},
+            deps=self._declared(spec),
             variables=tuple(sorted(variables)),
             types={n: type(v).__qualname__ for n, v in variables.items()},
             nbytes={n: _nbytes(v) for n, v in variables.items()},
@@ -578,6 +643,10 @@ class StepEngine:
             saved_at=time.time(),
         )
         return self.store.save(workflow, spec.key, manifest, payload.to_saved())
+
+    def _declared(self, spec: StepSpec) -> dict[str, Any]:
+        """Stamps of the files ``deps=`` names, as they are now (saved with the step)."""
+        return _deps_stamps(self.files, spec.deps)
 
     # --- the workflow's steps -------------------------------------------------------
     def forget(self, key: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import linecache
+import os
 import sys
 import types
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from awaitly_nb.core.engine import StepSpec
 from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.errors import AwaitlyError
+from awaitly_nb.files import ReadRecorder
 from awaitly_nb.notebook.namespace import input_names, is_internal_name, user_inputs
 from awaitly_nb.notebook.running import NotebookStep
 from awaitly_nb.notebook.shell import session_for_shell
@@ -82,8 +84,10 @@ class StepBlock:
         force: bool = False,
         pin: bool = False,
         quiet: bool = False,
+        deps: str | Iterable[str] = (),
     ) -> None:
         self.key = check_name(key)
+        self.deps = _deps(deps)
         self.outputs = _names(outputs, "outputs")
         self.exclude = set(_names(exclude, "exclude") or ())
         self.force, self.pin, self.quiet = force, pin, quiet
@@ -116,6 +120,7 @@ class StepBlock:
                 )
             ),
             values=frame.f_globals,
+            deps=self.deps,
             pin=self.pin,
             force=self.force,
         )
@@ -190,7 +195,21 @@ def _function_inputs(fn: Callable[..., Any]) -> tuple[frozenset[str], dict[str, 
     return frozenset(values), values
 
 
-def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool = False) -> T:
+def _deps(deps: str | Iterable[str]) -> tuple[str, ...]:
+    items = [deps] if isinstance(deps, (str, os.PathLike)) else list(deps)
+    if not all(isinstance(d, (str, os.PathLike)) for d in items):
+        raise TypeError(f"deps= takes file paths or globs, e.g. deps=['data/*.csv']; got {deps!r}")
+    return tuple(os.fspath(d) for d in items)
+
+
+def call_step(
+    fn: Callable[[], T],
+    key: str,
+    *,
+    force: bool = False,
+    pin: bool = False,
+    deps: str | Iterable[str] = (),
+) -> T:
     """Run ``fn()`` once for ``key``; later calls (and later kernels) get the saved value."""
     if not callable(fn):
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
@@ -203,6 +222,7 @@ def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool =
         code=function_fingerprint(fn),
         reads=reads,
         values=values,
+        deps=_deps(deps),
         pin=pin,
         force=force,
     )
@@ -212,7 +232,8 @@ def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool =
         return decision.payload.value  # type: ignore[no-any-return]
     run = engine.begin(decision)
     try:
-        value = fn()
+        with ReadRecorder(ignore=[session.store.directory]) as opened:
+            value = fn()
     except BaseException as exc:
         engine.fail(run, exc)
         raise
@@ -220,12 +241,20 @@ def call_step(fn: Callable[[], T], key: str, *, force: bool = False, pin: bool =
         run,
         StepPayload(value=value),
         hint="to return a value that can be pickled instead of {names}",
+        files=opened.files(),
     )
     return value
 
 
 @overload
-def step(fn: Callable[[], T], key: str, *, force: bool = ..., pin: bool = ...) -> T: ...
+def step(
+    fn: Callable[[], T],
+    key: str,
+    *,
+    force: bool = ...,
+    pin: bool = ...,
+    deps: str | Iterable[str] = ...,
+) -> T: ...
 @overload
 def step(
     fn: str,
@@ -235,6 +264,7 @@ def step(
     force: bool = ...,
     pin: bool = ...,
     quiet: bool = ...,
+    deps: str | Iterable[str] = ...,
 ) -> StepBlock: ...
 
 
@@ -247,6 +277,7 @@ def step(
     force: bool = False,
     pin: bool = False,
     quiet: bool = False,
+    deps: str | Iterable[str] = (),
 ) -> Any:
     """A resumable step, as a with-block or as a call.
 
@@ -255,6 +286,9 @@ def step(
     output is shown again. It works at notebook or module level (not inside a
     function). ``outputs=`` names the variables to save, ``exclude=`` leaves
     some out; ``force=True`` runs again, ``pin=True`` ignores code changes.
+    ``deps=["data/*.parquet"]`` names files the step reads that Python does not
+    see it open (files opened with ``open`` are found by themselves); a change
+    to any of them makes the step run again.
 
     ``step(fn, key="total:3")`` calls ``fn()`` once and returns the saved value
     afterwards (also inside functions). Both use the store and workflow that
@@ -272,7 +306,7 @@ def step(
             raise TypeError("the call form needs a key: step(fn, key='...')")
         if outputs is not None or exclude is not None or quiet:
             raise TypeError("outputs=, exclude= and quiet= belong to the with-block form")
-        return call_step(fn, key, force=force, pin=pin)
+        return call_step(fn, key, force=force, pin=pin, deps=deps)
     if fn is None and key is not None:
         fn = key
     if not isinstance(fn, str):
@@ -280,4 +314,6 @@ def step(
             "use `with step('key'):` for a block or `step(fn, key='key')` for a call; "
             f"got {type(fn).__name__}"
         )
-    return StepBlock(fn, outputs=outputs, exclude=exclude, force=force, pin=pin, quiet=quiet)
+    return StepBlock(
+        fn, outputs=outputs, exclude=exclude, force=force, pin=pin, quiet=quiet, deps=deps
+    )

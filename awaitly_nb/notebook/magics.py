@@ -28,7 +28,10 @@ from awaitly_nb.notebook.status_table import status_text
 
 __all__ = ["StepMagics"]
 
-_FORM = "%%step [KEY | key=KEY] [outputs=a,b] [exclude=c] [--force] [--pin] [--quiet]"
+_FORM = (
+    "%%step [KEY | key=KEY] [outputs=a,b] [exclude=c] [deps=data/*.csv,config.yaml] "
+    "[--force] [--pin] [--quiet]"
+)
 # One pass over the key: plain text, an escaped brace ({{ or }}), a {field}, or a stray brace.
 _TOKEN = re.compile(r"(?P<text>[^{}]+)|(?P<escape>\{\{|\}\})|\{(?P<field>[^{}]*)\}|[{}]")
 
@@ -121,6 +124,7 @@ class StepMagics(Magics):
             code=fingerprint,
             reads=frozenset(user_inputs(_inputs(source), shell.user_ns, shell.user_ns_hidden)),
             values=shell.user_ns,
+            deps=args.deps,
             pin=args.pin,
             force=args.force,
         )
@@ -149,6 +153,7 @@ class StepMagics(Magics):
         key: str | None = None
         outputs: list[str] | None = None
         exclude: set[str] = set()
+        deps: tuple[str, ...] = ()
         for token in args.spec:
             name, sep, value = token.partition("=")
             if not sep:
@@ -165,6 +170,10 @@ class StepMagics(Magics):
                 outputs = _name_list("outputs", value)
             elif name == "exclude":
                 exclude = set(_name_list("exclude", value))
+            elif name == "deps":
+                deps = tuple(p.strip() for p in value.split(",") if p.strip())
+                if not deps:
+                    raise UsageError(f"deps= takes file paths or globs. Usage: {_FORM}")
             else:
                 raise UsageError(f"unknown option {name}=. Usage: {_FORM}")
         if key is not None:
@@ -172,6 +181,7 @@ class StepMagics(Magics):
             key = _expand_key(key, self.shell.user_ns)
             if not key:
                 raise UsageError(f"the key is empty. Usage: {_FORM}")
+        args.deps = deps
         return key, outputs, exclude, args
 
     def _run(self, step: NotebookStep, source: str, cell: str) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 from awaitly_nb.config import get_session
 from awaitly_nb.core.engine import Decision, Run, StepSpec, unsaveable
 from awaitly_nb.core.payload import NOTHING, StepPayload
+from awaitly_nb.files import ReadRecorder
 from awaitly_nb.formatting import format_duration, format_time
 from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
 from awaitly_nb.notebook.namespace import assigned_names, produced, snapshot
@@ -119,6 +120,7 @@ class NotebookStep:
         self._targets = assigned_names(list(statements))
         self._before = snapshot(self.namespace)
         self._recorder = OutputRecorder(self.shell).__enter__()
+        self._reads = ReadRecorder(ignore=[get_session().store.directory]).__enter__()
         self._run = self.engine.begin(self.decision)
 
     def end(
@@ -137,6 +139,7 @@ class NotebookStep:
             if error is None:
                 flush_inline_figures()
         finally:
+            self._reads.__exit__()
             self._recorder.__exit__(type(error) if error else None, error, None)
         if error is not None:
             self.engine.fail(run, error)
@@ -159,7 +162,9 @@ class NotebookStep:
             outputs=tuple(self._recorder.outputs),
             **self._result_fields(result, variables),
         )
-        self.engine.finish(run, payload, optional=optional, hint=self.hint)
+        self.engine.finish(
+            run, payload, optional=optional, hint=self.hint, files=self._reads.files()
+        )
 
     def _result_fields(self, result: Any, variables: dict[str, Any]) -> dict[str, Any]:
         """The last value if it can be saved, else what it showed (its MIME bundle)."""

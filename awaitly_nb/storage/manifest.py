@@ -175,6 +175,12 @@ def _number(value: Any) -> float:
     return number if math.isfinite(number) else 0.0
 
 
+def _stamps(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict) or not value:
+        return {}
+    return {str(k): dict(v) for k, v in value.items() if isinstance(v, dict)}
+
+
 def _text_map(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not value:
         return {}
@@ -197,6 +203,9 @@ class StepManifest:
             of the step that produced it, or ``"unchecked:<type>"``).
         summaries: a short description of each input fingerprinted by value
             (``5``, ``DataFrame 1000x4``), for the note that says what changed.
+        files: the files the step opened for reading while it ran, by absolute
+            path: ``{"size", "mtime_ns", "xxh3"}``.
+        deps: the same for the files its ``deps=`` named.
         variables: the variables it saved, sorted.
         types: each variable's type name.
         nbytes: each variable's size in memory (a cheap estimate).
@@ -214,6 +223,8 @@ class StepManifest:
     code: str | None = None
     inputs: Mapping[str, str] = field(default_factory=dict)
     summaries: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    deps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variables: tuple[str, ...] = ()
     types: Mapping[str, str] = field(default_factory=dict)
     nbytes: Mapping[str, int] = field(default_factory=dict)
@@ -266,6 +277,8 @@ class StepManifest:
             code=code if isinstance(code, str) else None,
             inputs=_text_map(get("inputs")),
             summaries=_text_map(get("summaries")),
+            files=_stamps(get("files")),
+            deps=_stamps(get("deps")),
             variables=tuple(map(str, variables)) if isinstance(variables, list) else (),
             types=_text_map(get("types")),
             nbytes={str(k): v for k, v in nbytes.items() if type(v) is int}

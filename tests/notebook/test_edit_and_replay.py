@@ -76,10 +76,17 @@ class Scenario:
     def runs(self) -> list[str]:
         return self.log.read_text().split() if self.log.exists() else []
 
-    def play(self, before: list[str], after: list[str]) -> tuple[list[str], list[str]]:
-        """Returns (steps that ran in the second run, the second run's notes)."""
+    def play(
+        self, before: list[str], after: list[str], on_disk: Callable[[], None] | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Returns (steps that ran in the second run, the second run's notes).
+
+        ``on_disk`` edits files between the first run and the others.
+        """
         first, _ = execute([SETUP, *before], self.folder, self.store, self.log)
         assert not any(o.startswith("error") for cell in first for o in cell), first
+        if on_disk is not None:
+            on_disk()
         truth, _ = execute(plain([SETUP, *after]), self.folder, self.folder / "unused", self.log)
         self.log.unlink()
         second, shown_notes = execute([SETUP, *after], self.folder, self.store, self.log)
@@ -161,3 +168,39 @@ def test_an_upstream_step_that_changes_reruns_downstream_and_a_module_never_casc
     # Other values: `second` reads them and runs again; `third` only uses np.
     ran, _ = scenario.play(before, edited(before, 0, lambda c: c.replace("(4)", "(5)")))
     assert ran == ["first", "second"]
+
+
+def test_a_data_file_changed_on_disk_reruns_the_steps_that_read_it(scenario: Scenario) -> None:
+    csv = scenario.folder / "sales.csv"
+    csv.write_text("region,amount\nnorth,10\nsouth,20\n")
+    load = (
+        '%%step key=load\nran("load")\nimport pandas as pd\n'
+        'sales = pd.read_csv("sales.csv")\nprint(sales.amount.sum())'
+    )
+    report = '%%step key=report\nran("report")\nprint(sales.groupby("region").amount.sum())'
+    other = '%%step key=other\nran("other")\nprint("independent")'
+    cells = [load, report, other]
+    ran, _ = scenario.play(cells, cells, on_disk=lambda: os.utime(csv))  # touched, same bytes
+    assert ran == []
+    ran, shown = scenario.play(
+        cells, cells, on_disk=lambda: csv.write_text("region,amount\nnorth,10\nsouth,25\n")
+    )
+    assert ran == ["load", "report"]
+    assert any("running 'load' again: sales.csv changed" in n for n in shown)
+
+
+def test_declared_deps_cover_files_read_by_c_libraries(scenario: Scenario) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = scenario.folder / "table.parquet"
+    pq.write_table(pa.table({"x": [1, 2, 3]}), table)
+    load = (
+        '%%step key=load deps=*.parquet\nran("load")\nimport pyarrow.parquet as pq\n'
+        'x = pq.read_table("table.parquet").column("x").to_pylist()\nprint(sum(x))'
+    )
+    ran, shown = scenario.play(
+        [load], [load], on_disk=lambda: pq.write_table(pa.table({"x": [1, 2, 4]}), table)
+    )
+    assert ran == ["load"]
+    assert any("running 'load' again: table.parquet changed" in n for n in shown)

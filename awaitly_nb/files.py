@@ -1,0 +1,172 @@
+"""Files a step reads: recorded while it runs, compared when it is looked up.
+
+A process-wide audit hook (``sys.addaudithook``: it cannot be removed, so it
+is installed once and records only while a step runs) sees every file Python
+opens for reading through ``open``, ``io`` and ``os.open``. The interpreter's
+own files, installed packages, the store and temporary files are left out.
+Files that C libraries read by themselves are invisible to it; a step declares
+those with ``deps=`` (globs allowed, expanded at every lookup).
+
+A file's stamp is its size, modification time and xxh3-128 content hash; a
+file whose size and time are unchanged is not read again at lookup.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import sysconfig
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+__all__ = ["FileProbe", "ReadRecorder", "expand_deps", "stamp"]
+
+_CHUNK = 4 * 1024 * 1024
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def stamp(path: str) -> dict[str, Any] | None:
+    """``{"size", "mtime_ns", "xxh3"}`` of a file, or None if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            digest = xxhash.xxh3_128()
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "xxh3": digest.hexdigest()}
+
+
+class FileProbe:
+    """What the engine asks about files: their stamps now, and how they changed."""
+
+    def stamp(self, path: str) -> dict[str, Any] | None:
+        return stamp(path)
+
+    def change(self, path: str, saved: Mapping[str, Any]) -> str | None:
+        """Why ``path`` differs from its saved stamp (None if it does not)."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return f"{_shown(path)} was deleted"
+        if info.st_size == saved.get("size") and info.st_mtime_ns == saved.get("mtime_ns"):
+            return None  # size and time unchanged: not read again
+        now = stamp(path)
+        if now is None:
+            return f"{_shown(path)} cannot be read"
+        if now["xxh3"] == saved.get("xxh3"):
+            return None  # touched, same content
+        return f"{_shown(path)} changed"
+
+    def expand(self, patterns: Iterable[str]) -> list[str]:
+        return expand_deps(patterns)
+
+
+def _shown(path: str) -> str:
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return relative if not relative.startswith("..") else path
+
+
+def expand_deps(patterns: Iterable[str]) -> list[str]:
+    """Absolute paths of the files ``deps=`` names (globs expanded, sorted)."""
+    found: set[str] = set()
+    for pattern in patterns:
+        matches = glob.glob(pattern, recursive=True)
+        found.update(os.path.abspath(m) for m in (matches or [pattern]) if not os.path.isdir(m))
+    return sorted(found)
+
+
+def _roots(paths: Iterable[str]) -> tuple[str, ...]:
+    return tuple(os.path.realpath(p) + os.sep for p in paths if p)
+
+
+def _installed_roots() -> tuple[str, ...]:
+    """The interpreter and installed packages: never a step's data."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+        roots.add(sysconfig.get_paths().get(name, ""))
+    return _roots(roots)
+
+
+def _system_roots() -> tuple[str, ...]:
+    """Temporary and system files: not data, unless in the notebook's folder."""
+    return _roots([tempfile.gettempdir(), "/proc", "/sys", "/dev"])
+
+
+class ReadRecorder:
+    """Records the files opened for reading while :meth:`recording` is active (per thread)."""
+
+    _installed = False
+    _local = threading.local()
+    _lock = threading.Lock()
+
+    def __init__(self, ignore: Iterable[str | os.PathLike[str]] = ()) -> None:
+        self.ignore = tuple(os.path.realpath(p) + os.sep for p in ignore)
+        self.paths: set[str] = set()
+
+    @classmethod
+    def _install(cls) -> None:
+        with cls._lock:
+            if not cls._installed:
+                sys.addaudithook(cls._hook)
+                cls._installed = True
+
+    @classmethod
+    def _hook(cls, event: str, args: tuple[Any, ...]) -> None:
+        if event != "open":
+            return
+        recorder = getattr(cls._local, "recorder", None)
+        if recorder is None:
+            return
+        path, mode, flags = (*args, None, None, None)[:3]
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return  # a file descriptor
+        if isinstance(mode, str):
+            if any(c in mode for c in "wax+"):
+                return
+        elif isinstance(flags, int) and flags & _WRITE_FLAGS:
+            return
+        recorder.paths.add(os.fsdecode(path))
+
+    def __enter__(self) -> ReadRecorder:
+        self._install()
+        self._previous = getattr(self._local, "recorder", None)
+        self._local.recorder = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.recorder = self._previous
+
+    def files(self) -> dict[str, dict[str, Any]]:
+        """Stamps of the user's files that were read.
+
+        Left out: the store, the interpreter and installed packages, and
+        temporary or system files — unless they are in the working directory
+        (the notebook's folder), where every file read counts.
+        """
+        here = os.path.realpath(os.getcwd()) + os.sep
+        never, system = self.ignore + _installed_roots(), _system_roots()
+        out: dict[str, dict[str, Any]] = {}
+        for raw in sorted(self.paths):
+            path = os.path.abspath(raw)
+            real = os.path.realpath(path)
+            if real.startswith(never) or real.endswith((".pyc", ".so")):
+                continue
+            if real.startswith(system) and not real.startswith(here):
+                continue
+            if not Path(real).is_file():
+                continue
+            found = stamp(path)
+            if found is not None:
+                out[path] = found
+        return out
