@@ -99,8 +99,11 @@ def _installed_roots() -> tuple[str, ...]:
 
 
 def _system_roots() -> tuple[str, ...]:
-    """Temporary and system files: not data, unless in the notebook's folder."""
-    return _roots([tempfile.gettempdir(), "/proc", "/sys", "/dev"])
+    """Temporary, system and tool files: not data, unless in the notebook's folder."""
+    home = os.path.expanduser("~")
+    tools = [os.path.join(home, p) for p in (".cache", ".ipython", ".jupyter", ".config")]
+    tools.append(os.path.join(home, ".local", "share", "jupyter"))
+    return _roots([tempfile.gettempdir(), "/proc", "/sys", "/dev", *tools])
 
 
 class ReadRecorder:

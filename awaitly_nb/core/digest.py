@@ -221,7 +221,7 @@ def value_digest(value: Any, namespace: Mapping[str, Any] | None = None) -> str 
     hasher = _Hasher(namespace)
     try:
         hasher.feed(value)
-    except (_Unhashable, RecursionError):
+    except Exception:  # _Unhashable, RecursionError, or anything a strange object raises
         return None
     return str(hasher.h.hexdigest())
 

@@ -309,10 +309,22 @@ class StepEvents:
             )
         )
 
-    def miss(self, key: str, *, reason: str | None = None, name: str | None = None) -> None:
+    def miss(
+        self,
+        key: str,
+        *,
+        reason: str | None = None,
+        name: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         self.emit(
             StepCacheMiss(
-                workflow_id=self.workflow_id, ts=time.time(), step_key=key, name=name, reason=reason
+                workflow_id=self.workflow_id,
+                ts=time.time(),
+                step_key=key,
+                name=name,
+                reason=reason,
+                detail=detail,
             )
         )
 
@@ -490,7 +502,7 @@ class StepEngine:
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         else:
-            events.miss(key, reason=None if status == "miss" else status)
+            events.miss(key, reason=None if status == "miss" else status, detail=reason or None)
         return decision
 
     def _files_changed(self, spec: StepSpec, manifest: StepManifest) -> str:

@@ -134,8 +134,10 @@ class StepCacheHit:
 class StepCacheMiss:
     """A keyed step was looked up and not found; its function will run.
 
-    ``reason`` says why a saved entry was not used: ``"stale"`` (its code
-    changed), ``"forced"`` or ``"unreadable"``; None when nothing was saved.
+    ``reason`` says why a saved entry was not used: ``"stale"`` (its code,
+    an input or a file it reads changed), ``"forced"`` or ``"unreadable"``;
+    None when nothing was saved. ``detail`` says what changed
+    (``"t changed (5 → 6)"``).
     """
 
     type: Literal["step_cache_miss"] = field(default="step_cache_miss", init=False)
@@ -144,6 +146,7 @@ class StepCacheMiss:
     step_key: str
     name: str | None = None
     reason: str | None = None
+    detail: str | None = None
 
 
 Event: TypeAlias = (

@@ -34,6 +34,7 @@ class StepStatus:
         size: bytes of the saved entry, if saved.
         variables: the variables it saves.
         error: the error of a failed run.
+        why: why it was stale and ran again this session (``t changed (5 → 6)``).
     """
 
     key: str
@@ -44,6 +45,7 @@ class StepStatus:
     size: int | None = None
     variables: tuple[str, ...] = ()
     error: str | None = None
+    why: str | None = None
 
 
 @dataclass
@@ -52,6 +54,7 @@ class _Seen:
     replay_ms: float | None = None
     error: str | None = None
     order: int = 0
+    why: str | None = None
 
 
 @dataclass
@@ -72,6 +75,9 @@ class StatusTracker:
 
     def _set(self, workflow: str, key: str, state: State, **extra: Any) -> None:
         self._order += 1
+        before = self.seen.get((workflow, key))
+        if "why" not in extra and state in ("running", "complete", "failed") and before:
+            extra["why"] = before.why  # the run a stale entry started: keep why it ran
         self.seen[(workflow, key)] = _Seen(state, order=self._order, **extra)
 
     def handle_event(self, event: Event) -> None:
@@ -91,7 +97,7 @@ class StatusTracker:
             self.restores += 1
             self.time_saved_ms += max(0.0, event.meta.duration_ms - event.duration_ms)
         elif event.type == "step_cache_miss" and event.reason == "stale":
-            self._set(workflow, key, "stale")
+            self._set(workflow, key, "stale", why=event.detail)
 
     def not_saved(self, workflow: str, key: str, reason: str) -> None:
         """The step ran but could not be saved."""
@@ -120,6 +126,7 @@ class StatusTracker:
                     size=manifest.size,
                     variables=manifest.variables,
                     error=seen.error if seen is not None else None,
+                    why=seen.why if seen is not None else None,
                 )
             )
         unsaved = sorted(

@@ -15,9 +15,13 @@ def row_cells(row: StepStatus) -> tuple[str, ...]:
     """One row of the table as text, in :data:`COLUMNS` order."""
     took = format_duration(row.duration_ms) if row.duration_ms is not None else ""
     replay = format_duration(row.replay_ms) if row.replay_ms is not None else ""
+    state: str = row.state
+    if row.why:
+        why = row.why if len(row.why) <= 60 else row.why[:59] + "…"
+        state = f"{state} (ran again: {why})"
     return (
         row.key,
-        row.state,
+        state,
         format_time(row.saved_at),
         took,
         replay,

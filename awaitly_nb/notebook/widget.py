@@ -101,7 +101,9 @@ class StatusWidget(widgets.VBox):  # type: ignore[misc]
             for i, (cell, value) in enumerate(zip(cells, row_cells(row), strict=True)):
                 text = html.escape(value)
                 if i == 1:
-                    color, title = _COLORS.get(row.state, "inherit"), html.escape(row.error or "")
+                    color = _COLORS.get(row.state, "inherit")
+                    why = f"ran again: {row.why}" if row.why else ""
+                    title = html.escape(row.error or why)
                     text = f'<b style="color:{color}" title="{title}">{text}</b>'
                 if cell.value != text:
                     cell.value = text

@@ -359,3 +359,14 @@ def test_an_input_missing_from_the_namespace_is_named(h: Harness) -> None:
     h.run(reading("k", ns, "raw"), variables(x=1))
     stale = h.engine.lookup(reading("k", {}, "raw"))
     assert stale.status == "stale" and stale.reason == "raw is not defined now"
+
+
+def test_the_status_says_why_a_step_ran_again(h: Harness) -> None:
+    ns: dict[str, Any] = {"t": 5}
+    h.run(reading("clean", ns, "t"), variables(x=1))
+    ns["t"] = 6
+    h.run(reading("clean", ns, "t"), variables(x=2))
+    (row,) = h.engine.status()
+    assert (row.state, row.why) == ("complete", "t changed (5 → 6)")
+    stale_events = [e for e in h.events if e.type == "step_cache_miss" and e.reason == "stale"]
+    assert [e.detail for e in stale_events] == ["t changed (5 → 6)"]
