@@ -660,6 +660,46 @@ class StepEngine:
         """Stamps of the files ``deps=`` names, as they are now (saved with the step)."""
         return _deps_stamps(self.files, spec.deps)
 
+    def explain(self, key: str, values: Mapping[str, Any]) -> list[str]:
+        """What a saved step depends on, compared with now, without running or loading it.
+
+        One line per input (by value or lineage), per file and declared dep.
+        The step's code is compared when its cell runs (the key alone does
+        not say which cell it is).
+
+        Raises:
+            KeyError: nothing is saved under ``key`` in the current workflow.
+        """
+        manifest = self.store.manifest(self.workflow_id(), check_name(key))
+        if manifest is None:
+            raise KeyError(key)
+        spec = StepSpec(key, "cell", reads=frozenset(manifest.inputs), values=values)
+        now, summaries, _ = self._inputs(spec, manifest)
+        lines = [f"step {key!r} ({manifest.kind}), saved {manifest.saved_at:.0f}"]
+        for name in sorted(manifest.inputs):
+            before, current = manifest.inputs[name], now.get(name)
+            if before == current:
+                shown = manifest.summaries.get(name, "by lineage")
+                lines.append(f"  input {name}: unchanged ({shown})")
+            else:
+                change = _input_change(
+                    name,
+                    before,
+                    current,
+                    manifest.summaries.get(name),
+                    summaries.get(name),
+                    True,
+                )
+                lines.append(f"  input {name}: {change}")
+        probe = self.files
+        for path, saved in sorted({**manifest.files, **manifest.deps}.items()):
+            changed = probe.change(path, saved) if probe is not None else None
+            lines.append(f"  file {path}: {changed or 'unchanged'}")
+        if len(lines) == 1:
+            lines.append("  it reads no variables and no files")
+        lines.append("  code: compared when its cell runs")
+        return lines
+
     # --- the workflow's steps -------------------------------------------------------
     def forget(self, key: str) -> bool:
         """Forget the saved step ``key`` of the current workflow."""

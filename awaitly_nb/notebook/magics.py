@@ -230,6 +230,7 @@ class StepMagics(Magics):
             %steps                 the status widget (a text table outside a notebook)
             %steps list            the text table
             %steps forget KEY      forget one step (it runs again next time)
+            %steps why KEY         compare what a saved step read with the values now
             %steps clear           forget every step of this notebook
         """
         words = line.split()
@@ -246,11 +247,20 @@ class StepMagics(Magics):
                 print(f"forgot {key!r}")
             else:
                 print(f"no saved step {key!r} in workflow {session.workflow_id()!r}")
+        elif command == "why" and len(words) >= 2:
+            key = line.strip()[len("why") :].strip()
+            try:
+                shell: Any = self.shell
+                print("\n".join(engine.explain(key, shell.user_ns)))
+            except KeyError:
+                print(f"no saved step {key!r} in workflow {session.workflow_id()!r}")
         elif command == "clear" and len(words) == 1:
             count = engine.clear()
             print(f"forgot {count} step{'s' if count != 1 else ''} of {session.workflow_id()!r}")
         else:
-            raise UsageError("usage: %steps | %steps list | %steps forget KEY | %steps clear")
+            raise UsageError(
+                "usage: %steps | %steps list | %steps forget KEY | %steps why KEY | %steps clear"
+            )
         return None
 
     def _status_view(self) -> Any:

@@ -108,3 +108,26 @@ def test_forget_a_key_with_a_space(ip: Any, run: Any, marks: Any, saved: Any) ->
 
     assert forget.result.success, forget.error
     assert saved() == {}
+
+
+def test_steps_why_compares_what_a_step_read_with_now_without_running_it(
+    ip: Any, run: Any, marks: Any, tmp_path: Any
+) -> None:
+    (tmp_path / "data.txt").write_text("one")
+    ip.user_ns.update(t=5, rows=[1, 2])
+    cell = (
+        "%%step key=clean\nmark()\ntext = open('data.txt').read()\n"
+        "clean = [r for r in rows if r > t]"
+    )
+    assert run(cell).result.success
+    ip.user_ns["t"] = 6
+    (tmp_path / "data.txt").write_text("two")
+
+    why = run("%steps why clean")
+
+    assert why.result.success, why.error
+    assert "input t: t changed (5 → 6)" in why.stdout
+    assert "input rows: unchanged ([1, 2])" in why.stdout
+    assert "data.txt changed" in why.stdout
+    assert marks.count() == 1  # nothing ran
+    assert "no saved step 'nope'" in run("%steps why nope").stdout
