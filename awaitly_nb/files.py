@@ -13,8 +13,10 @@ file whose size and time are unchanged is not read again at lookup.
 
 from __future__ import annotations
 
+import ast
 import glob
 import os
+import re
 import sys
 import sysconfig
 import tempfile
@@ -68,6 +70,29 @@ class FileProbe:
     def expand(self, patterns: Iterable[str]) -> list[str]:
         return expand_deps(patterns)
 
+    def module_version(self, name: str) -> str:
+        """A module's ``__version__``; for the user's own modules (not installed), the
+        content hash of their source files, so editing ``helpers.py`` counts."""
+        module = sys.modules.get(name)
+        top = sys.modules.get(name.split(".")[0])
+        version = str(getattr(top, "__version__", "")) if top is not None else ""
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str) or os.path.realpath(path).startswith(_installed_roots()):
+            return version
+        cached = self._modules.get(path)
+        try:
+            info = os.stat(path)
+        except OSError:
+            return version
+        if cached is None or cached[0] != (info.st_size, info.st_mtime_ns):
+            found = stamp(path)
+            cached = ((info.st_size, info.st_mtime_ns), found["xxh3"] if found else "")
+            self._modules[path] = cached
+        return f"{version}:{cached[1]}"
+
+    def __init__(self) -> None:
+        self._modules: dict[str, tuple[tuple[int, int], str]] = {}
+
 
 def _shown(path: str) -> str:
     try:
@@ -78,11 +103,37 @@ def _shown(path: str) -> str:
 
 
 def expand_deps(patterns: Iterable[str]) -> list[str]:
-    """Absolute paths of the files ``deps=`` names (globs expanded, sorted)."""
+    """Absolute paths of the existing files ``deps=`` names (globs expanded, sorted)."""
     found: set[str] = set()
     for pattern in patterns:
-        matches = glob.glob(pattern, recursive=True)
-        found.update(os.path.abspath(m) for m in (matches or [pattern]) if not os.path.isdir(m))
+        found.update(
+            os.path.abspath(m) for m in glob.glob(pattern, recursive=True) if os.path.isfile(m)
+        )
+    return sorted(found)
+
+
+_PATH_LIKE = re.compile(r"[\w.~/\\-]+\.[A-Za-z0-9]{1,10}")
+
+
+def literal_paths(statements: Iterable[ast.AST]) -> list[str]:
+    """String constants in code that look like file names (``"data/sales.parquet"``).
+
+    A step that names a file in its code most likely reads (or writes) it, also
+    through a C library that Python cannot see open it: these count as ``deps=``.
+
+    >>> literal_paths(ast.parse("pd.read_parquet('data/s.parquet'); print('hello world')").body)
+    ['data/s.parquet']
+    """
+    found = {
+        node.value
+        for stmt in statements
+        for node in ast.walk(stmt)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and len(node.value) < 300
+        and "://" not in node.value
+        and _PATH_LIKE.fullmatch(node.value)
+    }
     return sorted(found)
 
 

@@ -29,7 +29,7 @@ import pickle
 import sys
 import textwrap
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import xxhash
@@ -51,10 +51,18 @@ def _module_version(name: str) -> str:
     return str(getattr(module, "__version__", "")) if module is not None else ""
 
 
+ModuleVersion = Callable[[str], str]
+"""Tells what version of a module (by name) is loaded; the default reads ``__version__``.
+The engine passes one that also fingerprints the source of the user's own modules."""
+
+
 class _Hasher:
-    def __init__(self, namespace: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, namespace: Mapping[str, Any] | None, module_version: ModuleVersion | None
+    ) -> None:
         self.h = xxhash.xxh3_128()
         self.namespace = namespace
+        self.module_version = module_version or _module_version
         self.active: dict[int, int] = {}  # id -> position, for cycles
         self.depth = 0
 
@@ -100,10 +108,11 @@ class _Hasher:
                 self.feed(v)
         elif kind in (set, frozenset):
             self.tag(f"{kind.__name__}:{len(value)}")
-            for digest in sorted(value_digest(item, self.namespace) or "?" for item in value):
+            digests = (value_digest(v, self.namespace, self.module_version) for v in value)
+            for digest in sorted(d or "?" for d in digests):
                 self.tag(digest)
         elif isinstance(value, types.ModuleType):
-            self.tag(f"module:{value.__name__}@{_module_version(value.__name__)}")
+            self.tag(f"module:{value.__name__}@{self.module_version(value.__name__)}")
         elif isinstance(value, (types.FunctionType, type)):
             self._definition(value)
         elif isinstance(value, types.MethodType):
@@ -128,7 +137,7 @@ class _Hasher:
         module = getattr(value, "__module__", None)
         if module != "__main__":
             qualname = getattr(value, "__qualname__", repr(value))
-            self.tag(f"ref:{module}.{qualname}@{_module_version(str(module))}")
+            self.tag(f"ref:{module}.{qualname}@{self.module_version(str(module))}")
             return
         if isinstance(value, type):
             self.tag(f"class:{value.__qualname__}")
@@ -205,7 +214,11 @@ def _source_fingerprint(fn: types.FunctionType) -> str:
     return code_fingerprint(source)
 
 
-def value_digest(value: Any, namespace: Mapping[str, Any] | None = None) -> str | None:
+def value_digest(
+    value: Any,
+    namespace: Mapping[str, Any] | None = None,
+    module_version: ModuleVersion | None = None,
+) -> str | None:
     """A digest of ``value`` that is equal for equal values, in any process; None if unknown.
 
     >>> value_digest({"a": [1, 2.0]}) == value_digest({"a": [1, 2.0]})
@@ -218,7 +231,7 @@ def value_digest(value: Any, namespace: Mapping[str, Any] | None = None) -> str 
     >>> value_digest(threading.Lock()) is None
     True
     """
-    hasher = _Hasher(namespace)
+    hasher = _Hasher(namespace, module_version)
     try:
         hasher.feed(value)
     except Exception:  # _Unhashable, RecursionError, or anything a strange object raises

@@ -235,6 +235,7 @@ class FileProbe(Protocol):
     def stamp(self, path: str) -> dict[str, Any] | None: ...
     def change(self, path: str, saved: Mapping[str, Any]) -> str | None: ...
     def expand(self, patterns: Iterable[str]) -> list[str]: ...
+    def module_version(self, name: str) -> str: ...
 
 
 def unsaveable(values: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -523,8 +524,7 @@ class StepEngine:
             elif (reason := probe.change(path, saved_stamp)) is not None:
                 reasons.append(reason)
         reasons += [
-            f"{os.path.basename(p)} is no longer a dependency"
-            for p in sorted(set(manifest.deps) - set(declared))
+            f"{os.path.basename(p)} is gone" for p in sorted(set(manifest.deps) - set(declared))
         ]
         return ", ".join(dict.fromkeys(reasons))
 
@@ -547,7 +547,9 @@ class StepEngine:
                     inputs[name] = stamps[name]
                 continue
             value = values[name]
-            digest = value_digest(value, values)
+            digest = value_digest(
+                value, values, None if self.files is None else self.files.module_version
+            )
             if digest is not None:
                 inputs[name] = VALUE + digest
                 summaries[name] = summary(value)

@@ -22,7 +22,7 @@ from awaitly_nb.core.engine import StepSpec
 from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.errors import AwaitlyError
-from awaitly_nb.files import ReadRecorder
+from awaitly_nb.files import ReadRecorder, literal_paths
 from awaitly_nb.notebook.namespace import input_names, is_internal_name, user_inputs
 from awaitly_nb.notebook.running import NotebookStep
 from awaitly_nb.notebook.shell import session_for_shell
@@ -120,7 +120,7 @@ class StepBlock:
                 )
             ),
             values=frame.f_globals,
-            deps=self.deps,
+            deps=(*self.deps, *literal_paths(body or [])),
             pin=self.pin,
             force=self.force,
         )

@@ -22,6 +22,7 @@ from awaitly_nb.core.engine import StepSpec
 from awaitly_nb.core.fingerprint import code_fingerprint
 from awaitly_nb.core.payload import NOTHING
 from awaitly_nb.errors import AwaitlyError, InvalidKeyError
+from awaitly_nb.files import literal_paths
 from awaitly_nb.notebook.namespace import input_names, user_inputs
 from awaitly_nb.notebook.running import NotebookStep
 from awaitly_nb.notebook.status_table import status_text
@@ -52,6 +53,13 @@ def _inputs(source: str) -> set[str]:
         return input_names(ast.parse(source).body)
     except SyntaxError:
         return set()
+
+
+def _literal_paths(source: str) -> list[str]:
+    try:
+        return literal_paths(ast.parse(source).body)
+    except SyntaxError:
+        return []
 
 
 def _expand_key(template: str, namespace: dict[str, Any]) -> str:
@@ -124,7 +132,7 @@ class StepMagics(Magics):
             code=fingerprint,
             reads=frozenset(user_inputs(_inputs(source), shell.user_ns, shell.user_ns_hidden)),
             values=shell.user_ns,
-            deps=args.deps,
+            deps=(*args.deps, *_literal_paths(source)),
             pin=args.pin,
             force=args.force,
         )

@@ -204,3 +204,45 @@ def test_declared_deps_cover_files_read_by_c_libraries(scenario: Scenario) -> No
     )
     assert ran == ["load"]
     assert any("running 'load' again: table.parquet changed" in n for n in shown)
+
+
+def test_an_edited_helper_module_next_to_the_notebook_reruns_its_callers(
+    scenario: Scenario,
+) -> None:
+    helpers = scenario.folder / "helpers.py"
+    helpers.write_text("def clean(xs):\n    return [x for x in xs if x % 2 == 0]\n")
+    imports = "import helpers\nfrom helpers import clean"
+    by_module = '%%step key=by_module\nran("by_module")\nprint(helpers.clean(range(6)))'
+    by_name = '%%step key=by_name\nran("by_name")\nprint(clean(range(6)))'
+    other = '%%step key=other\nran("other")\nprint(sum(range(6)))'
+    cells = [imports, by_module, by_name, other]
+    ran, shown = scenario.play(
+        cells,
+        cells,
+        on_disk=lambda: helpers.write_text(
+            "def clean(xs):\n    return [x for x in xs if x % 2 == 1]\n"
+        ),
+    )
+    assert ran == ["by_module", "by_name"]
+    assert any("running 'by_module' again: helpers changed" in n for n in shown)
+
+
+def test_a_file_named_in_the_code_counts_even_when_a_c_library_reads_it(
+    scenario: Scenario,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = scenario.folder / "table.parquet"
+    pq.write_table(pa.table({"x": [1, 2, 3]}), table)
+    load = (
+        '%%step key=load\nran("load")\nimport pyarrow.parquet as pq\n'
+        'x = pq.read_table("table.parquet").column("x").to_pylist()\nprint(sum(x))'
+    )
+    ran, _ = scenario.play([load], [load])
+    assert ran == []
+    ran, shown = scenario.play(
+        [load], [load], on_disk=lambda: pq.write_table(pa.table({"x": [1, 2, 4]}), table)
+    )
+    assert ran == ["load"]
+    assert any("running 'load' again: table.parquet changed" in n for n in shown)
