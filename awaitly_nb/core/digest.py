@@ -148,11 +148,13 @@ class _Hasher:
                     continue
                 self.tag(name)
                 target = getattr(member, "__func__", member)
-                if isinstance(target, property):
-                    for part in (target.fget, target.fset, target.fdel):
-                        self.feed(part)
-                else:
-                    self.feed(target)
+                parts = (
+                    (target.fget, target.fset, target.fdel)
+                    if isinstance(target, property)
+                    else (target,)
+                )
+                for part in parts:
+                    self.tag(self._tolerant(part))
             return
         self.tag(f"function:{value.__qualname__}:{_source_fingerprint(value)}")
         self.feed(value.__defaults__)
@@ -167,6 +169,16 @@ class _Hasher:
             if name in globals_:
                 self.tag(f"global:{name}")
                 self.feed(globals_[name])
+
+    def _tolerant(self, value: Any) -> str:
+        """The digest of a class member, or "?" if it has none (an ABC's cache, a lock)."""
+        sub = _Hasher(self.namespace, self.module_version)
+        sub.active, sub.depth = self.active, self.depth
+        try:
+            sub.feed(value)
+        except _Unhashable:
+            return "?"
+        return str(sub.h.hexdigest())
 
     def _pickled(self, value: Any) -> None:
         def in_place(buffer: pickle.PickleBuffer) -> bool:

@@ -145,3 +145,23 @@ def test_summaries_are_short() -> None:
     assert summary("a" * 100) == "str of 100"
     assert summary(frame()) == "DataFrame 3x3"
     assert summary(summary) == "summary()"
+
+
+def test_a_notebook_abc_subclass_has_a_digest_that_follows_its_methods() -> None:
+    source = (
+        "import abc\n"
+        "class Base(abc.ABC):\n"
+        "    @abc.abstractmethod\n"
+        "    def f(self): ...\n"
+        "class Impl(Base):\n"
+        "    def f(self):\n        return 1\n"
+    )
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    exec(source, ns)
+    other: dict[str, Any] = {"__name__": "__main__"}
+    exec(source.replace("return 1", "return 2"), other)
+    for space in (ns, other):
+        for name in ("Base", "Impl"):
+            space[name].__module__ = "__main__"
+    assert value_digest(ns["Impl"]) is not None
+    assert value_digest(ns["Impl"]) != value_digest(other["Impl"])
