@@ -1,7 +1,9 @@
-"""How much does replaying a small ``%%step`` cell cost over running an empty cell?
+"""How much does replaying ``%%step`` cells cost over running empty cells?
 
-Runs both in one in-process IPython shell, many times, and prints medians and
-the difference. Usage: ``python benchmarks/replay.py [--repeat N]``.
+Runs in one in-process IPython shell: a small cell many times (medians), and
+a 50-step notebook (each step reads a parameter and the previous step's
+output) run once, then replayed after a simulated restart, against 50 empty
+cells. Usage: ``python benchmarks/replay.py [--repeat N]``.
 """
 
 from __future__ import annotations
@@ -55,6 +57,48 @@ def main() -> None:
     print(f"  small cell, no %%step        {plain:7.3f} ms")
     print(f"  small cell replayed          {replay:7.3f} ms  (+{replay - empty:.3f} ms over empty)")
     print(f"  small cell replayed, --quiet {quiet:7.3f} ms  (+{quiet - empty:.3f} ms over empty)")
+    fifty_steps(shell, args.repeat // 20 or 1)
+
+
+def _notebook(n: int) -> list[str]:
+    cells = ["n = 3"]
+    for i in range(n):
+        previous = f"x{i - 1}" if i else "n"
+        cells.append(
+            f"%%step key=s{i} --quiet\n"
+            f"x{i} = [v + {previous if i == 0 else f'len({previous})'} for v in range(20)]\n"
+            f"print(len(x{i}))"
+        )
+    return cells
+
+
+def _run_all(shell: object, cells: list[str]) -> float:
+    sink = io.StringIO()
+    with redirect_stdout(sink), redirect_stderr(sink):
+        started = time.perf_counter()
+        for source in cells:
+            result = shell.run_cell(source)  # type: ignore[attr-defined]
+            if not result.success:
+                raise RuntimeError(f"cell failed: {result.error_in_exec}")
+        return (time.perf_counter() - started) * 1000
+
+
+def fifty_steps(shell: object, repeat: int) -> None:
+    """Replay of a 50-step notebook after a restart, against 50 empty cells."""
+    cells = _notebook(50)
+    awaitly_nb.configure(workflow="fifty")
+    _run_all(shell, cells)  # the first run saves every step
+    replays, empties = [], []
+    for _ in range(repeat):
+        for name in [k for k in shell.user_ns if k.startswith("x")]:  # type: ignore[attr-defined]
+            del shell.user_ns[name]  # type: ignore[attr-defined]
+        replays.append(_run_all(shell, cells))
+        empties.append(_run_all(shell, ["pass"] * len(cells)))
+    replay, empty = statistics.median(replays), statistics.median(empties)
+    per_step = (replay - empty) / 50
+    print(f"50-step notebook after a restart, median of {repeat}")
+    print(f"  51 empty cells               {empty:7.1f} ms")
+    print(f"  all 50 steps replayed        {replay:7.1f} ms  (+{per_step:.3f} ms per step)")
 
 
 if __name__ == "__main__":
