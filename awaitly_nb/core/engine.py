@@ -20,12 +20,13 @@ The engine is pure policy: it reaches a store only through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import xxhash
@@ -45,7 +46,7 @@ from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.tracker import StatusTracker, StepStatus
 from awaitly_nb.errors import CacheWarning, SerializationError, StateFormatError, StorageError
-from awaitly_nb.storage.base import StepStore
+from awaitly_nb.storage.base import StepStore, StoredStep, variant_key
 from awaitly_nb.storage.codec import dumps_value
 from awaitly_nb.storage.manifest import StepManifest
 from awaitly_nb.storage.names import check_name
@@ -63,6 +64,8 @@ __all__ = [
 ]
 
 Kind = Literal["cell", "block", "call"]
+VARIANTS = 4
+"""Variants kept per key by default: running with n=3, then 4, then 3 again replays n=3."""
 Status = Literal["hit", "miss", "stale", "forced", "unreadable"]
 
 
@@ -407,6 +410,8 @@ class StepEngine:
         self._store = store
         self._workflow = workflow
         self.files = files
+        self.variants = VARIANTS
+        """How many variants (other inputs, other code) each key keeps; 0 keeps none."""
         self.lineage = Lineage()
         self.tracker = StatusTracker()
         self.listeners: list[Callable[[Event], Any]] = []
@@ -478,6 +483,10 @@ class StepEngine:
             changed = self._files_changed(spec, manifest)
             if changed:
                 status, reason = "stale", changed
+        if status == "stale" and self.variants and manifest is not None:
+            variant = self._variant(spec, events.workflow_id, inputs)
+            if variant is not None:  # this code with these inputs ran before: restore that
+                entry, manifest, status, reason = variant, variant.manifest, "hit", ""
         payload = None
         if status == "hit":
             assert entry is not None and manifest is not None
@@ -505,6 +514,26 @@ class StepEngine:
         else:
             events.miss(key, reason=None if status == "miss" else status, detail=reason or None)
         return decision
+
+    def _variant(
+        self, spec: StepSpec, workflow: str, inputs: Mapping[str, str]
+    ) -> StoredStep | None:
+        """A kept variant of the step saved with the same code and inputs, if its files hold."""
+        fingerprint = combined(spec.code, inputs)
+        if fingerprint is None:
+            return None
+        try:
+            found = self.store.entry(workflow, variant_key(spec.key, fingerprint))
+        except StorageError:
+            return None
+        if (
+            found is None
+            or found.manifest.fingerprint != fingerprint
+            or _shape(found.manifest.kind) != _shape(spec.kind)
+            or self._files_changed(spec, found.manifest)
+        ):
+            return None
+        return replace(found, manifest=replace(found.manifest, key=spec.key))
 
     def _files_changed(self, spec: StepSpec, manifest: StepManifest) -> str:
         """Why the files the step read (or declared) differ from when it was saved; "" if not."""
@@ -656,7 +685,12 @@ class StepEngine:
             duration_ms=duration_ms,
             saved_at=time.time(),
         )
-        return self.store.save(workflow, spec.key, manifest, payload.to_saved())
+        saved = self.store.save(workflow, spec.key, manifest, payload.to_saved())
+        if self.variants:
+            # A variant is a convenience: the step itself is saved whatever happens here.
+            with contextlib.suppress(StorageError):
+                self.store.keep_variant(workflow, spec.key, self.variants)
+        return saved
 
     def _declared(self, spec: StepSpec) -> dict[str, Any]:
         """Stamps of the files ``deps=`` names, as they are now (saved with the step)."""

@@ -34,7 +34,15 @@ from awaitly_nb.storage.manifest import BlobRef, StepManifest, ValueRecord
 from awaitly_nb.storage.names import check_name
 from awaitly_nb.storage.values import read_value, write_value
 
-__all__ = ["GcReport", "StepStore", "StoredStep"]
+__all__ = ["VARIANT", "GcReport", "StepStore", "StoredStep", "variant_key"]
+
+VARIANT = "\x00variant:"
+"""Separates a step's key from a variant's fingerprint (keys never contain NUL)."""
+
+
+def variant_key(key: str, fingerprint: str) -> str:
+    """The record key of a step's variant saved with ``fingerprint``."""
+    return f"{key}{VARIANT}{fingerprint}"
 
 
 @dataclass(frozen=True)
@@ -109,8 +117,8 @@ class StepStore(ABC):
         """Delete a step's record; True if there was one."""
 
     @abstractmethod
-    def step_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
-        """The ``(workflow, key)`` of every saved step (of one workflow, or all)."""
+    def record_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
+        """The ``(workflow, key)`` of every record (of one workflow, or all), variants too."""
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to close
         """Release connections and files (the store reopens them on next use)."""
@@ -127,6 +135,30 @@ class StepStore(ABC):
         return total
 
     # --- written once, for every store ------------------------------------------
+    def step_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
+        """The ``(workflow, key)`` of every saved step (of one workflow, or all)."""
+        return [(wf, key) for wf, key in self.record_keys(workflow) if VARIANT not in key]
+
+    def variant_keys(self, workflow: str, key: str) -> list[str]:
+        """The record keys of the variants kept for a step."""
+        prefix = key + VARIANT
+        return [k for _, k in self.record_keys(workflow) if k.startswith(prefix)]
+
+    def keep_variant(self, workflow: str, key: str, limit: int) -> None:
+        """Keep the step's current record as a variant too (by its fingerprint), and at
+        most ``limit`` variants of the step, the most recently saved."""
+        raw = self.read(workflow, key)
+        entry = self.entry(workflow, key)
+        if not isinstance(raw, dict) or entry is None or not entry.manifest.fingerprint:
+            return
+        self.write(workflow, variant_key(key, entry.manifest.fingerprint), raw)
+        kept = []
+        for name in self.variant_keys(workflow, key):
+            found = self.entry(workflow, name)
+            kept.append((found.manifest.saved_at if found else 0.0, name))
+        for _, name in sorted(kept, reverse=True)[limit:]:
+            self.remove(workflow, name)
+
     def entry(self, workflow: str, key: str) -> StoredStep | None:
         """The saved step, or None (a damaged record, or one of an unknown format, is absent)."""
         raw = self.read(workflow, key)
@@ -215,16 +247,27 @@ class StepStore(ABC):
         )
 
     def delete(self, workflow: str, key: str) -> bool:
-        """Forget a step; True if it was saved. Its blobs go at the next :meth:`gc`."""
+        """Forget a step and its variants; True if it was saved. Blobs go at the next :meth:`gc`."""
+        for name in self.variant_keys(workflow, key):
+            self.remove(workflow, name)
         return self.remove(workflow, key)
 
     def clear(self, workflow: str | None = None) -> int:
-        """Forget every step (of one workflow, or all); return how many."""
-        return sum(self.remove(wf, key) for wf, key in self.step_keys(workflow))
+        """Forget every step (of one workflow, or all) and their variants; return how many."""
+        count = 0
+        for wf, key in self.record_keys(workflow):
+            if self.remove(wf, key) and VARIANT not in key:
+                count += 1
+        return count
 
     def referenced_blobs(self) -> set[str]:
-        """Every blob some saved step needs."""
-        return {ref.name for entry in self.entries(None) for ref in entry.blob_refs()}
+        """Every blob some saved step (or kept variant) needs."""
+        names: set[str] = set()
+        for wf, key in self.record_keys(None):
+            entry = self.entry(wf, key)
+            if entry is not None:
+                names.update(ref.name for ref in entry.blob_refs())
+        return names
 
     def gc(self, *, min_age: float = 600.0) -> GcReport:
         """Delete blobs no step refers to, and leftovers of interrupted writes.

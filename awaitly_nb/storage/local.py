@@ -163,7 +163,7 @@ class LocalStore(StepStore):
     def remove(self, workflow: str, key: str) -> bool:
         return bool(self._index("delete", (_STEP, workflow, key)))
 
-    def step_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
+    def record_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
         return [
             (k[1], k[2])
             for k in self._index("iterkeys")

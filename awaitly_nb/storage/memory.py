@@ -36,5 +36,5 @@ class MemoryStore(StepStore):
     def remove(self, workflow: str, key: str) -> bool:
         return self.records.pop((workflow, key), None) is not None
 
-    def step_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
+    def record_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
         return [k for k in self.records if workflow is None or k[0] == workflow]

@@ -205,7 +205,7 @@ class SharedStore(StepStore):
     def remove(self, workflow: str, key: str) -> bool:
         return bool(self.remote.delete(self._name(workflow, key)))
 
-    def step_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
+    def record_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
         found = []
         for name in self.remote.keys(_STEP + "*"):
             try:

@@ -370,3 +370,34 @@ def test_the_status_says_why_a_step_ran_again(h: Harness) -> None:
     assert (row.state, row.why) == ("complete", "t changed (5 → 6)")
     stale_events = [e for e in h.events if e.type == "step_cache_miss" and e.reason == "stale"]
     assert [e.detail for e in stale_events] == ["t changed (5 → 6)"]
+
+
+def test_variants_replay_an_earlier_parameter_instead_of_computing_it_again(h: Harness) -> None:
+    ns: dict[str, Any] = {"n": 3}
+    h.run(reading("model", ns, "n"), variables(fit=3))
+    ns["n"] = 4
+    assert h.run(reading("model", ns, "n"), variables(fit=4)).status == "stale"
+    ns["n"] = 3
+    back = h.run(reading("model", ns, "n"), lambda: pytest.fail("n=3 was computed before"))
+    assert back.hit and back.payload is not None and back.payload.variables == {"fit": 3}
+    assert [m.key for m in h.engine.steps()] == ["model"]  # listed once
+    assert len(h.store.variant_keys(WF, "model")) == 2
+
+
+def test_variants_are_capped_forgotten_with_their_key_and_keep_their_blobs(h: Harness) -> None:
+    import numpy as np
+
+    ns: dict[str, Any] = {}
+    for n in range(6):
+        ns["n"] = n
+        h.run(reading("model", ns, "n"), variables(weights=np.full(20_000, float(n))))
+    assert len(h.store.variant_keys(WF, "model")) == h.engine.variants == 4
+    h.store.gc(min_age=0)
+    ns["n"] = 3  # a kept variant: its blob survived gc
+    back = h.run(reading("model", ns, "n"), lambda: pytest.fail("kept"))
+    assert back.hit and back.payload is not None
+    assert float(back.payload.variables["weights"][0]) == 3.0
+    ns["n"] = 0  # the oldest: dropped
+    assert h.run(reading("model", ns, "n"), variables(weights=np.zeros(1))).status == "stale"
+    assert h.engine.forget("model")
+    assert h.store.variant_keys(WF, "model") == [] and h.store.step_keys() == []

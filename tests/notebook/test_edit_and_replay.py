@@ -246,3 +246,13 @@ def test_a_file_named_in_the_code_counts_even_when_a_c_library_reads_it(
     )
     assert ran == ["load"]
     assert any("running 'load' again: table.parquet changed" in n for n in shown)
+
+
+def test_going_back_to_an_earlier_parameter_replays_it_instead_of_computing_again(
+    scenario: Scenario,
+) -> None:
+    fit = '%%step key=fit\nran("fit")\nmodel = [n * i for i in range(3)]\nprint(model)'
+    ran, _ = scenario.play(["n = 3", fit], ["n = 4", fit])
+    assert ran == ["fit"]
+    ran, _ = scenario.play(["n = 4", fit], ["n = 3", fit])  # a variant kept for n = 3
+    assert ran == []
