@@ -49,6 +49,9 @@ def stamp(path: str) -> dict[str, Any] | None:
 class FileProbe:
     """What the engine asks about files: their stamps now, and how they changed."""
 
+    def __init__(self) -> None:
+        self._modules: dict[str, tuple[tuple[int, int], str]] = {}
+
     def stamp(self, path: str) -> dict[str, Any] | None:
         return stamp(path)
 
@@ -89,9 +92,6 @@ class FileProbe:
             cached = ((info.st_size, info.st_mtime_ns), found["xxh3"] if found else "")
             self._modules[path] = cached
         return f"{version}:{cached[1]}"
-
-    def __init__(self) -> None:
-        self._modules: dict[str, tuple[tuple[int, int], str]] = {}
 
 
 def _shown(path: str) -> str:

@@ -256,6 +256,8 @@ def summary(value: Any, width: int = 40) -> str:
 
     >>> summary(5), summary("abc"), summary(list(range(1000)))
     ('5', "'abc'", 'list of 1000')
+
+    Big containers are described by their length without building their repr.
     """
     shape = getattr(value, "shape", None)
     if isinstance(shape, tuple) and shape and all(isinstance(n, int) for n in shape):
@@ -264,6 +266,12 @@ def summary(value: Any, width: int = 40) -> str:
         return f"{value.__qualname__}()"
     if isinstance(value, type):
         return value.__name__
+    try:
+        size = len(value)
+    except Exception:
+        size = None
+    if size is not None and size > width:  # its repr is longer than the width anyway
+        return f"{type(value).__name__} of {size}"
     try:
         text = repr(value)
     except Exception:

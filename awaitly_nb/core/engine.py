@@ -20,7 +20,6 @@ The engine is pure policy: it reaches a store only through
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -685,12 +684,9 @@ class StepEngine:
             duration_ms=duration_ms,
             saved_at=time.time(),
         )
-        saved = self.store.save(workflow, spec.key, manifest, payload.to_saved())
-        if self.variants:
-            # A variant is a convenience: the step itself is saved whatever happens here.
-            with contextlib.suppress(StorageError):
-                self.store.keep_variant(workflow, spec.key, self.variants)
-        return saved
+        return self.store.save(
+            workflow, spec.key, manifest, payload.to_saved(), variants=self.variants
+        )
 
     def _declared(self, spec: StepSpec) -> dict[str, Any]:
         """Stamps of the files ``deps=`` names, as they are now (saved with the step)."""

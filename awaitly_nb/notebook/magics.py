@@ -47,17 +47,10 @@ def _name_list(option: str, value: str) -> list[str]:
     return names
 
 
-def _inputs(source: str) -> set[str]:
-    """Names the code reads before binding them: its inputs."""
+def _statements(source: str) -> list[ast.stmt]:
+    """The cell's statements (none if it is not plain Python: the run will say why)."""
     try:
-        return input_names(ast.parse(source).body)
-    except SyntaxError:
-        return set()
-
-
-def _literal_paths(source: str) -> list[str]:
-    try:
-        return literal_paths(ast.parse(source).body)
+        return ast.parse(source).body
     except SyntaxError:
         return []
 
@@ -126,13 +119,14 @@ class StepMagics(Magics):
         key, outputs, exclude, args = self._parse(line, cell)
         source = shell.transform_cell(cell)
         fingerprint = code_fingerprint(source)
+        body = _statements(source)
         spec = StepSpec(
             key=key if key is not None else f"cell:{fingerprint[:16]}",
             kind="cell",
             code=fingerprint,
-            reads=frozenset(user_inputs(_inputs(source), shell.user_ns, shell.user_ns_hidden)),
+            reads=frozenset(user_inputs(input_names(body), shell.user_ns, shell.user_ns_hidden)),
             values=shell.user_ns,
-            deps=(*args.deps, *_literal_paths(source)),
+            deps=(*args.deps, *literal_paths(body)),
             pin=args.pin,
             force=args.force,
         )

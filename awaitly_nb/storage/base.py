@@ -19,6 +19,7 @@ sees the previous entry or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from awaitly_nb.errors import CacheWarning, StateFormatError
+from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError
 from awaitly_nb.storage.blobs import BlobStore, GcReport
 from awaitly_nb.storage.codec import versions
 from awaitly_nb.storage.manifest import BlobRef, StepManifest, ValueRecord
@@ -144,14 +145,12 @@ class StepStore(ABC):
         prefix = key + VARIANT
         return [k for _, k in self.record_keys(workflow) if k.startswith(prefix)]
 
-    def keep_variant(self, workflow: str, key: str, limit: int) -> None:
-        """Keep the step's current record as a variant too (by its fingerprint), and at
-        most ``limit`` variants of the step, the most recently saved."""
-        raw = self.read(workflow, key)
-        entry = self.entry(workflow, key)
-        if not isinstance(raw, dict) or entry is None or not entry.manifest.fingerprint:
-            return
-        self.write(workflow, variant_key(key, entry.manifest.fingerprint), raw)
+    def _keep_variant(
+        self, workflow: str, key: str, record: dict[str, Any], fingerprint: str, limit: int
+    ) -> None:
+        """Keep a just-saved record as a variant too, and at most ``limit`` variants of
+        the step, the most recently saved."""
+        self.write(workflow, variant_key(key, fingerprint), record)
         kept = []
         for name in self.variant_keys(workflow, key):
             found = self.entry(workflow, name)
@@ -211,8 +210,13 @@ class StepStore(ABC):
         key: str,
         manifest: StepManifest | Mapping[str, Any],
         value: Any,
+        *,
+        variants: int = 0,
     ) -> StepManifest:
         """Save ``value`` with its manifest (or manifest fields); return the manifest as stored.
+
+        With ``variants``, the record is also kept as a variant (by its fingerprint),
+        at most that many per key; a variant that cannot be written is skipped.
 
         Raises:
             SerializationError: the value cannot be pickled; nothing is written.
@@ -233,7 +237,12 @@ class StepStore(ABC):
             saved_at=manifest.saved_at or time.time(),
             versions=versions(),
         )
-        self.write(workflow, key, {"manifest": stored.to_dict(), "value": record.to_dict()})
+        raw = {"manifest": stored.to_dict(), "value": record.to_dict()}
+        self.write(workflow, key, raw)
+        if variants and stored.fingerprint:
+            # A variant is a convenience: the step itself is saved whatever happens here.
+            with contextlib.suppress(StorageError):
+                self._keep_variant(workflow, key, raw, stored.fingerprint, variants)
         return stored
 
     def put_record(self, manifest: StepManifest, record: ValueRecord) -> None:
