@@ -36,7 +36,10 @@ import xxhash
 
 from awaitly_nb.core.fingerprint import code_fingerprint
 
-__all__ = ["summary", "value_digest"]
+__all__ = ["VALUE", "summary", "value_digest"]
+
+VALUE = "v:"
+"""The prefix of a step input fingerprinted by value (others are lineage stamps)."""
 
 _SCALARS = (type(None), bool, int, float, complex, str, bytes, bytearray)
 _MAX_DEPTH = 200

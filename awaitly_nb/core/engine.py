@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 
 import xxhash
 
-from awaitly_nb.core.digest import summary, value_digest
+from awaitly_nb.core.digest import VALUE, summary, value_digest
 from awaitly_nb.core.events import (
     Event,
     StepCacheHit,
@@ -44,6 +44,7 @@ from awaitly_nb.core.lineage import Lineage
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.tracker import StatusTracker, StepStatus
+from awaitly_nb.core.upstream import Upstream
 from awaitly_nb.errors import CacheWarning, SerializationError, StateFormatError, StorageError
 from awaitly_nb.storage.base import StepStore, StoredStep, variant_key
 from awaitly_nb.storage.codec import dumps_value
@@ -117,6 +118,8 @@ class Decision:
     reason: str = ""
     summaries: Mapping[str, str] = field(default_factory=dict)
     unchecked: tuple[str, ...] = ()
+    trusted: Mapping[str, str] = field(default_factory=dict)
+    """Inputs not in the namespace, vouched for by saved steps: ``{name: step key}``."""
 
     @property
     def hit(self) -> bool:
@@ -155,14 +158,18 @@ def _input_change(
     was: str | None,
     is_: str | None,
     by_value: bool,
+    missing: str | None = None,
 ) -> str:
-    """``t changed (5 → 6)``, ``normalize() changed``, ``df is a new input``, ..."""
+    """``t changed (5 → 6)``, ``normalize() changed``, ``df is a new input``, ...
+
+    ``missing`` says why an input that is not defined now was not vouched for.
+    """
     if before is None:
         if not by_value:
             return f"{name} was not compared by value when it was saved"
         return f"{name} is a new input"
     if now is None:
-        return f"{name} is not defined now"
+        return missing or f"{name} is not defined now"
     if not before.startswith(VALUE) and now.startswith(VALUE):
         return f"{name} was not compared by value when it was saved"
     if not now.startswith(VALUE):
@@ -180,6 +187,7 @@ def _why_stale(
     code: str,
     inputs: Mapping[str, str],
     summaries: Mapping[str, str],
+    missing: Mapping[str, str],
 ) -> str:
     if (manifest.code or manifest.fingerprint) != code:
         return "code changed"
@@ -189,13 +197,17 @@ def _why_stale(
     # Entries saved before inputs were compared by value (awaitly_nb 0.1) have no summaries.
     by_value = bool(saved) or any(v.startswith(VALUE) for v in before.values())
     return ", ".join(
-        _input_change(n, before.get(n), inputs.get(n), saved.get(n), summaries.get(n), by_value)
+        _input_change(
+            n,
+            before.get(n),
+            inputs.get(n),
+            saved.get(n),
+            summaries.get(n),
+            by_value,
+            missing.get(n),
+        )
         for n in changed
     )
-
-
-VALUE = "v:"
-"""The prefix of an input fingerprinted by value (others are lineage stamps)."""
 
 
 def decide(
@@ -203,10 +215,12 @@ def decide(
     manifest: StepManifest | None,
     inputs: Mapping[str, str],
     summaries: Mapping[str, str] | None = None,
+    missing: Mapping[str, str] | None = None,
 ) -> tuple[Status, str]:
     """The rule: may the saved entry (``manifest``) stand for running ``spec`` now?
 
-    Returns the status (``hit`` means "load it") and the reason for anything else.
+    Returns the status (``hit`` means "load it") and the reason for anything else;
+    ``missing`` says why inputs not defined now could not be vouched for.
 
     >>> spec = StepSpec("k", "cell", code="c1")
     >>> decide(spec, None, {})
@@ -227,7 +241,7 @@ def decide(
         )
     code = None if spec.pin else spec.code
     if code is not None and manifest.fingerprint != combined(code, inputs):
-        return "stale", _why_stale(manifest, code, inputs, summaries or {})
+        return "stale", _why_stale(manifest, code, inputs, summaries or {}, missing or {})
     return "hit", ""
 
 
@@ -478,6 +492,16 @@ class StepEngine:
         manifest = None if entry is None else entry.manifest
         inputs, summaries, unchecked = self._inputs(spec, manifest)
         status, reason = decide(spec, manifest, inputs, summaries)
+        trusted: dict[str, str] = {}
+        if status == "stale" and manifest is not None and not spec.pin:
+            trusted, missing = self._vouch(spec, manifest, inputs, events.workflow_id)
+            if trusted or missing:
+                inputs = {**inputs, **{n: manifest.inputs[n] for n in trusted}}
+                summaries = {
+                    **summaries,
+                    **{n: manifest.summaries[n] for n in trusted if n in manifest.summaries},
+                }
+                status, reason = decide(spec, manifest, inputs, summaries, missing)
         if status == "hit" and not spec.pin and manifest is not None:
             changed = self._files_changed(spec, manifest)
             if changed:
@@ -499,7 +523,15 @@ class StepEngine:
                 )
                 status, reason = "unreadable", str(exc)
         decision = Decision(
-            spec, status, inputs, manifest, payload, reason, summaries, tuple(unchecked)
+            spec,
+            status,
+            inputs,
+            manifest,
+            payload,
+            reason,
+            summaries,
+            tuple(unchecked),
+            trusted if status == "hit" else {},
         )
         if decision.hit:
             assert manifest is not None and payload is not None
@@ -513,6 +545,35 @@ class StepEngine:
         else:
             events.miss(key, reason=None if status == "miss" else status, detail=reason or None)
         return decision
+
+    def _vouch(
+        self, spec: StepSpec, manifest: StepManifest, inputs: Mapping[str, str], workflow: str
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Saved inputs not defined now: ``({name: vouching step}, {name: why none could})``."""
+        values = spec.values
+        if values is None or (manifest.code or manifest.fingerprint) != spec.code:
+            return {}, {}
+        absent = sorted(
+            n for n in manifest.inputs if n in spec.reads and n not in inputs and n not in values
+        )
+        if not absent:
+            return {}, {}
+        probe = self.files
+        upstream = Upstream(
+            self.store,
+            workflow,
+            values,
+            None if probe is None else probe.change,
+            None if probe is None else probe.module_version,
+        )
+        trusted, missing = {}, {}
+        for name in absent:
+            maker, why = upstream.vouch(spec.key, name, manifest.inputs[name])
+            if maker is not None:
+                trusted[name] = maker
+            else:
+                missing[name] = why
+        return trusted, missing
 
     def _variant(
         self, spec: StepSpec, workflow: str, inputs: Mapping[str, str]

@@ -57,6 +57,13 @@ def restored_note(decision: Decision) -> str:
             for n in decision.unchecked
         )
         note += f"; not compared by value: {names}"
+    if decision.trusted:
+        steps = sorted(set(decision.trusted.values()))
+        names = ", ".join(f"{n} (from {k!r})" for n, k in sorted(decision.trusted.items()))
+        note += (
+            f"; trusted the saved step{'s' if len(steps) > 1 else ''} "
+            f"{', '.join(repr(k) for k in steps)} for inputs not defined now: {names}"
+        )
     return note
 
 

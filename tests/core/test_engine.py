@@ -358,7 +358,24 @@ def test_an_input_missing_from_the_namespace_is_named(h: Harness) -> None:
     ns: dict[str, Any] = {"raw": [1]}
     h.run(reading("k", ns, "raw"), variables(x=1))
     stale = h.engine.lookup(reading("k", {}, "raw"))
-    assert stale.status == "stale" and stale.reason == "raw is not defined now"
+    assert stale.status == "stale"
+    assert stale.reason == "raw is not defined now and no saved step makes it"
+
+
+def test_a_missing_input_is_vouched_for_by_the_valid_step_that_saved_it(h: Harness) -> None:
+    ns: dict[str, Any] = {"n": 3}
+    h.run(reading("make", ns, "n"), variables(raw=[0, 1, 2]))
+    h.run(reading("use", {**ns, "raw": [0, 1, 2]}, "raw"), variables(total=3))
+    h.engine.reset()  # a new kernel: raw is not defined
+    trusted = h.engine.lookup(reading("use", {"n": 3}, "raw"))
+    assert trusted.hit and trusted.trusted == {"raw": "make"}
+    # The step that made raw read n = 3; with n = 4 now it would make another raw.
+    stale = h.engine.lookup(reading("use", {"n": 4}, "raw"))
+    assert stale.status == "stale" and not stale.trusted
+    assert (
+        stale.reason
+        == "raw is not defined now; step 'make' makes it, but its input n changed since"
+    )
 
 
 def test_the_status_says_why_a_step_ran_again(h: Harness) -> None:

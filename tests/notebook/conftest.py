@@ -75,12 +75,14 @@ def marks(ip: Any, tmp_path: Path) -> Marks:
 
 @pytest.fixture
 def restart(ip: Any, marks: Marks) -> Callable[[], None]:
-    """Simulate a kernel restart: forget every variable created since the test began."""
+    """Simulate a kernel restart: forget every variable created since the test began,
+    and what the session saw (lineage, the status of steps)."""
     baseline = set(ip.user_ns)
 
     def restart() -> None:
         for name in set(ip.user_ns) - baseline:
             del ip.user_ns[name]
+        get_session().engine.reset()
 
     return restart
 

@@ -41,12 +41,19 @@ def plain(cells: list[str]) -> list[str]:
 
 
 def execute(
-    cells: list[str], folder: Path, store: Path, log: Path
+    cells: list[str], folder: Path, store: Path, log: Path, *, errors: bool = False
 ) -> tuple[list[list[str]], list[str]]:
-    """Run the cells in a new kernel: each cell's visible outputs, and awaitly_nb's notes."""
+    """Run the cells in a new kernel: each cell's visible outputs, and awaitly_nb's notes.
+
+    ``errors``: go on after a cell raises (as Run All does not).
+    """
     nb = new_notebook(cells=[new_code_cell(source) for source in cells])
     client = NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(folder)}},
+        allow_errors=errors,
     )
     client.execute(env={**os.environ, "AWAITLY_NB_DIR": str(store), "RUN_LOG": str(log)})
     shown, notes = [], []
@@ -256,3 +263,23 @@ def test_going_back_to_an_earlier_parameter_replays_it_instead_of_computing_agai
     assert ran == ["fit"]
     ran, _ = scenario.play(["n = 4", fit], ["n = 3", fit])  # a variant kept for n = 3
     assert ran == []
+
+
+def test_running_only_a_downstream_step_after_a_restart(scenario: Scenario) -> None:
+    threshold = "%%step key=threshold\nt = 5"
+    total = '%%step key=total\nran("total")\nprint(sum(clean))'
+    cells = [SETUP, RAW, threshold, CLEAN, total]
+    first, _ = execute(cells, scenario.folder, scenario.store, scenario.log)
+    assert scenario.runs() == ["raw", "clean", "total"]
+    scenario.log.unlink()
+    # A new kernel runs only the setup and the last cell: it trusts the saved, valid chain.
+    alone, notes = execute([SETUP, total], scenario.folder, scenario.store, scenario.log)
+    assert scenario.runs() == []
+    assert alone[1] == first[4] == ["stdout: 30\n"]
+    assert any("trusted the saved step 'clean'" in n for n in notes)
+    # A plain cell makes the threshold: nothing vouches for it, so the step runs and says why.
+    other_store = scenario.folder / "other-store"
+    execute([SETUP, RAW, "t = 5", CLEAN], scenario.folder, other_store, scenario.log)
+    shown, notes = execute([SETUP, CLEAN], scenario.folder, other_store, scenario.log, errors=True)
+    assert shown[1] == ["error: NameError: name 'raw' is not defined"], notes
+    assert any("t is not defined now and no saved step makes it" in n for n in notes)
