@@ -36,7 +36,7 @@ import xxhash
 
 from awaitly_nb.core.fingerprint import code_fingerprint
 
-__all__ = ["VALUE", "summary", "value_digest"]
+__all__ = ["VALUE", "namespace_free", "summary", "value_digest"]
 
 VALUE = "v:"
 """The prefix of a step input fingerprinted by value (others are lineage stamps)."""
@@ -201,6 +201,32 @@ class _Hasher:
             except Exception as exc:
                 raise _Unhashable(str(exc)) from exc
         self.h.update(stream)
+
+
+_NAMESPACE_BOUND = (
+    *_SCALARS,
+    tuple,
+    list,
+    dict,
+    set,
+    frozenset,
+    types.ModuleType,
+    types.FunctionType,
+    types.MethodType,
+    types.BuiltinFunctionType,
+    types.BuiltinMethodType,
+    type,
+)
+
+
+def namespace_free(value: Any) -> bool:
+    """True for a value whose digest depends on its contents alone (not on other globals)
+    and is worth remembering: arrays, frames and other objects fingerprinted by pickle.
+
+    >>> namespace_free([1, 2]), namespace_free(len), namespace_free(object())
+    (False, False, True)
+    """
+    return not isinstance(value, _NAMESPACE_BOUND)
 
 
 def _is_numpy_array(value: Any) -> bool:

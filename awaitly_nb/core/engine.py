@@ -41,6 +41,7 @@ from awaitly_nb.core.events import (
     StepSuccess,
 )
 from awaitly_nb.core.lineage import Lineage
+from awaitly_nb.core.memo import Known, ValueMemo
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.tracker import StatusTracker, StepStatus
@@ -120,6 +121,8 @@ class Decision:
     unchecked: tuple[str, ...] = ()
     trusted: Mapping[str, str] = field(default_factory=dict)
     """Inputs not in the namespace, vouched for by saved steps: ``{name: step key}``."""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """Inputs that are exactly a saved step's value: ``{name: origin}`` (:mod:`.memo`)."""
 
     @property
     def hit(self) -> bool:
@@ -177,7 +180,7 @@ def _input_change(
         return f"{name} was recomputed" + (f" (by {source!r})" if source else "")
     if was and is_ and was != is_:
         return f"{name} changed ({was} → {is_})"
-    if is_ and is_.endswith("()"):
+    if is_ == f"{name}()":  # a function or class under its own name
         return f"{is_} changed"
     return f"{name} changed"
 
@@ -426,6 +429,8 @@ class StepEngine:
         self.variants = VARIANTS
         """How many variants (other inputs, other code) each key keeps; 0 keeps none."""
         self.lineage = Lineage()
+        self.memo = ValueMemo()
+        """Digests of values no user code touched since (``%%step`` cells only)."""
         self.tracker = StatusTracker()
         self.listeners: list[Callable[[Event], Any]] = []
         """Called with every event (the status widget listens here)."""
@@ -443,6 +448,7 @@ class StepEngine:
         """Forget what this session saw (another store was configured)."""
         self.tracker = StatusTracker()
         self.lineage.clear()
+        self.memo.clear()
 
     # --- events -------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -490,7 +496,7 @@ class StepEngine:
             )
             entry = None
         manifest = None if entry is None else entry.manifest
-        inputs, summaries, unchecked = self._inputs(spec, manifest)
+        inputs, summaries, unchecked, sources = self._inputs(spec, manifest)
         status, reason = decide(spec, manifest, inputs, summaries)
         trusted: dict[str, str] = {}
         if status == "stale" and manifest is not None and not spec.pin:
@@ -532,6 +538,7 @@ class StepEngine:
             summaries,
             tuple(unchecked),
             trusted if status == "hit" else {},
+            sources,
         )
         if decision.hit:
             assert manifest is not None and payload is not None
@@ -612,19 +619,24 @@ class StepEngine:
                 reasons.append(f"{os.path.basename(path)} is a new dependency")
             elif (reason := probe.change(path, saved_stamp)) is not None:
                 reasons.append(reason)
-        reasons += [
-            f"{os.path.basename(p)} is gone" for p in sorted(set(manifest.deps) - set(declared))
-        ]
+        for path in sorted(set(manifest.deps) - set(declared)):
+            if path not in manifest.files:  # else it was reported above
+                reasons.append(f"{os.path.basename(path)} is gone")
         return ", ".join(dict.fromkeys(reasons))
 
     def _inputs(
         self, spec: StepSpec, manifest: StepManifest | None
-    ) -> tuple[dict[str, str], dict[str, str], list[str]]:
-        """Fingerprint what ``spec`` reads: by value, else by lineage (see :class:`Decision`)."""
+    ) -> tuple[dict[str, str], dict[str, str], list[str], dict[str, str]]:
+        """Fingerprint what ``spec`` reads: by value, else by lineage (see :class:`Decision`).
+
+        Returns inputs, summaries, the unchecked names and the inputs' proven sources.
+        """
         values = spec.values or {}
         inputs: dict[str, str] = {}
         summaries: dict[str, str] = {}
         unchecked: list[str] = []
+        sources: dict[str, str] = {}
+        memo = self.memo if spec.kind == "cell" else None
         stamps = self.lineage.own(
             spec.key,
             self.lineage.inputs(spec.reads),
@@ -636,19 +648,50 @@ class StepEngine:
                     inputs[name] = stamps[name]
                 continue
             value = values[name]
-            digest = value_digest(
-                value, values, None if self.files is None else self.files.module_version
-            )
+            known = None if memo is None else memo.get(name, value)
+            if known is not None and known.origin is not None:
+                sources[name] = known.origin
+            digest, said = self._digest(name, value, values, memo, known, manifest)
             if digest is not None:
                 inputs[name] = VALUE + digest
-                summaries[name] = summary(value)
+                summaries[name] = said
             else:
                 inputs[name] = stamps.get(name, f"unchecked:{type(value).__qualname__}")
                 unchecked.append(name)
-        return inputs, summaries, unchecked
+        return inputs, summaries, unchecked, sources
+
+    def _digest(
+        self,
+        name: str,
+        value: Any,
+        values: Mapping[str, Any],
+        memo: ValueMemo | None,
+        known: Known | None,
+        manifest: StepManifest | None,
+    ) -> tuple[str | None, str]:
+        """The digest and summary of an input, hashing it only when nothing proves them."""
+        if known is not None and known.digest is not None:
+            return known.digest, known.summary or summary(value)
+        if known is not None and known.origin is not None and manifest is not None:
+            saved = manifest.inputs.get(name, "")
+            if manifest.sources.get(name) == known.origin and saved.startswith(VALUE):
+                # It is the very value that step saved, and that is what this step read.
+                said = manifest.summaries.get(name) or summary(value)
+                self.memo.digested(name, value, saved[len(VALUE) :], said)
+                return saved[len(VALUE) :], said
+        digest = value_digest(
+            value, values, None if self.files is None else self.files.module_version
+        )
+        if digest is None:
+            return None, ""
+        said = summary(value)
+        if memo is not None:
+            memo.digested(name, value, digest, said)
+        return digest, said
 
     def begin(self, decision: Decision) -> Run:
-        """The step runs (``step_start``)."""
+        """The step runs (``step_start``): user code runs, so the memo is emptied."""
+        self.memo.clear()
         return Run(decision, self.events().start(decision.spec.key))
 
     def fail(self, run: Run, error: BaseException) -> None:
@@ -737,6 +780,7 @@ class StepEngine:
             code=spec.code,
             inputs=dict(inputs),
             summaries=dict(run.decision.summaries),
+            sources=dict(run.decision.sources),
             files={path: dict(s) for path, s in files.items()},
             deps=self._declared(spec),
             variables=tuple(sorted(variables)),
@@ -766,8 +810,8 @@ class StepEngine:
         manifest = self.store.manifest(self.workflow_id(), check_name(key))
         if manifest is None:
             raise KeyError(key)
-        spec = StepSpec(key, "cell", reads=frozenset(manifest.inputs), values=values)
-        now, summaries, _ = self._inputs(spec, manifest)
+        spec = StepSpec(key, "block", reads=frozenset(manifest.inputs), values=values)
+        now, summaries, _, _ = self._inputs(spec, manifest)
         lines = [f"step {key!r} ({manifest.kind}), saved {manifest.saved_at:.0f}"]
         for name in sorted(manifest.inputs):
             before, current = manifest.inputs[name], now.get(name)

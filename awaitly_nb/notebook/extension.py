@@ -6,7 +6,7 @@ from typing import Any
 
 from awaitly_nb.config import get_session
 from awaitly_nb.notebook.magics import StepMagics
-from awaitly_nb.notebook.shell import attach_shell
+from awaitly_nb.notebook.shell import attach_shell, unwatch_cells, watch_cells
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
@@ -15,6 +15,7 @@ def load_ipython_extension(shell: Any) -> None:
     """Register ``%%step`` and ``%steps``; loading twice is harmless."""
     shell.register_magics(StepMagics)
     attach_shell(get_session(), shell)
+    watch_cells(get_session(), shell)
 
 
 def unload_ipython_extension(shell: Any) -> None:
@@ -24,3 +25,4 @@ def unload_ipython_extension(shell: Any) -> None:
     magics["line"].pop("steps", None)
     shell.magics_manager.registry.pop("StepMagics", None)
     get_session().workflow_detector = None
+    unwatch_cells(get_session(), shell)

@@ -117,6 +117,9 @@ class NotebookStep:
         payload = self.decision.payload
         assert payload is not None
         restore(self.namespace, payload)
+        manifest = self.decision.manifest
+        if self.spec.kind == "cell" and manifest is not None:
+            self._bound(payload.variables, manifest)
         if not self.quiet:
             show_note(restored_note(self.decision), self.shell)
         return replay(payload, self.shell)
@@ -169,9 +172,17 @@ class NotebookStep:
             outputs=tuple(self._recorder.outputs),
             **self._result_fields(result, variables),
         )
-        self.engine.finish(
+        manifest = self.engine.finish(
             run, payload, optional=optional, hint=self.hint, files=self._reads.files()
         )
+        if self.spec.kind == "cell" and manifest is not None:
+            self._bound(manifest.variables, manifest)
+
+    def _bound(self, names: Iterable[str], manifest: Any) -> None:
+        """The variables ``names`` hold exactly what ``manifest``'s step saved."""
+        origin = f"{manifest.workflow}/{manifest.key}@{manifest.saved_at:.6f}"
+        values = {n: self.namespace[n] for n in names if n in self.namespace}
+        self.engine.memo.bound(values, origin=origin)
 
     def _result_fields(self, result: Any, variables: dict[str, Any]) -> dict[str, Any]:
         """The last value if it can be saved, else what it showed (its MIME bundle)."""

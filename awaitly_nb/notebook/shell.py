@@ -7,7 +7,7 @@ from typing import Any
 
 from awaitly_nb.config import Session, default_workflow, get_session
 
-__all__ = ["attach_shell", "current_shell", "session_for_shell"]
+__all__ = ["attach_shell", "current_shell", "session_for_shell", "unwatch_cells", "watch_cells"]
 
 
 def current_shell() -> Any:
@@ -22,6 +22,40 @@ def current_shell() -> Any:
 def attach_shell(session: Session, shell: Any) -> None:
     """In IPython, steps belong to the notebook's workflow (not to the kernel's script)."""
     session.workflow_detector = lambda: default_workflow(shell.user_ns)
+
+
+def _is_step_cell(source: str) -> bool:
+    return source.lstrip().startswith("%%step")
+
+
+class _CellWatch:
+    """Empties the engine's memo before any cell that is not a ``%%step`` cell runs:
+    user code may change any value then (see :mod:`awaitly_nb.core.memo`)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def __call__(self, info: Any = None) -> None:
+        source = getattr(info, "raw_cell", None)
+        if not isinstance(source, str) or not _is_step_cell(source):
+            self.session.engine.memo.clear()
+
+
+def watch_cells(session: Session, shell: Any) -> None:
+    """Install the ``pre_run_cell`` hook that lets ``%%step`` skip re-hashing untouched values."""
+    unwatch_cells(session, shell)
+    watch = _CellWatch(session)
+    shell.events.register("pre_run_cell", watch)
+    session.engine.memo.clear()
+    session.engine.memo.enabled = True
+
+
+def unwatch_cells(session: Session, shell: Any) -> None:
+    session.engine.memo.enabled = False
+    session.engine.memo.clear()
+    callbacks = shell.events.callbacks.get("pre_run_cell", [])
+    for callback in [c for c in callbacks if isinstance(c, _CellWatch)]:
+        shell.events.unregister("pre_run_cell", callback)
 
 
 def session_for_shell() -> tuple[Session, Any]:

@@ -203,6 +203,8 @@ class StepManifest:
             of the step that produced it, or ``"unchecked:<type>"``).
         summaries: a short description of each input fingerprinted by value
             (``5``, ``DataFrame 1000x4``), for the note that says what changed.
+        sources: inputs that were, provably, exactly the value a saved step
+            saved: ``{name: "workflow/key@saved_at"}`` (see :mod:`awaitly_nb.core.memo`).
         files: the files the step opened for reading while it ran, by absolute
             path: ``{"size", "mtime_ns", "xxh3"}``.
         deps: the same for the files its ``deps=`` named.
@@ -223,6 +225,7 @@ class StepManifest:
     code: str | None = None
     inputs: Mapping[str, str] = field(default_factory=dict)
     summaries: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
     files: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     deps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variables: tuple[str, ...] = ()
@@ -277,6 +280,7 @@ class StepManifest:
             code=code if isinstance(code, str) else None,
             inputs=_text_map(get("inputs")),
             summaries=_text_map(get("summaries")),
+            sources=_text_map(get("sources")),
             files=_stamps(get("files")),
             deps=_stamps(get("deps")),
             variables=tuple(map(str, variables)) if isinstance(variables, list) else (),

@@ -283,3 +283,117 @@ def test_running_only_a_downstream_step_after_a_restart(scenario: Scenario) -> N
     shown, notes = execute([SETUP, CLEAN], scenario.folder, other_store, scenario.log, errors=True)
     assert shown[1] == ["error: NameError: name 'raw' is not defined"], notes
     assert any("t is not defined now and no saved step makes it" in n for n in notes)
+
+
+def test_a_plain_cell_that_rebinds_a_step_output_reruns_its_readers(scenario: Scenario) -> None:
+    total = '%%step key=total\nran("total")\nprint(sum(raw))'
+    before = [RAW, "raw = raw[:5]", total]
+    ran, shown = scenario.play(before, edited(before, 1, lambda c: "raw = raw[5:]"))
+    assert ran == ["total"]
+    assert any(
+        "running 'total' again: raw changed ([0, 1, 2, 3, 4] → [5, 6, 7, 8, 9])" in n for n in shown
+    )
+
+
+def test_an_array_changed_in_place_by_a_plain_cell_is_seen_by_every_reader(
+    scenario: Scenario,
+) -> None:
+    make = '%%step key=make\nran("make")\nimport numpy as np\narr = np.arange(6)'
+    first = '%%step key=first\nran("first")\nprint(int(arr.sum()))'
+    second = '%%step key=second\nran("second")\nprint(int(arr.max()))'
+    before = [make, first, "arr[0] = 1", second]
+    ran, shown = scenario.play(before, before)
+    assert ran == []
+    ran, shown = scenario.play(before, edited(before, 2, lambda c: "arr[0] = 100"))
+    assert ran == ["second"]
+    assert any("running 'second' again: arr changed" in n for n in shown)
+
+
+def test_a_dataframe_filtered_differently_reruns_with_its_shape_in_the_note(
+    scenario: Scenario,
+) -> None:
+    load = (
+        '%%step key=load\nran("load")\nimport pandas as pd\n'
+        'df = pd.DataFrame({"a": range(10), "b": range(10, 20)})'
+    )
+    report = '%%step key=report\nran("report")\nprint(sub.describe().loc["mean"])'
+    before = [load, "sub = df[df.a > 1]", report]
+    ran, shown = scenario.play(before, edited(before, 1, lambda c: "sub = df[df.a > 3]"))
+    assert ran == ["report"]
+    assert any("sub changed (DataFrame 8x2 → DataFrame 6x2)" in n for n in shown)
+
+
+def test_a_class_defined_in_a_plain_cell_reruns_its_users_when_a_method_changes(
+    scenario: Scenario,
+) -> None:
+    cls = (
+        "class Scaler:\n    def __init__(self, k):\n        self.k = k\n"
+        "    def apply(self, xs):\n        return [x * self.k for x in xs]"
+    )
+    use = '%%step key=use\nran("use")\nprint(Scaler(2).apply(raw[:3]))'
+    other = '%%step key=other\nran("other")\nprint(len(raw))'
+    before = [RAW, cls, use, other]
+    ran, _ = scenario.play(before, edited(before, 1, lambda c: c + "  # a comment"))
+    assert ran == []
+    ran, shown = scenario.play(
+        before, edited(before, 1, lambda c: c.replace("x * self.k", "x + self.k"))
+    )
+    assert ran == ["use"]
+    assert any("running 'use' again: Scaler changed" in n for n in shown)
+
+
+def test_a_closure_made_by_a_factory_with_another_argument_reruns_its_users(
+    scenario: Scenario,
+) -> None:
+    factory = "def scaler(k):\n    return lambda x: x * k\ntimes = scaler(3)"
+    use = '%%step key=use\nran("use")\nprint([times(x) for x in raw[:3]])'
+    before = [RAW, factory, use]
+    ran, shown = scenario.play(before, edited(before, 1, lambda c: c.replace("(3)", "(4)")))
+    assert ran == ["use"]
+    assert any("running 'use' again: times changed" in n for n in shown), shown
+
+
+def test_a_config_dict_and_an_unordered_set_are_compared_by_value(scenario: Scenario) -> None:
+    config = 'config = {"lr": 0.1, "tags": {"a", "b", "c"}}'
+    fit = '%%step key=fit\nran("fit")\nprint(config["lr"] * 10, sorted(config["tags"]))'
+    before = [config, fit]
+    same = 'config = {"lr": 0.1, "tags": {"c", "a", "b"}}'  # the set written in another order
+    ran, _ = scenario.play(before, [same, fit])
+    assert ran == []
+    ran, shown = scenario.play(before, edited(before, 0, lambda c: c.replace("0.1", "0.2")))
+    assert ran == ["fit"]
+    assert any("running 'fit' again: config changed" in n for n in shown)
+
+
+def test_a_data_file_deleted_on_disk_runs_the_step_and_fails_as_a_plain_run(
+    scenario: Scenario,
+) -> None:
+    data = scenario.folder / "numbers.txt"
+    data.write_text("1 2 3")
+    load = (
+        '%%step key=load\nran("load")\n'
+        'numbers = [int(x) for x in open("numbers.txt").read().split()]\nprint(sum(numbers))'
+    )
+    first, _ = execute([SETUP, load], scenario.folder, scenario.store, scenario.log)
+    assert first[1] == ["stdout: 6\n"]
+    data.unlink()
+    shown, notes = execute(
+        [SETUP, load], scenario.folder, scenario.store, scenario.log, errors=True
+    )
+    assert shown[1] == [
+        "error: FileNotFoundError: [Errno 2] No such file or directory: 'numbers.txt'"
+    ]
+    assert any(n.endswith("running 'load' again: numbers.txt was deleted") for n in notes), notes
+
+
+def test_pin_keeps_the_saved_result_whatever_changed_and_force_runs_it_again(
+    scenario: Scenario,
+) -> None:
+    pinned = '%%step key=fit --pin\nran("fit")\nprint(n * 2)'
+    first, _ = execute([SETUP, "n = 3", pinned], scenario.folder, scenario.store, scenario.log)
+    scenario.log.unlink()
+    again, _ = execute([SETUP, "n = 4", pinned], scenario.folder, scenario.store, scenario.log)
+    assert scenario.runs() == [] and again[2] == first[2] == ["stdout: 6\n"]
+    forced = pinned.replace("--pin", "--force")
+    shown, _ = execute([SETUP, "n = 4", forced], scenario.folder, scenario.store, scenario.log)
+    assert scenario.runs() == ["fit"] and shown[2] == ["stdout: 8\n"]
