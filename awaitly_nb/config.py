@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from awaitly_nb.core.engine import StepEngine
+from awaitly_nb.core.engine import VARIANTS, StepEngine
 from awaitly_nb.files import FileProbe
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import GcReport
@@ -179,7 +179,13 @@ def gc(*, min_age: float = 600.0) -> GcReport:
 _UNSET: Any = object()
 
 
-def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET, store: Any = _UNSET) -> Session:
+def configure(
+    *,
+    dir: Any = _UNSET,
+    workflow: Any = _UNSET,
+    store: Any = _UNSET,
+    variants: Any = _UNSET,
+) -> Session:
     """Choose where notebook steps are saved and the workflow they belong to.
 
     Only the settings given change; pass None to go back to the default.
@@ -191,6 +197,11 @@ def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET, store: Any = _UNSET)
             ``$AWAITLY_NB_STORE``): ``redis://host:6379/0`` or an fsspec URL
             (``s3://bucket/team``, ``file:///shared/steps``, ``memory://name``).
             Blobs are cached in ``dir``.
+        variants: how many variants (other code or inputs) each key keeps, so
+            going back to an earlier parameter replays it (default 4; 0 keeps none).
+
+    Raises:
+        TypeError, ValueError: a setting of the wrong type or value (nothing changes).
 
     >>> import tempfile
     >>> session = configure(dir=tempfile.mkdtemp(), workflow="analysis.ipynb")
@@ -198,6 +209,11 @@ def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET, store: Any = _UNSET)
     'analysis.ipynb'
     >>> _ = configure(dir=None, workflow=None)  # back to the defaults
     """
+    if variants is not _UNSET:
+        if variants is None:
+            variants = VARIANTS
+        if type(variants) is not int or variants < 0:
+            raise ValueError(f"variants must be a whole number >= 0, got {variants!r}")
     if workflow is not _UNSET:
         if workflow is not None and (not isinstance(workflow, str) or not workflow):
             raise ValueError(f"workflow must be a non-empty string, got {workflow!r}")
@@ -217,4 +233,6 @@ def configure(*, dir: Any = _UNSET, workflow: Any = _UNSET, store: Any = _UNSET)
         _SESSION.close_stores()
         _SESSION.shared = store
         _SESSION.engine.reset()
+    if variants is not _UNSET:
+        _SESSION.engine.variants = variants
     return _SESSION

@@ -866,6 +866,11 @@ class StepEngine:
         ``manifests`` (the workflow's saved manifests) may be passed when already read.
         """
         workflow = self.workflow_id()
+        store = self.store
         if manifests is None:
-            manifests = self.store.manifests(workflow)
-        return self.tracker.rows(workflow, manifests)
+            manifests = store.manifests(workflow)
+        try:
+            variants = store.variant_counts(workflow)
+        except StorageError:
+            variants = {}
+        return self.tracker.rows(workflow, manifests, variants)

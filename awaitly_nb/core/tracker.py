@@ -6,6 +6,7 @@ merges what it saw with the saved manifests into one :class:`StepStatus` per ste
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ class StepStatus:
         variables: the variables it saves.
         error: the error of a failed run.
         why: why it was stale and ran again this session (``t changed (5 → 6)``).
+        variants: how many variants (by code and inputs) the store keeps for it.
     """
 
     key: str
@@ -46,6 +48,7 @@ class StepStatus:
     variables: tuple[str, ...] = ()
     error: str | None = None
     why: str | None = None
+    variants: int = 0
 
 
 @dataclass
@@ -107,8 +110,17 @@ class StatusTracker:
         """The step's saved entry was deleted."""
         self._set(workflow, key, "not run yet")
 
-    def rows(self, workflow: str, manifests: list[StepManifest]) -> list[StepStatus]:
-        """One row per step of ``workflow``: saved ones (oldest first), then the others seen."""
+    def rows(
+        self,
+        workflow: str,
+        manifests: list[StepManifest],
+        variants: Mapping[str, int] | None = None,
+    ) -> list[StepStatus]:
+        """One row per step of ``workflow``: saved ones (oldest first), then the others seen.
+
+        ``variants`` counts the variants kept per key.
+        """
+        variants = variants or {}
         rows = []
         saved = {m.key: m for m in manifests}
         for key, manifest in saved.items():
@@ -127,6 +139,7 @@ class StatusTracker:
                     variables=manifest.variables,
                     error=seen.error if seen is not None else None,
                     why=seen.why if seen is not None else None,
+                    variants=variants.get(key, 0),
                 )
             )
         unsaved = sorted(

@@ -19,8 +19,9 @@ def row_cells(row: StepStatus) -> tuple[str, ...]:
     if row.why:
         why = row.why if len(row.why) <= 60 else row.why[:59] + "…"
         state = f"{state} (ran again: {why})"
+    key = row.key if row.variants <= 1 else f"{row.key} ({row.variants} variants)"
     return (
-        row.key,
+        key,
         state,
         format_time(row.saved_at),
         took,

@@ -145,6 +145,15 @@ class StepStore(ABC):
         prefix = key + VARIANT
         return [k for _, k in self.record_keys(workflow) if k.startswith(prefix)]
 
+    def variant_counts(self, workflow: str) -> dict[str, int]:
+        """How many variants are kept for each step of ``workflow`` (steps with none left out)."""
+        counts: dict[str, int] = {}
+        for _, name in self.record_keys(workflow):
+            if VARIANT in name:
+                key = name.split(VARIANT, 1)[0]
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def _keep_variant(
         self, workflow: str, key: str, record: dict[str, Any], fingerprint: str, limit: int
     ) -> None:

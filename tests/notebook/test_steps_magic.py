@@ -131,3 +131,41 @@ def test_steps_why_compares_what_a_step_read_with_now_without_running_it(
     assert "data.txt changed" in why.stdout
     assert marks.count() == 1  # nothing ran
     assert "no saved step 'nope'" in run("%steps why nope").stdout
+
+
+def test_list_shows_a_key_once_with_its_variants_and_forget_drops_them_all(
+    ip: Any, run: Any, marks: Any
+) -> None:
+    cell = "%%step key=fit\nmark()\nmodel = n * 2"
+    for n in (1, 2, 3):
+        ip.user_ns["n"] = n
+        assert run(cell).error is None
+    listing = run("%steps").stdout
+    rows = [row for row in listing.splitlines() if row.startswith("fit")]
+    assert len(rows) == 1 and rows[0].startswith("fit (3 variants)")
+    ip.user_ns["n"] = 1
+    assert run(cell).error is None and marks.count() == 3  # the n=1 variant replays
+    run("%steps forget fit")
+    rows = [row for row in run("%steps").stdout.splitlines() if row.startswith("fit")]
+    assert rows == ["fit  not run yet"]
+    assert run(cell).error is None and marks.count() == 4
+
+
+def test_configure_variants_sets_how_many_are_kept(ip: Any, run: Any, marks: Any) -> None:
+    cell = "%%step key=fit\nmark()\nmodel = n * 2"
+    awaitly_nb.configure(variants=1)
+    try:
+        for n in (1, 2, 1):
+            ip.user_ns["n"] = n
+            run(cell)
+        assert marks.count() == 3  # only the last one is kept: going back runs again
+        assert "variants" not in run("%steps").stdout
+    finally:
+        awaitly_nb.configure(variants=None)
+    from awaitly_nb.config import get_session
+
+    assert get_session().engine.variants == 4
+    with pytest.raises(ValueError, match="variants must be a whole number"):
+        awaitly_nb.configure(variants=-1)
+    with pytest.raises(ValueError, match="variants must be a whole number"):
+        awaitly_nb.configure(variants="4")
