@@ -9,6 +9,7 @@ step bodies proves which steps ran again and which were restored.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -67,7 +68,12 @@ def execute(
             elif out.output_type == "error":
                 outputs.append(f"error: {out.ename}: {out.evalue}")
             else:
-                outputs.append(f"{out.output_type}: {out.get('data', {}).get('text/plain')}")
+                data = out.get("data", {})
+                image = data.get("image/png")
+                shown_image = (
+                    f" png {hashlib.sha256(image.encode()).hexdigest()[:12]}" if image else ""
+                )
+                outputs.append(f"{out.output_type}: {data.get('text/plain')}{shown_image}")
         shown.append(outputs)
     return shown, notes
 
@@ -397,3 +403,29 @@ def test_pin_keeps_the_saved_result_whatever_changed_and_force_runs_it_again(
     forced = pinned.replace("--pin", "--force")
     shown, _ = execute([SETUP, "n = 4", forced], scenario.folder, scenario.store, scenario.log)
     assert scenario.runs() == ["fit"] and shown[2] == ["stdout: 8\n"]
+
+
+def test_a_plot_of_an_edited_parameter_is_drawn_again_and_an_unchanged_one_replays_the_image(
+    scenario: Scenario,
+) -> None:
+    plot = (
+        '%%step key=plot\nran("plot")\nimport matplotlib.pyplot as plt\n'
+        "fig, ax = plt.subplots(figsize=(3, 2))\nax.plot([x ** power for x in range(10)])\n"
+        "plt.show()"
+    )
+    setup = "%matplotlib inline\npower = 2"
+    before = [setup, plot]
+    ran, _ = scenario.play(before, before)
+    assert ran == []
+    ran, shown = scenario.play(before, edited(before, 0, lambda c: c.replace("2", "3")))
+    assert ran == ["plot"]
+    assert any("running 'plot' again: power changed (2 → 3)" in n for n in shown)
+
+
+def test_a_default_argument_of_a_helper_counts(scenario: Scenario) -> None:
+    helper = "def top(xs, n=3):\n    return sorted(xs)[-n:]"
+    use = '%%step key=use\nran("use")\nprint(top(raw))'
+    before = [RAW, helper, use]
+    ran, shown = scenario.play(before, edited(before, 1, lambda c: c.replace("n=3", "n=2")))
+    assert ran == ["use"]
+    assert any("running 'use' again: top() changed" in n for n in shown)
