@@ -7,8 +7,9 @@ own files, installed packages, the store and temporary files are left out.
 Files that C libraries read by themselves are invisible to it; a step declares
 those with ``deps=`` (globs allowed, expanded at every lookup).
 
-A file's stamp is its size, modification time and xxh3-128 content hash; a
-file whose size and time are unchanged is not read again at lookup.
+A file's stamp is its size, modification and change times, inode and xxh3-128
+content hash; a file whose metadata is unchanged is not read again at lookup.
+Files a step opens for writing are its outputs, never its inputs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 
 import xxhash
 
+from awaitly_nb.core.fingerprint import code_fingerprint
+
 __all__ = ["FileProbe", "ReadRecorder", "expand_deps", "stamp"]
 
 _CHUNK = 4 * 1024 * 1024
@@ -34,7 +37,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
 def stamp(path: str) -> dict[str, Any] | None:
-    """``{"size", "mtime_ns", "xxh3"}`` of a file, or None if it cannot be read."""
+    """``{"size", "mtime_ns", "ctime_ns", "ino", "xxh3"}`` of a file, or None if unreadable."""
     try:
         with open(path, "rb") as f:
             info = os.fstat(f.fileno())
@@ -43,26 +46,51 @@ def stamp(path: str) -> dict[str, Any] | None:
                 digest.update(chunk)
     except OSError:
         return None
-    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "xxh3": digest.hexdigest()}
+    return {
+        "size": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+        "ctime_ns": info.st_ctime_ns,
+        "ino": info.st_ino,
+        "xxh3": digest.hexdigest(),
+    }
+
+
+def _same_metadata(info: os.stat_result, saved: Mapping[str, Any]) -> bool:
+    """Size, modification time, change time and inode all as saved: the content is too.
+
+    The change time cannot be set back (``cp -p``, ``rsync -t`` and ``touch -d``
+    set the modification time only), so a same-size rewrite is still noticed.
+    Stamps saved without it compare size and modification time.
+    """
+    if info.st_size != saved.get("size") or info.st_mtime_ns != saved.get("mtime_ns"):
+        return False
+    if "ctime_ns" not in saved:
+        return True
+    return info.st_ctime_ns == saved.get("ctime_ns") and info.st_ino == saved.get("ino")
 
 
 class FileProbe:
     """What the engine asks about files: their stamps now, and how they changed."""
 
     def __init__(self) -> None:
-        self._modules: dict[str, tuple[tuple[int, int], str]] = {}
+        self._modules: dict[str, tuple[tuple[int, ...], str]] = {}
 
     def stamp(self, path: str) -> dict[str, Any] | None:
         return stamp(path)
 
     def change(self, path: str, saved: Mapping[str, Any]) -> str | None:
-        """Why ``path`` differs from its saved stamp (None if it does not)."""
+        """Why ``path`` differs from its saved stamp (None if it does not).
+
+        A file the step wrote (stamp ``{"written": True}``) is its output: never a change.
+        """
+        if saved.get("written"):
+            return None
         try:
             info = os.stat(path)
         except OSError:
             return f"{_shown(path)} was deleted"
-        if info.st_size == saved.get("size") and info.st_mtime_ns == saved.get("mtime_ns"):
-            return None  # size and time unchanged: not read again
+        if _same_metadata(info, saved):
+            return None  # size, times and inode unchanged: not read again
         now = stamp(path)
         if now is None:
             return f"{_shown(path)} cannot be read"
@@ -87,11 +115,23 @@ class FileProbe:
             info = os.stat(path)
         except OSError:
             return version
-        if cached is None or cached[0] != (info.st_size, info.st_mtime_ns):
-            found = stamp(path)
-            cached = ((info.st_size, info.st_mtime_ns), found["xxh3"] if found else "")
+        seen = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+        if cached is None or cached[0] != seen:
+            cached = (seen, _source_fingerprint(path))
             self._modules[path] = cached
         return f"{version}:{cached[1]}"
+
+
+def _source_fingerprint(path: str) -> str:
+    """A module's code without comments and spacing (as cells are compared), else its bytes."""
+    if path.endswith(".py"):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return code_fingerprint(f.read())
+        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+            pass
+    found = stamp(path)
+    return found["xxh3"] if found else ""
 
 
 def _shown(path: str) -> str:
@@ -167,6 +207,8 @@ class ReadRecorder:
     def __init__(self, ignore: Iterable[str | os.PathLike[str]] = ()) -> None:
         self.ignore = tuple(os.path.realpath(p) + os.sep for p in ignore)
         self.paths: set[str] = set()
+        self.written: set[str] = set()
+        """Files opened for writing: a step's outputs, never its inputs."""
 
     @classmethod
     def _install(cls) -> None:
@@ -186,11 +228,10 @@ class ReadRecorder:
         if not isinstance(path, (str, bytes, os.PathLike)):
             return  # a file descriptor
         if isinstance(mode, str):
-            if any(c in mode for c in "wax+"):
-                return
-        elif isinstance(flags, int) and flags & _WRITE_FLAGS:
-            return
-        recorder.paths.add(os.fsdecode(path))
+            writes = any(c in mode for c in "wax+")
+        else:
+            writes = isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
+        (recorder.written if writes else recorder.paths).add(os.path.abspath(os.fsdecode(path)))
 
     def __enter__(self) -> ReadRecorder:
         self._install()
@@ -211,7 +252,7 @@ class ReadRecorder:
         here = os.path.realpath(os.getcwd()) + os.sep
         never, system = self.ignore + _installed_roots(), _system_roots()
         out: dict[str, dict[str, Any]] = {}
-        for raw in sorted(self.paths):
+        for raw in sorted(self.paths - self.written):
             path = os.path.abspath(raw)
             real = os.path.realpath(path)
             if real.startswith(never) or real.endswith((".pyc", ".so")):

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import ast
 import inspect
+import io
 import pickle
+import re
 import sys
 import textwrap
 import types
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import xxhash
 
@@ -68,6 +70,7 @@ class _Hasher:
         self.module_version = module_version or _module_version
         self.active: dict[int, int] = {}  # id -> position, for cycles
         self.depth = 0
+        self.types: dict[type, str] = {}  # a class's digest, once per value
 
     def tag(self, text: str) -> None:
         self.h.update(text.encode("utf-8", "surrogatepass") + b"\x00")
@@ -183,23 +186,55 @@ class _Hasher:
             return "?"
         return str(sub.h.hexdigest())
 
+    def _by_value(self, value: Any, in_place: Callable[[pickle.PickleBuffer], bool]) -> bytes:
+        """cloudpickle's stream, with notebook classes and functions named by their digest
+        (cloudpickle would write them with a random per-process id)."""
+        import cloudpickle
+
+        hasher = self
+
+        class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+            def persistent_id(self, obj: Any) -> str | None:
+                if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
+                    return f"main:{hasher._tolerant(obj)}"
+                return None
+
+        out = io.BytesIO()
+        try:
+            Pickler(out, protocol=5, buffer_callback=in_place).dump(value)
+        except Exception as exc:
+            raise _Unhashable(str(exc)) from exc
+        return out.getvalue()
+
+    def _type(self, kind: type) -> None:
+        """The class of a pickled object counts: its code if the notebook defines it,
+        else where it lives and that module's version (your own modules: their source)."""
+        digest = self.types.get(kind)
+        if digest is None:
+            digest = self.types[kind] = self._tolerant(kind)
+        self.tag(f"type:{digest}")
+
     def _pickled(self, value: Any) -> None:
+        buffers: list[pickle.PickleBuffer] = []
+
         def in_place(buffer: pickle.PickleBuffer) -> bool:
-            raw = buffer.raw()
-            self.tag(f"buffer:{raw.nbytes}")
-            self.h.update(raw)
+            buffers.append(buffer)
             return False
 
-        self.tag(f"pickle:{type(value).__module__}.{type(value).__qualname__}")
+        self._type(type(value))
         try:
             stream = pickle.dumps(value, protocol=5, buffer_callback=in_place)
         except Exception:
-            try:
-                import cloudpickle
-
-                stream = cloudpickle.dumps(value, protocol=5, buffer_callback=in_place)
-            except Exception as exc:
-                raise _Unhashable(str(exc)) from exc
+            buffers.clear()
+            stream = self._by_value(value, in_place)
+        if _SET_OPCODES.search(stream):  # maybe a set: its order follows the hash seed
+            canonical = _canonical_stream(value, self)
+            if canonical is not None:
+                stream, buffers = canonical
+        for buffer in buffers:
+            raw = buffer.raw()
+            self.tag(f"buffer:{raw.nbytes}")
+            self.h.update(raw)
         self.h.update(stream)
 
 
@@ -227,6 +262,44 @@ def namespace_free(value: Any) -> bool:
     (False, False, True)
     """
     return not isinstance(value, _NAMESPACE_BOUND)
+
+
+_SET_OPCODES = re.compile(b"[\x8f\x91]")
+"""EMPTY_SET and FROZENSET: a pickle stream without these bytes holds no set."""
+
+
+class _CanonicalPickler(pickle._Pickler):
+    """Pickles sets with their items in digest order: the same stream in every process."""
+
+    dispatch: ClassVar[dict[type, Any]] = dict(pickle._Pickler.dispatch)
+
+    def __init__(self, file: Any, hasher: _Hasher, buffer_callback: Any) -> None:
+        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
+        self.hasher = hasher
+
+    def _ordered(self, items: Any) -> list[Any]:
+        keyed = [
+            (value_digest(item, self.hasher.namespace, self.hasher.module_version) or "", item)
+            for item in items
+        ]
+        return [item for _, item in sorted(keyed, key=lambda pair: pair[0])]
+
+    def save_set(self, obj: Any) -> None:
+        self.save_reduce(type(obj), (self._ordered(obj),), obj=obj)  # type: ignore[attr-defined]
+
+    dispatch[set] = save_set
+    dispatch[frozenset] = save_set
+
+
+def _canonical_stream(value: Any, hasher: _Hasher) -> tuple[bytes, list[Any]] | None:
+    """``value`` pickled with ordered sets (pure-Python pickler: slower, so only when needed)."""
+    buffers: list[pickle.PickleBuffer] = []
+    out = io.BytesIO()
+    try:
+        _CanonicalPickler(out, hasher, buffers.append).dump(value)
+    except Exception:
+        return None
+    return out.getvalue(), buffers
 
 
 def _is_numpy_array(value: Any) -> bool:

@@ -135,6 +135,7 @@ class Run:
 
     decision: Decision
     started: float
+    written: frozenset[str] = frozenset()
 
     @property
     def key(self) -> str:
@@ -706,6 +707,7 @@ class StepEngine:
         optional: Iterable[str] = (),
         hint: str = "exclude={names}",
         files: Mapping[str, Mapping[str, Any]] | None = None,
+        written: Iterable[str] = (),
     ) -> StepManifest | None:
         """The step ran without raising: save it, or warn why it cannot be saved.
 
@@ -713,10 +715,13 @@ class StepEngine:
         on) are left out; any other unsaveable variable is named in a
         :class:`~awaitly_nb.errors.CacheWarning` (``hint`` says how to exclude
         it, ``{names}`` filled in) and nothing is saved. So is a store failure.
+        ``files`` are the stamps of the files it read; ``written`` the files it
+        wrote (its outputs: a declared dep it wrote is never a change).
         Returns the saved manifest, or None.
         """
         key, events = run.key, self.events()
         duration_ms = events.success(key, run.started)
+        run = replace(run, written=frozenset(written))
         manifest, (message, reason) = self._save_or_explain(
             run, payload, duration_ms, set(optional), hint, files or {}
         )
@@ -782,7 +787,7 @@ class StepEngine:
             summaries=dict(run.decision.summaries),
             sources=dict(run.decision.sources),
             files={path: dict(s) for path, s in files.items()},
-            deps=self._declared(spec),
+            deps=self._declared(spec, run.written),
             variables=tuple(sorted(variables)),
             types={n: type(v).__qualname__ for n, v in variables.items()},
             nbytes={n: _nbytes(v) for n, v in variables.items()},
@@ -793,9 +798,14 @@ class StepEngine:
             workflow, spec.key, manifest, payload.to_saved(), variants=self.variants
         )
 
-    def _declared(self, spec: StepSpec) -> dict[str, Any]:
-        """Stamps of the files ``deps=`` names, as they are now (saved with the step)."""
-        return _deps_stamps(self.files, spec.deps)
+    def _declared(self, spec: StepSpec, written: frozenset[str]) -> dict[str, Any]:
+        """Stamps of the files ``deps=`` names, as they are now (saved with the step);
+        a file the step wrote is marked ``written`` (an output, not compared)."""
+        stamps = _deps_stamps(self.files, spec.deps)
+        for path in written:
+            if path in stamps:
+                stamps[path] = {"written": True}
+        return stamps
 
     def explain(self, key: str, values: Mapping[str, Any]) -> list[str]:
         """What a saved step depends on, compared with now, without running or loading it.

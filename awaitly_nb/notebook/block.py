@@ -242,6 +242,7 @@ def call_step(
         StepPayload(value=value),
         hint="to return a value that can be pickled instead of {names}",
         files=opened.files(),
+        written=opened.written,
     )
     return value
 

@@ -173,7 +173,12 @@ class NotebookStep:
             **self._result_fields(result, variables),
         )
         manifest = self.engine.finish(
-            run, payload, optional=optional, hint=self.hint, files=self._reads.files()
+            run,
+            payload,
+            optional=optional,
+            hint=self.hint,
+            files=self._reads.files(),
+            written=self._reads.written,
         )
         if self.spec.kind == "cell" and manifest is not None:
             self._bound(manifest.variables, manifest)

@@ -123,8 +123,11 @@ def test_digests_are_stable_across_processes_and_hash_seeds() -> None:
     script = (
         "import numpy as np, pandas as pd\n"
         "from awaitly_nb.core.digest import value_digest\n"
+        "import types\n"
         "values = [{'b', 'a', 'c'}, {'k': frozenset({'x', 'y'})}, np.arange(5.0),\n"
-        "          pd.DataFrame({'s': ['p', 'q']}), ('t', 1, 2.5, None)]\n"
+        "          pd.DataFrame({'s': ['p', 'q']}), ('t', 1, 2.5, None),\n"
+        "          types.SimpleNamespace(tags={'alpha', 'beta', 'gamma', 'delta'}),\n"
+        "          pd.Series([{'a', 'b', 'c'}, frozenset({'d', 'e'})], dtype=object)]\n"
         "print([value_digest(v) for v in values])\n"
     )
     outputs = {
@@ -138,6 +141,25 @@ def test_digests_are_stable_across_processes_and_hash_seeds() -> None:
         for seed in ("0", "1", "12345")
     }
     assert len(outputs) == 1 and "None" not in outputs.pop()
+
+
+def _notebook_class(method_source: str) -> type:
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(f"class Thing:\n    def v(self):\n        {method_source}\n", namespace)
+    return namespace["Thing"]  # type: ignore[no-any-return]
+
+
+def test_an_object_counts_its_class_code_and_sets_inside_it_in_any_order() -> None:
+    one, two = _notebook_class("return 1"), _notebook_class("return 2")
+    assert value_digest(one()) == value_digest(_notebook_class("return 1")())
+    assert value_digest(one()) != value_digest(two())  # same state, another method
+
+    class Holder:
+        def __init__(self, tags: set[str]) -> None:
+            self.tags = tags
+
+    assert value_digest(Holder({"a", "b", "c"})) == value_digest(Holder({"c", "b", "a"}))
+    assert value_digest(Holder({"a", "b"})) != value_digest(Holder({"a", "c"}))
 
 
 def test_summaries_are_short() -> None:
