@@ -690,6 +690,19 @@ class StepEngine:
             memo.digested(name, value, digest, said)
         return digest, said
 
+    def unchanged(self, decision: Decision, name: str, value: Any) -> bool:
+        """True if ``value`` (an input of ``decision``'s step) is, by value, what the
+        step read when it was looked up."""
+        saved = decision.inputs.get(name, "")
+        if not saved.startswith(VALUE):
+            return False
+        digest = value_digest(
+            value,
+            decision.spec.values,
+            None if self.files is None else self.files.module_version,
+        )
+        return digest is not None and VALUE + digest == saved
+
     def begin(self, decision: Decision) -> Run:
         """The step runs (``step_start``): user code runs, so the memo is emptied."""
         self.memo.clear()

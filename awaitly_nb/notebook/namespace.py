@@ -56,6 +56,7 @@ class _Finder(ast.NodeVisitor):
         self.names: set[str] = set()
         self.receivers: set[str] = set()
         self.deleted: set[str] = set()
+        self.handles: set[str] = set()
 
     def _target(self, node: ast.AST) -> None:
         if isinstance(node, (ast.Tuple, ast.List)):
@@ -94,6 +95,8 @@ class _Finder(ast.NodeVisitor):
     def visit_withitem(self, node: ast.withitem) -> None:
         if node.optional_vars is not None:
             self._target(node.optional_vars)
+            if isinstance(node.optional_vars, ast.Name):
+                self.handles.add(node.optional_vars.id)
         self.visit(node.context_expr)
 
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
@@ -163,12 +166,13 @@ class Targets(NamedTuple):
     ``bound``: assigned, augmented, stored into (``a[0] = 1``, ``a.b = 1``),
     imported, defined, loop and with targets. ``receivers``: objects whose
     methods it calls (``rows.append(x)``) — maybe changed in place. ``deleted``:
-    names it deletes.
+    names it deletes. ``handles``: ``with ... as name`` targets (a closed file).
     """
 
     bound: set[str]
     receivers: set[str]
     deleted: set[str]
+    handles: frozenset[str] = frozenset()
 
 
 def assigned_names(tree: ast.AST | Iterable[ast.stmt]) -> Targets:
@@ -183,7 +187,9 @@ def assigned_names(tree: ast.AST | Iterable[ast.stmt]) -> Targets:
     statements = tree.body if isinstance(tree, ast.Module) else tree
     for stmt in statements:  # type: ignore[union-attr]
         finder.visit(stmt)
-    return Targets(finder.names, finder.receivers - finder.names, finder.deleted)
+    return Targets(
+        finder.names, finder.receivers - finder.names, finder.deleted, frozenset(finder.handles)
+    )
 
 
 def read_names(statements: Iterable[ast.AST]) -> set[str]:
@@ -276,7 +282,8 @@ def produced(
 
     Optional ones are objects whose methods the step called but that it did not
     rebind: they may have changed in place (``rows.append(x)``), or not
-    (``conn.execute(q)``); one that cannot be saved is left out, not an error.
+    (``conn.execute(q)``); and ``with ... as f`` targets (a file closed at the
+    end of the block). One that cannot be saved is left out, not an error.
 
     Raises:
         AwaitlyError: ``outputs`` names a variable the step did not set.
@@ -293,4 +300,5 @@ def produced(
     skip = set(exclude)
     names = [n for n in names if n not in skip]
     optional = {n for n in names if n in targets.receivers and before.get(n) == id(namespace[n])}
+    optional |= {n for n in names if n in targets.handles}
     return names, deleted, optional

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import types
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -165,6 +166,9 @@ class NotebookStep:
             outputs=self.outputs,
             exclude=self.exclude | set(exclude),
         )
+        for name in self._untouched(optional & set(self._targets.receivers)):
+            names.remove(name)
+            optional.discard(name)
         variables = {n: self.namespace[n] for n in names}
         payload = StepPayload(
             variables=variables,
@@ -182,6 +186,21 @@ class NotebookStep:
         )
         if self.spec.kind == "cell" and manifest is not None:
             self._bound(manifest.variables, manifest)
+
+    def _untouched(self, receivers: Iterable[str]) -> list[str]:
+        """Objects the body only called methods on and left as they were: not outputs.
+
+        A module (``np.sum(x)``) never is; an input compared by value is not
+        when its fingerprint is the same as before the body ran (``a.count(1)``),
+        so restoring the step does not put a copy in its place.
+        """
+        decision = self.decision
+        return [
+            name
+            for name in sorted(receivers)
+            if isinstance(self.namespace[name], types.ModuleType)
+            or self.engine.unchanged(decision, name, self.namespace[name])
+        ]
 
     def _bound(self, names: Iterable[str], manifest: Any) -> None:
         """The variables ``names`` hold exactly what ``manifest``'s step saved."""

@@ -263,3 +263,45 @@ def test_top_level_await_in_the_body_is_a_clear_usage_error(
     assert "top-level await" in str(ran.result.error_in_exec)
     assert marks.count() == 0  # the body did not run
     assert "aw" not in saved()
+
+
+def test_an_object_only_read_through_its_methods_stays_the_same_object(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    run("a = [1, 2]\nb = a")
+    run("%%step key=count\nmark()\nn = a.count(1)\nimport math\nr = math.sqrt(4)")
+    restart()
+    run("a = [1, 2]\nb = a")
+    ran = run("%%step key=count\nmark()\nn = a.count(1)\nimport math\nr = math.sqrt(4)")
+    assert marks.count() == 1
+    assert any("restored 'count' (math, n, r)" in note for note in ran.notes), ran.notes
+    run("a.append(3)")
+    assert ip.user_ns["b"] is ip.user_ns["a"] == [1, 2, 3]  # the alias holds, as in a plain run
+
+
+def test_an_object_changed_through_its_methods_is_saved(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    run("rows = []")
+    run("%%step key=grow\nmark()\nrows.append(1)")
+    restart()
+    run("rows = []")
+    ran = run("%%step key=grow\nmark()\nrows.append(1)")
+    assert marks.count() == 1 and ip.user_ns["rows"] == [1]
+    assert any("restored 'grow' (rows)" in note for note in ran.notes)
+
+
+def test_a_file_closed_by_its_with_block_is_left_out_not_an_error(
+    ip: Any, run: Any, marks: Any, restart: Any, tmp_path: Any
+) -> None:
+    data = tmp_path / "words.txt"
+    data.write_text("a b c")
+    ip.user_ns["path"] = str(data)
+    cell = "%%step key=read\nmark()\nwith open(path) as f:\n    words = f.read().split()"
+    ran = run(cell)
+    assert ran.error is None and not [w for w in ran.stderr.splitlines() if "CacheWarning" in w]
+    restart()
+    ip.user_ns["path"] = str(data)
+    ran = run(cell)
+    assert marks.count() == 1 and ip.user_ns["words"] == ["a", "b", "c"]
+    assert any("restored 'read' (words)" in note for note in ran.notes)
