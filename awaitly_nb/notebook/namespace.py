@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import types
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -22,6 +23,7 @@ __all__ = [
     "input_names",
     "is_internal_name",
     "produced",
+    "reached_globals",
     "read_names",
     "snapshot",
     "user_inputs",
@@ -218,6 +220,57 @@ def input_names(statements: Iterable[ast.stmt]) -> set[str]:
         inputs |= read_names([stmt]) - bound
         bound |= assigned_names([stmt]).bound
     return inputs
+
+
+_MAX_REACHED = 2000
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def reached_globals(names: Iterable[str], namespace: Mapping[str, Any]) -> set[str]:
+    """Data the notebook's functions (among ``names``) use as globals, transitively.
+
+    A step that calls ``record("hi")`` where ``def record(m): log.append(m)``
+    may change ``log`` without naming it. Functions, classes and modules are
+    followed (their code), not returned.
+
+    >>> ns = {"log": [], "n": 3}
+    >>> exec("def record(m):\n    log.append(m)\ndef twice(m):\n    record(m); record(n)", ns)
+    >>> sorted(reached_globals(["twice"], ns))
+    ['log', 'n']
+    """
+    found: set[str] = set()
+    seen: set[int] = set()
+    todo = [namespace[n] for n in names if n in namespace]
+    while todo and len(seen) < _MAX_REACHED:
+        value = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        codes: list[types.CodeType] = []
+        if isinstance(value, types.FunctionType) and value.__globals__ is namespace:
+            codes.append(value.__code__)
+        elif isinstance(value, type) and value.__module__ == namespace.get("__name__", "__main__"):
+            for member in vars(value).values():
+                target = getattr(member, "__func__", member)
+                if isinstance(target, types.FunctionType) and target.__globals__ is namespace:
+                    codes.append(target.__code__)
+        for code in codes:
+            for name in _code_names(code):
+                if name not in namespace or is_internal_name(name):
+                    continue
+                item = namespace[name]
+                if isinstance(item, (types.FunctionType, type)):
+                    todo.append(item)
+                elif not isinstance(item, (types.ModuleType, types.BuiltinFunctionType)):
+                    found.add(name)
+    return found
 
 
 def user_inputs(

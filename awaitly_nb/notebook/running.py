@@ -15,12 +15,13 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from awaitly_nb.config import get_session
+from awaitly_nb.core.digest import value_digest
 from awaitly_nb.core.engine import Decision, Run, StepSpec, unsaveable
 from awaitly_nb.core.payload import NOTHING, StepPayload
 from awaitly_nb.files import ReadRecorder
 from awaitly_nb.formatting import format_duration, format_time
 from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
-from awaitly_nb.notebook.namespace import assigned_names, produced, snapshot
+from awaitly_nb.notebook.namespace import assigned_names, produced, reached_globals, snapshot
 from awaitly_nb.notebook.restore import replay, restore
 
 __all__ = ["NotebookStep", "show_note"]
@@ -130,6 +131,7 @@ class NotebookStep:
         remember the namespace, record what it shows."""
         self._targets = assigned_names(list(statements))
         self._before = snapshot(self.namespace)
+        self._reached = self._digests(reached_globals(self.spec.reads, self.namespace))
         self._recorder = OutputRecorder(self.shell).__enter__()
         self._reads = ReadRecorder(ignore=[get_session().store.directory]).__enter__()
         self._run = self.engine.begin(self.decision)
@@ -169,6 +171,10 @@ class NotebookStep:
         for name in self._untouched(optional & set(self._targets.receivers)):
             names.remove(name)
             optional.discard(name)
+        if self.outputs is None:  # changed by the functions it called: outputs too
+            changed = self._changed_through_calls(set(names) | set(deleted) | self.exclude)
+            names = sorted({*names, *changed})
+            optional |= changed
         variables = {n: self.namespace[n] for n in names}
         payload = StepPayload(
             variables=variables,
@@ -186,6 +192,27 @@ class NotebookStep:
         )
         if self.spec.kind == "cell" and manifest is not None:
             self._bound(manifest.variables, manifest)
+
+    def _digests(self, names: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """Identity and fingerprint of each of ``names`` that can be fingerprinted."""
+        out = {}
+        for name in names:
+            value = self.namespace[name]
+            digest = value_digest(value, self.namespace)
+            if digest is not None:
+                out[name] = (id(value), digest)
+        return out
+
+    def _changed_through_calls(self, known: set[str]) -> set[str]:
+        """Globals the step's functions use that are the same objects, changed in place."""
+        changed = set()
+        for name, (identity, digest) in self._reached.items():
+            value = self.namespace.get(name, NOTHING)
+            if name in known or value is NOTHING or id(value) != identity:
+                continue  # rebound or deleted: the namespace diff has it
+            if value_digest(value, self.namespace) != digest:
+                changed.add(name)
+        return changed
 
     def _untouched(self, receivers: Iterable[str]) -> list[str]:
         """Objects the body only called methods on and left as they were: not outputs.

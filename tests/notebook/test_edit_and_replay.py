@@ -429,3 +429,11 @@ def test_a_default_argument_of_a_helper_counts(scenario: Scenario) -> None:
     ran, shown = scenario.play(before, edited(before, 1, lambda c: c.replace("n=3", "n=2")))
     assert ran == ["use"]
     assert any("running 'use' again: top() changed" in n for n in shown)
+
+
+def test_a_global_a_helper_changes_is_replayed_for_the_cells_after(scenario: Scenario) -> None:
+    helpers = "log = []\ndef record(m):\n    log.append(m)"
+    record = '%%step key=s\nran("s")\nrecord("hi")\nv = 1'
+    cells = [helpers, record, "print(log)"]
+    ran, _ = scenario.play(cells, cells)
+    assert ran == []

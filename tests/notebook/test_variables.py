@@ -305,3 +305,22 @@ def test_a_file_closed_by_its_with_block_is_left_out_not_an_error(
     ran = run(cell)
     assert marks.count() == 1 and ip.user_ns["words"] == ["a", "b", "c"]
     assert any("restored 'read' (words)" in note for note in ran.notes)
+
+
+def test_a_global_changed_by_a_function_the_step_calls_is_saved_and_restored(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    helpers = (
+        "log = []\ncache = {}\n"
+        "def record(m):\n    log.append(m)\n    remember(m)\n"
+        "def remember(m):\n    cache[m] = len(m)"
+    )
+    cell = "%%step key=s\nmark()\nrecord('hi')\nv = 1"
+    run(helpers)
+    run(cell)
+    restart()
+    run(helpers)
+    ran = run(cell)
+    assert marks.count() == 1
+    assert ip.user_ns["log"] == ["hi"] and ip.user_ns["cache"] == {"hi": 2}
+    assert any("restored 's' (cache, log, v)" in note for note in ran.notes), ran.notes
