@@ -105,6 +105,10 @@ class Session:
     workflow: str | None = None
     workflow_detector: Callable[[], str | None] | None = None
     """Set by the notebook layer: tells the notebook's name."""
+    current_cell: str | None = None
+    """The id of the cell running now, when the front end sends one (Jupyter does)."""
+    step_cells: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    """Which cell last ran or restored each ``(workflow, key)`` this session."""
     _stores: dict[tuple[Path, str | None], StepStore] = field(default_factory=dict, repr=False)
     _default: tuple[str, Path] | None = field(default=None, repr=False)
 

@@ -47,6 +47,7 @@ from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.tracker import StatusTracker, StepStatus
 from awaitly_nb.core.upstream import Upstream
 from awaitly_nb.errors import CacheWarning, SerializationError, StateFormatError, StorageError
+from awaitly_nb.formatting import format_time
 from awaitly_nb.storage.base import StepStore, StoredStep, variant_key
 from awaitly_nb.storage.codec import dumps_value
 from awaitly_nb.storage.manifest import StepManifest
@@ -835,7 +836,8 @@ class StepEngine:
             raise KeyError(key)
         spec = StepSpec(key, "block", reads=frozenset(manifest.inputs), values=values)
         now, summaries, _, _ = self._inputs(spec, manifest)
-        lines = [f"step {key!r} ({manifest.kind}), saved {manifest.saved_at:.0f}"]
+        when = format_time(manifest.saved_at, seconds=True)
+        lines = [f"step {key!r} ({manifest.kind}), saved {when}"]
         for name in sorted(manifest.inputs):
             before, current = manifest.inputs[name], now.get(name)
             if before == current:

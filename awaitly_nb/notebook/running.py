@@ -110,9 +110,28 @@ class NotebookStep:
         """Ask the engine; say why a saved entry is not used."""
         self.decision = self.engine.lookup(self.spec)
         note = rerun_note(self.decision)
+        shared = self._shared_key()
+        if shared:
+            note = f"running {self.spec.key!r} again: {shared}"
         if note and not self.quiet:
             show_note(note, self.shell)
         return self.decision
+
+    def _shared_key(self) -> str:
+        """Why a key's code changed when another cell of this kernel uses the same key."""
+        session = get_session()
+        cell = session.current_cell if self.spec.kind == "cell" else None
+        if cell is None:
+            return ""
+        where = (self.engine.workflow_id(), self.spec.key)
+        other = session.step_cells.get(where)
+        session.step_cells[where] = cell
+        if other is None or other == cell or self.decision.reason != "code changed":
+            return ""
+        return (
+            f"another cell uses key {self.spec.key!r} with other code; each keeps its "
+            "own variant, but give each cell its own key"
+        )
 
     def restore(self) -> Any:
         """Restore a hit's variables, show its note and outputs; return its last value."""

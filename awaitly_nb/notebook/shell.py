@@ -29,13 +29,16 @@ def _is_step_cell(source: str) -> bool:
 
 
 class _CellWatch:
-    """Empties the engine's memo before any cell that is not a ``%%step`` cell runs:
-    user code may change any value then (see :mod:`awaitly_nb.core.memo`)."""
+    """Before each cell: remembers the front end's cell id (to tell two cells sharing a
+    key from one cell edited), and empties the engine's memo unless it is a ``%%step``
+    cell: user code may change any value then (see :mod:`awaitly_nb.core.memo`)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def __call__(self, info: Any = None) -> None:
+        cell_id = getattr(info, "cell_id", None)
+        self.session.current_cell = cell_id if isinstance(cell_id, str) and cell_id else None
         source = getattr(info, "raw_cell", None)
         if not isinstance(source, str) or not _is_step_cell(source):
             self.session.engine.memo.clear()

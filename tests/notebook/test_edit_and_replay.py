@@ -437,3 +437,13 @@ def test_a_global_a_helper_changes_is_replayed_for_the_cells_after(scenario: Sce
     cells = [helpers, record, "print(log)"]
     ran, _ = scenario.play(cells, cells)
     assert ran == []
+
+
+def test_two_cells_sharing_a_key_each_replay_their_own(scenario: Scenario) -> None:
+    a = '%%step key=same\nran("a")\nx = 1\nprint(x)'
+    b = '%%step key=same\nran("b")\nx = 2\nprint(x)'
+    first, _ = execute([SETUP, a, b], scenario.folder, scenario.store, scenario.log)
+    assert scenario.runs() == ["a", "b"]
+    scenario.log.unlink()
+    again, _ = execute([SETUP, a, b], scenario.folder, scenario.store, scenario.log)
+    assert scenario.runs() == [] and again == first

@@ -231,3 +231,16 @@ def test_a_step_after_one_that_could_not_be_saved_runs_again(ip: Any, run: Any, 
         assert run(unsaveable).result.success  # ran, new `base`, but not saved
     assert run(TOTAL).result.success
     assert marks.count("total") == 2 and ip.user_ns["total"] == 10
+
+
+def test_two_cells_sharing_a_key_are_told_so(ip: Any, run: Any, marks: Any) -> None:
+    def cell(source: str, cell_id: str) -> list[str]:
+        with capture_output() as captured:
+            ip.run_cell(source, cell_id=cell_id)
+        return [o.data["text/plain"] for o in captured.outputs if "awaitly_nb" in o.metadata]
+
+    assert cell("%%step key=same\nmark()\nx = 1", "cell-a") == []
+    notes = cell("%%step key=same\nmark()\nx = 2", "cell-b")
+    assert any("another cell uses key 'same' with other code" in n for n in notes), notes
+    notes = cell("%%step key=same\nmark()\nx = 3", "cell-b")  # the same cell, edited
+    assert notes == ["[awaitly_nb] running 'same' again: code changed"]
