@@ -28,6 +28,7 @@ from awaitly_nb.core.events import (
     WorkflowSuccess,
 )
 from awaitly_nb.core.persistence import StatePersistence, create_state_persistence
+from awaitly_nb.core.process import register_process_state
 from awaitly_nb.core.state import (
     StepEntry,
     StepMeta,
@@ -90,6 +91,7 @@ __all__ = [
     "import_state",
     "is_step_complete",
     "parse_state",
+    "register_process_state",
     "status_widget",
     "step",
     "stringify_state",

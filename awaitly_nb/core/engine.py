@@ -43,6 +43,7 @@ from awaitly_nb.core.events import (
 from awaitly_nb.core.lineage import Lineage
 from awaitly_nb.core.memo import Known, ValueMemo
 from awaitly_nb.core.payload import StepPayload
+from awaitly_nb.core.process import INPUT_PREFIX, state_digest
 from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.tracker import StatusTracker, StepStatus
 from awaitly_nb.core.upstream import Upstream
@@ -169,6 +170,8 @@ def _input_change(
 
     ``missing`` says why an input that is not defined now was not vouched for.
     """
+    if name.startswith(INPUT_PREFIX):
+        return f"the {name[len(INPUT_PREFIX) :]} state before it changed (another seed?)"
     if before is None:
         if not by_value:
             return f"{name} was not compared by value when it was saved"
@@ -660,6 +663,12 @@ class StepEngine:
             else:
                 inputs[name] = stamps.get(name, f"unchecked:{type(value).__qualname__}")
                 unchecked.append(name)
+        if manifest is not None:  # process state it read (a seeded random generator)
+            for name in manifest.inputs:
+                if name.startswith(INPUT_PREFIX):
+                    digest = state_digest(name[len(INPUT_PREFIX) :])
+                    if digest is not None:
+                        inputs[name] = VALUE + digest
         return inputs, summaries, unchecked, sources
 
     def _digest(
@@ -722,6 +731,7 @@ class StepEngine:
         hint: str = "exclude={names}",
         files: Mapping[str, Mapping[str, Any]] | None = None,
         written: Iterable[str] = (),
+        inputs: Mapping[str, str] | None = None,
     ) -> StepManifest | None:
         """The step ran without raising: save it, or warn why it cannot be saved.
 
@@ -730,12 +740,17 @@ class StepEngine:
         :class:`~awaitly_nb.errors.CacheWarning` (``hint`` says how to exclude
         it, ``{names}`` filled in) and nothing is saved. So is a store failure.
         ``files`` are the stamps of the files it read; ``written`` the files it
-        wrote (its outputs: a declared dep it wrote is never a change).
+        wrote (its outputs: a declared dep it wrote is never a change);
+        ``inputs`` more inputs found while it ran (``{"@numpy.random": digest}``).
         Returns the saved manifest, or None.
         """
         key, events = run.key, self.events()
         duration_ms = events.success(key, run.started)
         run = replace(run, written=frozenset(written))
+        if inputs:
+            decision = run.decision
+            merged = {**decision.inputs, **{n: VALUE + d for n, d in inputs.items()}}
+            run = replace(run, decision=replace(decision, inputs=merged))
         manifest, (message, reason) = self._save_or_explain(
             run, payload, duration_ms, set(optional), hint, files or {}
         )

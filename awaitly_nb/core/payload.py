@@ -50,6 +50,8 @@ class StepPayload:
             not be saved (a replay shows the bundle).
         value: what a call-form step returned.
         skipped: optional variables left out because they cannot be saved.
+        process: the process-wide state it changed (:mod:`awaitly_nb.core.process`),
+            re-applied when it replays.
     """
 
     variables: Mapping[str, Any] = field(default_factory=dict)
@@ -59,6 +61,7 @@ class StepPayload:
     result_bundle: dict[str, Any] | None = None
     value: Any = NOTHING
     skipped: tuple[str, ...] = ()
+    process: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def has_result(self) -> bool:
@@ -91,6 +94,8 @@ class StepPayload:
             saved["has_result"] = False
         if self.skipped:
             saved["skipped"] = list(self.skipped)
+        if self.process:
+            saved["process"] = dict(self.process)
         return saved
 
     @classmethod
@@ -123,4 +128,5 @@ class StepPayload:
             result=result,
             result_bundle=bundle,
             skipped=tuple(saved.get("skipped") or ()),
+            process=saved["process"] if isinstance(saved.get("process"), dict) else {},
         )

@@ -24,6 +24,7 @@ from typing import Any
 
 from awaitly_nb.core.digest import VALUE, value_digest
 from awaitly_nb.core.payload import StepPayload
+from awaitly_nb.core.process import INPUT_PREFIX, state_digest
 from awaitly_nb.errors import StateFormatError, StorageError
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.manifest import StepManifest
@@ -92,6 +93,11 @@ class Upstream:
 
     def _check(self, manifest: StepManifest, depth: int) -> str:
         for name, saved in sorted(manifest.inputs.items()):
+            if name.startswith(INPUT_PREFIX):
+                now = state_digest(name[len(INPUT_PREFIX) :])
+                if now is None or VALUE + now != saved:
+                    return f"the {name[len(INPUT_PREFIX) :]} state it read changed since"
+                continue
             if name in self.values:
                 now = value_digest(self.values[name], self.values, self.module_version)
                 if now is None or VALUE + now != saved:

@@ -234,7 +234,7 @@ def _code_names(code: types.CodeType) -> set[str]:
 
 
 def reached_globals(names: Iterable[str], namespace: Mapping[str, Any]) -> set[str]:
-    """Data the notebook's functions (among ``names``) use as globals, transitively.
+    r"""Data the notebook's functions (among ``names``) use as globals, transitively.
 
     A step that calls ``record("hi")`` where ``def record(m): log.append(m)``
     may change ``log`` without naming it. Functions, classes and modules are

@@ -9,12 +9,15 @@ it. The magic and the with-block only parse their input and run the body.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 import types
 from collections.abc import Iterable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from awaitly_nb.config import get_session
+from awaitly_nb.core import process
 from awaitly_nb.core.digest import value_digest
 from awaitly_nb.core.engine import Decision, Run, StepSpec, unsaveable
 from awaitly_nb.core.payload import NOTHING, StepPayload
@@ -25,6 +28,25 @@ from awaitly_nb.notebook.namespace import assigned_names, produced, reached_glob
 from awaitly_nb.notebook.restore import replay, restore
 
 __all__ = ["NotebookStep", "show_note"]
+
+
+_SEED = re.compile(r"\bseed\s*\(")
+
+
+def _seeded(namespace: Any) -> bool:
+    """True if a cell run so far seeded a global random generator (``np.random.seed(0)``).
+
+    Then the generators' state before a step that draws from them is one of
+    its inputs; without a seed their numbers are not meant to repeat.
+    """
+    history = namespace.get("In") if hasattr(namespace, "get") else None
+    if isinstance(history, list):
+        return any(isinstance(src, str) and _SEED.search(src) for src in history)
+    source = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        return bool(source and _SEED.search(Path(source).read_text(errors="replace")))
+    except OSError:
+        return False
 
 
 def show_note(text: str, shell: Any = None) -> None:
@@ -138,6 +160,13 @@ class NotebookStep:
         payload = self.decision.payload
         assert payload is not None
         restore(self.namespace, payload)
+        problems = process.apply_changes(payload.process)
+        if problems:
+            show_note(
+                f"{self.spec.key!r} changed process state that cannot be set again here: "
+                + "; ".join(problems),
+                self.shell,
+            )
         manifest = self.decision.manifest
         if self.spec.kind == "cell" and manifest is not None:
             self._bound(payload.variables, manifest)
@@ -151,6 +180,7 @@ class NotebookStep:
         self._targets = assigned_names(list(statements))
         self._before = snapshot(self.namespace)
         self._reached = self._digests(reached_globals(self.spec.reads, self.namespace))
+        self._process = process.snapshot()
         self._recorder = OutputRecorder(self.shell).__enter__()
         self._reads = ReadRecorder(ignore=[get_session().store.directory]).__enter__()
         self._run = self.engine.begin(self.decision)
@@ -195,11 +225,16 @@ class NotebookStep:
             names = sorted({*names, *changed})
             optional |= changed
         variables = {n: self.namespace[n] for n in names}
+        changed_state = process.changes(self._process, process.snapshot())
         payload = StepPayload(
             variables=variables,
             deleted=tuple(deleted),
             outputs=tuple(self._recorder.outputs),
+            process=changed_state,
             **self._result_fields(result, variables),
+        )
+        state_inputs = (
+            process.input_states(self._process, changed_state) if _seeded(self.namespace) else {}
         )
         manifest = self.engine.finish(
             run,
@@ -208,6 +243,7 @@ class NotebookStep:
             hint=self.hint,
             files=self._reads.files(),
             written=self._reads.written,
+            inputs=state_inputs,
         )
         if self.spec.kind == "cell" and manifest is not None:
             self._bound(manifest.variables, manifest)

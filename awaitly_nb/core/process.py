@@ -1,0 +1,278 @@
+"""Process-wide state a step may change: recorded when it runs, re-applied when it replays.
+
+A step that draws from ``np.random``, sets an environment variable, changes
+the working directory or a pandas option leaves the process in a state the
+cells after it see. A replay must leave the same state, so each registered
+state is read before and after a step runs; what changed is saved with the
+step and re-applied on a restore.
+
+The global random generators are also *inputs*: a step that draws from them
+read their state before it ran, so a different seed in an earlier cell makes
+it run again (``the numpy.random state before it changed``).
+
+Built in (:data:`STATES`): ``random``, ``numpy.random``, ``os.environ``,
+``cwd``, ``sys.path``, ``sys.recursionlimit``, ``warnings.filters``,
+``pandas.options`` and ``matplotlib.rcParams`` (the last three only once
+their module is imported). A library adds its own with
+:func:`register_process_state`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from awaitly_nb.core.digest import value_digest
+
+__all__ = [
+    "STATES",
+    "ProcessState",
+    "apply_changes",
+    "changes",
+    "register_process_state",
+    "snapshot",
+    "state_digest",
+]
+
+INPUT_PREFIX = "@"
+"""Inputs named ``@<state>`` are process states a step read (``@numpy.random``)."""
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """One piece of process-wide state.
+
+    Attributes:
+        name: how notes and saved entries name it.
+        get: its current value (picklable), or None when it does not apply
+            (its module is not imported).
+        delta: what changed from ``before`` to ``after`` (None: nothing).
+        apply: re-applies a delta.
+        is_input: the value before a step is one of the step's inputs when the
+            step changed it (a random generator's state).
+    """
+
+    name: str
+    get: Callable[[], Any]
+    delta: Callable[[Any, Any], Any]
+    apply: Callable[[Any], None]
+    is_input: bool = False
+
+
+def _replaced(before: Any, after: Any) -> Any:
+    """A whole-value delta: the new value if it differs (by content) from the old."""
+    if after is None or value_digest(before) == value_digest(after):
+        return None
+    return after
+
+
+def _mapping_delta(before: Any, after: Any) -> Any:
+    """``{"set": {k: v}, "unset": [k]}`` between two flat mappings, or None."""
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return None
+    changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
+    removed = sorted(k for k in before if k not in after)
+    return {"set": changed, "unset": removed} if changed or removed else None
+
+
+def _apply_environ(delta: Any) -> None:
+    os.environ.update(delta["set"])
+    for name in delta["unset"]:
+        os.environ.pop(name, None)
+
+
+def _path_delta(before: Any, after: Any) -> Any:
+    added = [p for p in after if p not in before]
+    return added or None
+
+
+def _apply_path(added: Any) -> None:
+    for path in added:
+        if path not in sys.path:
+            sys.path.append(path)
+
+
+def _numpy_state() -> Any:
+    numpy = sys.modules.get("numpy")
+    return None if numpy is None else numpy.random.get_state()
+
+
+def _set_numpy_state(state: Any) -> None:
+    import numpy
+
+    numpy.random.set_state(state)
+
+
+def _pandas_options() -> Any:
+    if "pandas" not in sys.modules:
+        return None
+    pandas = sys.modules["pandas"]
+    try:
+        from pandas._config import config  # type: ignore[import-untyped]
+
+        deprecated = set(getattr(config, "_deprecated_options", {}))
+        keys = [k for k in config._registered_options if k not in deprecated]
+    except (ImportError, AttributeError):
+        return None
+    out: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # options pandas warns about reading
+        for key in keys:
+            try:
+                out[key] = pandas.get_option(key)
+            except Exception:
+                continue
+    return out
+
+
+def _apply_pandas(delta: Any) -> None:
+    import pandas  # type: ignore[import-untyped]
+
+    for key, value in delta["set"].items():
+        pandas.set_option(key, value)
+
+
+def _rc_params() -> Any:
+    if "matplotlib" not in sys.modules:
+        return None
+    import matplotlib
+
+    return {k: v for k, v in matplotlib.rcParams.items() if k != "backend"}
+
+
+def _apply_rc(delta: Any) -> None:
+    import matplotlib
+
+    matplotlib.rcParams.update(delta["set"])
+
+
+def _set_filters(filters: Any) -> None:
+    current: Any = warnings.filters
+    current[:] = list(filters)
+    warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+STATES: dict[str, ProcessState] = {}
+"""The registered states, by name."""
+
+
+def register_process_state(
+    name: str,
+    get: Callable[[], Any],
+    set: Callable[[Any], None],
+    *,
+    is_input: bool = False,
+) -> None:
+    """Record and replay a piece of process-wide state that steps may change.
+
+    ``get()`` returns its value (picklable; None when it does not apply) and
+    ``set(value)`` restores it. A step that changes it saves the new value,
+    and a replay of the step calls ``set`` with it. With ``is_input`` the
+    value before the step is also one of its inputs.
+
+    >>> level = {"value": 1}
+    >>> register_process_state("demo.level", lambda: level["value"],
+    ...                        lambda v: level.update(value=v))
+    >>> before = snapshot()
+    >>> level["value"] = 2  # a step changes it
+    >>> changes(before, snapshot())["demo.level"]
+    2
+    >>> level["value"] = 1  # a new kernel
+    >>> apply_changes({"demo.level": 2}), level["value"]  # the step replays
+    ([], 2)
+    >>> del STATES["demo.level"]
+    """
+    STATES[name] = ProcessState(name, get, _replaced, set, is_input)
+
+
+def _builtin() -> None:
+    for state in (
+        ProcessState("random", random.getstate, _replaced, random.setstate, is_input=True),
+        ProcessState("numpy.random", _numpy_state, _replaced, _set_numpy_state, is_input=True),
+        ProcessState("os.environ", lambda: dict(os.environ), _mapping_delta, _apply_environ),
+        ProcessState("cwd", os.getcwd, _replaced, os.chdir),
+        ProcessState("sys.path", lambda: list(sys.path), _path_delta, _apply_path),
+        ProcessState("sys.recursionlimit", sys.getrecursionlimit, _replaced, sys.setrecursionlimit),
+        ProcessState("warnings.filters", lambda: list(warnings.filters), _replaced, _set_filters),
+        ProcessState("pandas.options", _pandas_options, _mapping_delta, _apply_pandas),
+        ProcessState("matplotlib.rcParams", _rc_params, _mapping_delta, _apply_rc),
+    ):
+        STATES[state.name] = state
+
+
+_builtin()
+
+
+def snapshot() -> dict[str, Any]:
+    """Every registered state's value now (those that do not apply are left out)."""
+    out = {}
+    for name, state in list(STATES.items()):
+        try:
+            value = state.get()
+        except Exception:
+            continue
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """What a step changed: ``{name: delta}`` for each state that differs."""
+    out = {}
+    for name, value in after.items():
+        state = STATES.get(name)
+        if state is None:
+            continue
+        try:
+            delta = state.delta(before.get(name), value) if name in before else None
+            if name not in before and state.delta is _replaced:
+                delta = value  # it came into being during the step (numpy imported)
+        except Exception:
+            continue
+        if delta is not None:
+            out[name] = delta
+    return out
+
+
+def apply_changes(deltas: Mapping[str, Any]) -> list[str]:
+    """Re-apply a step's saved changes; returns a line per change that could not be applied."""
+    problems = []
+    for name, delta in deltas.items():
+        state = STATES.get(name)
+        if state is None:
+            problems.append(f"{name}: not registered in this process")
+            continue
+        try:
+            state.apply(delta)
+        except Exception as exc:
+            problems.append(f"{name}: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def state_digest(name: str) -> str | None:
+    """The fingerprint of a registered state now (None if unknown or not applicable)."""
+    state = STATES.get(name)
+    if state is None:
+        return None
+    try:
+        value = state.get()
+    except Exception:
+        return None
+    return None if value is None else value_digest(value)
+
+
+def input_states(before: Mapping[str, Any], deltas: Mapping[str, Any]) -> dict[str, str]:
+    """The inputs a step's changes imply: ``{"@numpy.random": digest before}``."""
+    out = {}
+    for name in deltas:
+        state = STATES.get(name)
+        if state is not None and state.is_input and name in before:
+            digest = value_digest(before[name])
+            if digest is not None:
+                out[INPUT_PREFIX + name] = digest
+    return out

@@ -1,0 +1,78 @@
+"""Process-wide state a step changes is replayed; a seeded generator's state is an input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from awaitly_nb.core.process import STATES, apply_changes, changes, snapshot
+
+
+def test_environment_directory_and_pandas_options_changed_by_a_step_are_replayed(
+    ip: Any, run: Any, marks: Any, restart: Any, tmp_path: Path
+) -> None:
+    here = os.getcwd()
+    sub = tmp_path / "work"
+    sub.mkdir()
+    ip.user_ns["sub"] = str(sub)
+    cell = (
+        "%%step key=setup\nmark()\nimport os, pandas as pd\n"
+        "os.environ['AWAITLY_TEST_VAR'] = 'on'\nos.chdir(sub)\n"
+        "pd.set_option('display.precision', 2)\ndone = True"
+    )
+    try:
+        assert run(cell).error is None
+        os.environ.pop("AWAITLY_TEST_VAR")
+        os.chdir(here)
+        pd.reset_option("display.precision")
+        restart()
+        ip.user_ns["sub"] = str(sub)
+        ran = run(cell)
+        assert marks.count() == 1 and any("restored" in n for n in ran.notes)
+        assert os.environ["AWAITLY_TEST_VAR"] == "on"
+        assert os.getcwd() == str(sub)
+        assert pd.get_option("display.precision") == 2
+    finally:
+        os.environ.pop("AWAITLY_TEST_VAR", None)
+        os.chdir(here)
+        pd.reset_option("display.precision")
+
+
+def test_a_seeded_generator_is_advanced_by_a_replay_and_its_seed_is_an_input(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    draw = "%%step key=draw\nmark()\nimport numpy as np\ny = np.random.rand(3)"
+    run("import numpy as np\nnp.random.seed(0)", store_history=True)
+    run(draw)
+    after_first = ip.user_ns["np"].random.rand(2)
+    restart()
+    run("import numpy as np\nnp.random.seed(0)", store_history=True)
+    assert any("restored" in n for n in run(draw).notes)
+    assert (ip.user_ns["np"].random.rand(2) == after_first).all()  # as a real run leaves it
+    assert marks.count() == 1
+    restart()
+    run("import numpy as np\nnp.random.seed(1)", store_history=True)
+    ran = run(draw)
+    assert marks.count() == 2
+    assert any("the numpy.random state before it changed" in n for n in ran.notes), ran.notes
+
+
+def test_registered_state_is_recorded_and_applied() -> None:
+    box = {"v": 1}
+    from awaitly_nb import register_process_state
+
+    register_process_state("test.box", lambda: box["v"], lambda v: box.update(v=v))
+    try:
+        before = snapshot()
+        box["v"] = 5
+        assert changes(before, snapshot()) == {"test.box": 5}
+        box["v"] = 1
+        assert apply_changes({"test.box": 5}) == [] and box["v"] == 5
+        assert apply_changes({"unknown.state": 1}) == [
+            "unknown.state: not registered in this process"
+        ]
+    finally:
+        del STATES["test.box"]
