@@ -447,3 +447,32 @@ def test_two_cells_sharing_a_key_each_replay_their_own(scenario: Scenario) -> No
     scenario.log.unlink()
     again, _ = execute([SETUP, a, b], scenario.folder, scenario.store, scenario.log)
     assert scenario.runs() == [] and again == first
+
+
+def test_a_seeded_notebook_draws_the_same_numbers_after_a_replay_and_a_new_seed_reruns(
+    scenario: Scenario,
+) -> None:
+    seed = "import numpy as np\nimport random\nnp.random.seed(0)\nrandom.seed(0)"
+    draw = (
+        '%%step key=draw\nran("draw")\n'
+        "train = np.random.rand(3)\npick = random.random()\nprint(train, pick)"
+    )
+    later = "print(np.random.rand(2), random.random())"  # must not repeat the step's numbers
+    before = [seed, draw, later]
+    ran, _ = scenario.play(before, before)
+    assert ran == []
+    ran, shown = scenario.play(before, edited(before, 0, lambda c: c.replace("(0)", "(1)")))
+    assert ran == ["draw"]
+    assert any("state before it changed" in n for n in shown), shown
+
+
+def test_environment_and_working_directory_set_by_a_step_hold_after_its_replay(
+    scenario: Scenario,
+) -> None:
+    (scenario.folder / "sub").mkdir()
+    setup = (
+        '%%step key=setup\nran("setup")\nimport os\nos.environ["MODE"] = "fast"\nos.chdir("sub")'
+    )
+    later = 'import os\nprint(os.environ["MODE"], os.path.basename(os.getcwd()))'
+    ran, _ = scenario.play([setup, later], [setup, later])
+    assert ran == []
