@@ -138,6 +138,7 @@ class Run:
     decision: Decision
     started: float
     written: frozenset[str] = frozenset()
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -732,6 +733,7 @@ class StepEngine:
         files: Mapping[str, Mapping[str, Any]] | None = None,
         written: Iterable[str] = (),
         inputs: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> StepManifest | None:
         """The step ran without raising: save it, or warn why it cannot be saved.
 
@@ -741,12 +743,13 @@ class StepEngine:
         it, ``{names}`` filled in) and nothing is saved. So is a store failure.
         ``files`` are the stamps of the files it read; ``written`` the files it
         wrote (its outputs: a declared dep it wrote is never a change);
-        ``inputs`` more inputs found while it ran (``{"@numpy.random": digest}``).
+        ``inputs`` more inputs found while it ran (``{"@numpy.random": digest}``);
+        ``extra`` fields the front end keeps in the manifest (``{"cell": id}``).
         Returns the saved manifest, or None.
         """
         key, events = run.key, self.events()
         duration_ms = events.success(key, run.started)
-        run = replace(run, written=frozenset(written))
+        run = replace(run, written=frozenset(written), extra=dict(extra or {}))
         if inputs:
             decision = run.decision
             merged = {**decision.inputs, **{n: VALUE + d for n, d in inputs.items()}}
@@ -788,6 +791,19 @@ class StepEngine:
             return self._save_or_explain(run, left_out, duration_ms, set(), hint, files)
         if not required:
             return None, (f"step {key!r} ran, but it is not saved: {error}", str(error))
+        if run.decision.spec.kind == "call":
+            type_ = required[0][1]
+            why = (
+                " (the function returned a coroutine without awaiting it: await it inside an "
+                "async function, or call the async function itself)"
+                if type_ == "coroutine"
+                else ""
+            )
+            return None, (
+                f"step {key!r} ran, but its return value ({type_}) cannot be saved{why}; "
+                "return a value that can be pickled",
+                f"cannot be saved: its value ({type_})",
+            )
         names = ", ".join(f"{name} ({type_})" for name, type_ in required)
         message = (
             f"step {key!r} ran, but it is not saved: these variables cannot be saved: "
@@ -822,6 +838,7 @@ class StepEngine:
             nbytes={n: _nbytes(v) for n, v in variables.items()},
             duration_ms=duration_ms,
             saved_at=time.time(),
+            extra=run.extra,
         )
         return self.store.save(
             workflow, spec.key, manifest, payload.to_saved(), variants=self.variants
@@ -882,8 +899,9 @@ class StepEngine:
         """Forget the saved step ``key`` of the current workflow."""
         workflow = self.workflow_id()
         forgotten = self.store.delete(workflow, check_name(key))
-        self.tracker.forgot(workflow, key)
-        self.notify_changed()
+        if forgotten:
+            self.tracker.forgot(workflow, key)
+            self.notify_changed()
         return forgotten
 
     def clear(self) -> int:

@@ -106,6 +106,10 @@ class StatusTracker:
         """The step ran but could not be saved."""
         self._set(workflow, key, "failed", error=f"ran, but not saved: {reason}")
 
+    def drop(self, workflow: str, key: str) -> None:
+        """Stop showing a step at all (a keyless cell's entry for its old code)."""
+        self.seen.pop((workflow, key), None)
+
     def forgot(self, workflow: str, key: str) -> None:
         """The step's saved entry was deleted."""
         self._set(workflow, key, "not run yet")

@@ -240,7 +240,6 @@ def call_step(
     engine.finish(
         run,
         StepPayload(value=value),
-        hint="to return a value that can be pickled instead of {names}",
         files=opened.files(),
         written=opened.written,
     )

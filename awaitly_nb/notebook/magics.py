@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import re
+import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -15,7 +17,7 @@ from IPython.core.magic import (
     no_var_expand,
     output_can_be_silenced,
 )
-from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
 from awaitly_nb.config import get_session
 from awaitly_nb.core.engine import StepSpec
@@ -35,6 +37,25 @@ _FORM = (
 )
 # One pass over the key: plain text, an escaped brace ({{ or }}), a {field}, or a stray brace.
 _TOKEN = re.compile(r"(?P<text>[^{}]+)|(?P<escape>\{\{|\}\})|\{(?P<field>[^{}]*)\}|[{}]")
+
+
+def _unknown(key: str, session: Any) -> str:
+    """ "no saved step 'x'...", with the saved keys that look like it."""
+    keys = [m.key for m in session.engine.steps()]
+    close = difflib.get_close_matches(_unquote(key), keys, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(k) for k in close)}?" if close else ""
+    return f"no saved step {_unquote(key)!r} in workflow {session.workflow_id()!r}{hint}"
+
+
+def _unquote(text: str) -> str:
+    """``"user 1"`` or ``'user 1'`` → ``user 1`` (IPython keeps quotes in magic arguments).
+
+    >>> _unquote('"user 1"'), _unquote("'a b'"), _unquote("plain")
+    ('user 1', 'a b', 'plain')
+    """
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
 
 
 def _name_list(option: str, value: str) -> list[str]:
@@ -149,7 +170,10 @@ class StepMagics(Magics):
 
     def _parse(self, line: str, cell: str) -> tuple[str | None, list[str] | None, set[str], Any]:
         try:
-            args = parse_argstring(self.step, line)
+            # Quotes group words, as in a shell: key="user 1" is one key.
+            args = self.step.parser.parse_args(shlex.split(line))
+        except ValueError as exc:  # an unclosed quote
+            raise UsageError(f"cannot read the %%step line: {exc}. Usage: {_FORM}") from None
         except UsageError as exc:
             raise UsageError(f"{exc}. Usage: {_FORM}") from None
         key: str | None = None
@@ -158,11 +182,13 @@ class StepMagics(Magics):
         deps: tuple[str, ...] = ()
         for token in args.spec:
             name, sep, value = token.partition("=")
-            if not sep:
+            if not sep or _unquote(token) != token:  # a quoted key may hold "="
+                token = _unquote(token)
                 if key is not None:
                     raise UsageError(f"two keys given ({key!r}, {token!r}). Usage: {_FORM}")
                 key = token
             elif name == "key":
+                value = _unquote(value)
                 if not value:
                     raise UsageError(f"the key is empty. Usage: {_FORM}")
                 if key is not None:
@@ -204,8 +230,9 @@ class StepMagics(Magics):
         except SyntaxError as exc:
             if "await" in str(exc.msg) or "async" in str(exc.msg):
                 raise UsageError(
-                    "a %%step cell cannot use top-level await; put the awaiting code in "
-                    "an async function in its own cell, or run it without %%step"
+                    "a %%step cell cannot use top-level await yet; use a with-block, which "
+                    'can: `with step("key"):` with the awaiting code indented under it '
+                    "(from awaitly_nb import step)"
                 ) from None
             raise
         result: Any = NOTHING
@@ -245,17 +272,16 @@ class StepMagics(Magics):
             print(status_text(session))
         elif command == "forget" and len(words) >= 2:
             key = line.strip()[len("forget") :].strip()  # keys may contain spaces
-            if engine.forget(key):
-                print(f"forgot {key!r}")
-            else:
-                print(f"no saved step {key!r} in workflow {session.workflow_id()!r}")
+            if not engine.forget(_unquote(key)):
+                raise UsageError(_unknown(key, session))
+            print(f"forgot {_unquote(key)!r}")
         elif command == "why" and len(words) >= 2:
             key = line.strip()[len("why") :].strip()
             try:
                 shell: Any = self.shell
-                print("\n".join(engine.explain(key, shell.user_ns)))
+                print("\n".join(engine.explain(_unquote(key), shell.user_ns)))
             except KeyError:
-                print(f"no saved step {key!r} in workflow {session.workflow_id()!r}")
+                raise UsageError(_unknown(key, session)) from None
         elif command == "clear" and len(words) == 1:
             count = engine.clear()
             print(f"forgot {count} step{'s' if count != 1 else ''} of {session.workflow_id()!r}")

@@ -29,7 +29,7 @@ __all__ = [
     "user_inputs",
 ]
 
-_INTERNAL = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|In|Out|_oh|_ih|_dh|_sh)$")
+_INTERNAL = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|In|Out|_oh|_ih|_dh|_sh|_exit_code)$")
 
 
 def is_internal_name(name: str) -> bool:

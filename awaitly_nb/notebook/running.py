@@ -244,9 +244,30 @@ class NotebookStep:
             files=self._reads.files(),
             written=self._reads.written,
             inputs=state_inputs,
+            extra=self._cell_extra(),
         )
         if self.spec.kind == "cell" and manifest is not None:
             self._bound(manifest.variables, manifest)
+            self._forget_superseded(manifest)
+
+    def _cell_extra(self) -> dict[str, Any]:
+        cell = get_session().current_cell if self.spec.kind == "cell" else None
+        return {"cell": cell} if cell else {}
+
+    def _forget_superseded(self, manifest: Any) -> None:
+        """A cell without a key saves under its code: when the code changes, the entry
+        its old code saved (same cell id) is no longer listed as complete."""
+        cell = manifest.extra.get("cell")
+        if not cell or not manifest.key.startswith("cell:"):
+            return
+        for old in self.engine.steps():
+            if (
+                old.key != manifest.key
+                and old.key.startswith("cell:")
+                and old.extra.get("cell") == cell
+            ):
+                self.engine.forget(old.key)
+                self.engine.tracker.drop(manifest.workflow, old.key)
 
     def _digests(self, names: Iterable[str]) -> dict[str, tuple[int, str]]:
         """Identity and fingerprint of each of ``names`` that can be fingerprinted."""

@@ -70,8 +70,8 @@ def test_forget_makes_that_step_run_again(ip: Any, run: Any, marks: Any, restart
 def test_forget_an_unknown_key_says_so(ip: Any, run: Any) -> None:
     forget = run("%steps forget nothing-here")
 
-    assert forget.result.success
-    assert "no saved step" in forget.stdout
+    assert isinstance(forget.error, UsageError)
+    assert "no saved step 'nothing-here'" in str(forget.error)
 
 
 def test_clear_forgets_every_step(ip: Any, run: Any, marks: Any, saved: Any) -> None:
@@ -130,7 +130,7 @@ def test_steps_why_compares_what_a_step_read_with_now_without_running_it(
     assert "input rows: unchanged ([1, 2])" in why.stdout
     assert "data.txt changed" in why.stdout
     assert marks.count() == 1  # nothing ran
-    assert "no saved step 'nope'" in run("%steps why nope").stdout
+    assert "no saved step 'nope'" in str(run("%steps why nope").error)
 
 
 def test_list_shows_a_key_once_with_its_variants_and_forget_drops_them_all(

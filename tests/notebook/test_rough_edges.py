@@ -1,0 +1,80 @@
+"""Small things a new user trips on: quoted keys, unknown keys, shell bookkeeping, wording."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+from awaitly_nb import step
+from awaitly_nb.errors import CacheWarning
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [('key="user 1"', "user 1"), ("key='a b'", "a b"), ('"user 2"', "user 2")],
+)
+def test_quoted_keys_may_hold_spaces(ip: Any, run: Any, marks: Any, line: str, key: str) -> None:
+    assert run(f"%%step {line}\nmark()\nx = 1").error is None
+    assert run(f"%%step {line}\nmark()\nx = 1").error is None
+    assert marks.count() == 1
+    assert key in run("%steps list").stdout
+    assert run(f"%steps forget {line.removeprefix('key=')}").stdout == f"forgot {key!r}\n"
+
+
+def test_forgetting_an_unknown_key_is_an_error_naming_close_matches(ip: Any, run: Any) -> None:
+    run("%%step key=train_model\nx = 1")
+    ran = run("%steps forget train_modle")
+    assert isinstance(ran.error, UsageError)
+    assert "no saved step 'train_modle'" in str(ran.error)
+    assert "did you mean 'train_model'?" in str(ran.error)
+    assert "train_modle" not in run("%steps list").stdout  # no phantom row
+
+
+def test_a_shell_command_in_a_step_does_not_save_its_exit_code(ip: Any, run: Any) -> None:
+    ran = run("%%step key=shell\n!true\nx = 1")
+    assert ran.error is None
+    assert any("restored" not in n for n in ran.notes) or not ran.notes
+    restored = run("%%step key=shell\n!true\nx = 1")
+    assert any("restored 'shell' (x)" in n for n in restored.notes), restored.notes
+
+
+def test_a_coroutine_returned_by_the_call_form_is_explained(ip: Any) -> None:
+    async def fetch() -> int:
+        return 1
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coro = step(lambda: fetch(), key="coro")
+        coro.close()
+    messages = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+    assert messages == [
+        "step 'coro' ran, but its return value (coroutine) cannot be saved (the function "
+        "returned a coroutine without awaiting it: await it inside an async function, or "
+        "call the async function itself); return a value that can be pickled"
+    ]
+
+
+def test_await_in_a_step_cell_points_at_the_with_block(ip: Any, run: Any) -> None:
+    ran = run("%%step key=aw\nimport asyncio\nawait asyncio.sleep(0)")
+    assert isinstance(ran.error, UsageError)
+    assert "with step(" in str(ran.error)
+    ip.user_ns["step"] = step
+    block = run("with step('aw-block'):\n    import asyncio\n    await asyncio.sleep(0)\n    y = 2")
+    assert block.error is None and ip.user_ns["y"] == 2
+
+
+def test_a_keyless_cell_whose_code_changed_replaces_its_old_entry(ip: Any, run: Any) -> None:
+    from IPython.utils.capture import capture_output
+
+    def cell(source: str) -> None:
+        with capture_output():
+            ip.run_cell(source, cell_id="the-cell")
+
+    cell("%%step\nkeyless = 1")
+    cell("%%step\nkeyless = 2")
+    listing = run("%steps list").stdout
+    rows = [row for row in listing.splitlines() if row.startswith("cell:")]
+    assert len(rows) == 1 and "complete" in rows[0], listing
