@@ -46,8 +46,8 @@ class StepPayload:
         deleted: the variables it deleted.
         outputs: what it showed, in order (stream and display records).
         result: the last expression's value, if it had one and it can be saved.
-        result_bundle: the last expression's MIME bundle when its value could
-            not be saved (a replay shows the bundle).
+        result_bundle: the last expression's MIME bundle as it was shown (a
+            replay shows it again, whether or not the value could be saved).
         value: what a call-form step returned.
         skipped: optional variables left out because they cannot be saved.
         process: the process-wide state it changed (:mod:`awaitly_nb.core.process`),
@@ -89,9 +89,11 @@ class StepPayload:
         if self.result is not NOTHING:
             saved.update(has_result=True, result=self.result, result_saved=True)
         elif self.result_bundle is not None:
-            saved.update(has_result=True, result_bundle=self.result_bundle, result_saved=False)
+            saved.update(has_result=True, result_saved=False)
         else:
             saved["has_result"] = False
+        if self.result_bundle is not None:
+            saved["result_bundle"] = self.result_bundle
         if self.skipped:
             saved["skipped"] = list(self.skipped)
         if self.process:
@@ -119,7 +121,7 @@ class StepPayload:
         if saved.get("has_result"):
             if saved.get("result_saved"):
                 result = saved.get("result")
-            elif isinstance(saved.get("result_bundle"), dict):
+            if isinstance(saved.get("result_bundle"), dict):
                 bundle = saved["result_bundle"]
         return cls(
             variables=variables,

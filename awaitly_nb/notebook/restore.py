@@ -7,7 +7,7 @@ import types
 from collections.abc import MutableMapping
 from typing import Any
 
-from awaitly_nb.core.payload import StepPayload
+from awaitly_nb.core.payload import NOTHING, StepPayload
 from awaitly_nb.notebook.capture import replay_outputs
 
 __all__ = ["ReplayedResult", "replay", "restore"]
@@ -76,7 +76,36 @@ def replay(payload: StepPayload, shell: Any = None) -> Any:
     """Show the saved outputs again; return the saved last-expression value (or a stand-in)."""
     replay_outputs(list(payload.outputs), shell)
     if payload.has_result:
-        if payload.result_bundle is not None:
+        if payload.result is NOTHING:
+            assert payload.result_bundle is not None
             return ReplayedResult(payload.result_bundle)
+        if payload.result_bundle is not None and shell is not None:
+            _show_once_as(shell, payload.result, payload.result_bundle)
         return payload.result
     return None
+
+
+def _show_once_as(shell: Any, value: Any, bundle: dict[str, Any]) -> None:
+    """Make the shell's display hook show ``value`` with its recorded ``bundle`` (what
+    the user saw), not by rendering it again; ``Out[n]`` and ``_`` still get ``value``.
+
+    The override lasts for one display: a replay whose output is silenced (``;``)
+    leaves it to the next display, which it passes through and removes.
+    """
+    hook = getattr(shell, "displayhook", None)
+    if hook is None or not hasattr(hook, "compute_format_data"):
+        return
+    own = vars(hook).get("compute_format_data")
+    original = hook.compute_format_data
+
+    def once(result: Any) -> Any:
+        if own is None:
+            with contextlib.suppress(AttributeError):
+                del hook.compute_format_data
+        else:
+            hook.compute_format_data = own
+        if result is value:
+            return dict(bundle), {}
+        return original(result)
+
+    hook.compute_format_data = once

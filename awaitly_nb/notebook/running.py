@@ -312,10 +312,19 @@ class NotebookStep:
         self.engine.memo.bound(values, origin=origin)
 
     def _result_fields(self, result: Any, variables: dict[str, Any]) -> dict[str, Any]:
-        """The last value if it can be saved, else what it showed (its MIME bundle)."""
+        """What the last expression showed (its MIME bundle, replayed as it was), and
+        its value if it can be saved (``Out[n]`` and ``_`` hold it after a replay)."""
         if result is NOTHING or result is None:
             return {}
+        fields: dict[str, Any] = {}
+        formatter = getattr(self.shell, "display_formatter", None)
+        if formatter is not None:
+            try:
+                bundle, _ = formatter.format(result)
+            except Exception:  # a repr that raises: IPython shows the error when it displays
+                bundle = None
+            if bundle:
+                fields["result_bundle"] = bundle
         if any(v is result for v in variables.values()) or not unsaveable({"result": result}):
-            return {"result": result}
-        bundle, _ = self.shell.display_formatter.format(result)
-        return {"result_bundle": bundle}
+            fields["result"] = result
+        return fields

@@ -78,3 +78,33 @@ def test_a_keyless_cell_whose_code_changed_replaces_its_old_entry(ip: Any, run: 
     listing = run("%steps list").stdout
     rows = [row for row in listing.splitlines() if row.startswith("cell:")]
     assert len(rows) == 1 and "complete" in rows[0], listing
+
+
+LABEL = "first"
+
+
+class Labelled:
+    """Its repr reads a module global: a re-render after a restart could differ."""
+
+    def __repr__(self) -> str:
+        return f"Labelled({LABEL})"
+
+
+def test_the_last_expression_replays_what_was_shown_and_out_holds_the_value(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    global LABEL
+    ip.user_ns["Labelled"] = Labelled
+    cell = "%%step key=shown\nmark()\nobj = Labelled()\nobj"
+    first = run(cell, store_history=True)
+    assert first.stdout.strip().endswith("Labelled(first)")
+    restart()
+    ip.user_ns["Labelled"] = Labelled
+    LABEL = "second"
+    try:
+        again = run(cell, store_history=True)
+    finally:
+        LABEL = "first"
+    assert marks.count() == 1
+    assert again.stdout.strip().endswith("Labelled(first)")  # as the user saw it
+    assert isinstance(ip.user_ns["_"], Labelled) and ip.user_ns["_"] is ip.user_ns["obj"]
