@@ -12,7 +12,7 @@ import ast
 import re
 import sys
 import types
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from awaitly_nb.formatting import format_duration, format_time
 from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
 from awaitly_nb.notebook.namespace import assigned_names, produced, reached_globals, snapshot
 from awaitly_nb.notebook.restore import replay, restore
+from awaitly_nb.storage.codec import MAIN_BY_REFERENCE, main_global
 
 __all__ = ["NotebookStep", "show_note"]
 
@@ -236,7 +237,19 @@ class NotebookStep:
         state_inputs = (
             process.input_states(self._process, changed_state) if _seeded(self.namespace) else {}
         )
-        manifest = self.engine.finish(
+        token = MAIN_BY_REFERENCE.set(self._by_reference())
+        try:
+            manifest = self._finish(run, payload, optional, state_inputs)
+        finally:
+            MAIN_BY_REFERENCE.reset(token)
+        if self.spec.kind == "cell" and manifest is not None:
+            self._bound(manifest.variables, manifest)
+            self._forget_superseded(manifest)
+
+    def _finish(
+        self, run: Run, payload: StepPayload, optional: set[str], state_inputs: dict[str, str]
+    ) -> Any:
+        return self.engine.finish(
             run,
             payload,
             optional=optional,
@@ -246,9 +259,28 @@ class NotebookStep:
             inputs=state_inputs,
             extra=self._cell_extra(),
         )
-        if self.spec.kind == "cell" and manifest is not None:
-            self._bound(manifest.variables, manifest)
-            self._forget_superseded(manifest)
+
+    def _by_reference(self) -> Callable[[Any], str | None] | None:
+        """Which of the notebook's classes and functions to save by name: those defined
+        outside this step and bound under their name, so a restore brings back
+        instances of the live class (``isinstance``, ``==``, Enum identity hold)."""
+        main = sys.modules.get("__main__")
+        if main is None or vars(main) is not self.namespace:
+            return None
+        defined = set(self._targets.bound)
+
+        def by_reference(obj: Any) -> str | None:
+            qualname = getattr(obj, "__qualname__", "")
+            if getattr(obj, "__module__", None) != "__main__" or "<" in qualname:
+                return None
+            if qualname.split(".")[0] in defined:
+                return None  # the step defines it: saved with the step
+            try:
+                return qualname if main_global(qualname) is obj else None
+            except Exception:
+                return None
+
+        return by_reference
 
     def _cell_extra(self) -> dict[str, Any]:
         cell = get_session().current_cell if self.spec.kind == "cell" else None

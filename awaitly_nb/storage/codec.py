@@ -10,9 +10,13 @@ that cannot be loaded any more is reported with the versions that wrote it.
 
 from __future__ import annotations
 
+import io
 import pickle
 import platform
+import sys
+import types
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +55,55 @@ def versions() -> dict[str, str]:
 _VERSIONS = versions()
 
 
+MAIN_BY_REFERENCE: ContextVar[Callable[[Any], str | None] | None] = ContextVar(
+    "awaitly_nb_main_by_reference", default=None
+)
+"""While set, classes and functions of the notebook (``__main__``) for which it returns
+a name are saved by that name, not by value, and restored as the live definition."""
+
+
+class _NotDefined(LookupError):
+    pass
+
+
+def main_global(name: str) -> Any:
+    """The notebook's definition ``name`` (``Thing`` or ``Outer.Inner``), when restoring.
+
+    Raises:
+        LookupError: the notebook does not define it now (the step then runs again).
+    """
+    namespace = vars(sys.modules["__main__"])
+    head, *rest = name.split(".")
+    if head not in namespace:
+        raise _NotDefined(
+            f"{name} is not defined in the notebook now (run the cell that defines it)"
+        )
+    found = namespace[head]
+    for part in rest:
+        found = getattr(found, part)
+    return found
+
+
+class _ReferencingPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, with the notebook's own definitions saved by name where asked."""
+
+    def __init__(
+        self,
+        file: Any,
+        by_reference: Callable[[Any], str | None],
+        buffer_callback: Callable[[pickle.PickleBuffer], Any] | None,
+    ) -> None:
+        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
+        self._by_reference = by_reference
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType)):
+            name = self._by_reference(obj)
+            if name is not None:
+                return main_global, (name,)
+        return super().reducer_override(obj)
+
+
 def dumps_value(
     value: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None
 ) -> bytes:
@@ -61,8 +114,13 @@ def dumps_value(
     Raises:
         SerializationError: the value (or something inside it) cannot be pickled.
     """
+    by_reference = MAIN_BY_REFERENCE.get()
     try:
-        return bytes(cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback))
+        if by_reference is None:
+            return bytes(cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback))
+        out = io.BytesIO()
+        _ReferencingPickler(out, by_reference, buffer_callback).dump(value)
+        return out.getvalue()
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError, ...
         raise SerializationError(
             f"cannot serialise a value of type {type(value).__qualname__}: "

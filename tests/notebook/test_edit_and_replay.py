@@ -476,3 +476,49 @@ def test_environment_and_working_directory_set_by_a_step_hold_after_its_replay(
     later = 'import os\nprint(os.environ["MODE"], os.path.basename(os.getcwd()))'
     ran, _ = scenario.play([setup, later], [setup, later])
     assert ran == []
+
+
+CLASSES = '''from dataclasses import dataclass
+from enum import Enum
+
+@dataclass(frozen=True)
+class R:
+    name: str
+
+class Color(Enum):
+    RED = 1
+    BLUE = 2
+
+class display:
+    """A display helper, as teaching notebooks define it: its repr reads notebook globals."""
+    def __init__(self, *names):
+        self.names = names
+    def __repr__(self):
+        return "\\n".join(f"{n}: {eval(n)!r}" for n in self.names)'''
+
+
+def test_instances_of_notebook_classes_come_back_as_instances_of_the_live_class(
+    scenario: Scenario,
+) -> None:
+    make = (
+        '%%step key=make\nran("make")\nr = R("a")\nc = Color.RED\nitems = {R("a"): 1}\n'
+        'shown = display("r", "c")\nshown'
+    )
+    check = (
+        'print(isinstance(r, R), r == R("a"), c is Color.RED, items[R("a")])\n'
+        "match c:\n    case Color.RED:\n        print('red')\n    case _:\n        print('other')\n"
+        "shown"
+    )
+    cells = [CLASSES, make, check]
+    ran, _ = scenario.play(cells, cells)
+    assert ran == []
+
+
+def test_a_class_missing_at_restore_runs_the_step_again_and_names_it(scenario: Scenario) -> None:
+    make = '%%step key=make\nran("make")\nr = R("a")\nprint(r)'
+    execute([SETUP, CLASSES, make], scenario.folder, scenario.store, scenario.log)
+    shown, notes = execute(
+        [SETUP, make], scenario.folder, scenario.store, scenario.log, errors=True
+    )
+    assert shown[1] == ["error: NameError: name 'R' is not defined"]
+    assert any("R is not defined now" in n for n in notes), notes
