@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import sys
+import sysconfig
 import types
 from collections.abc import MutableMapping
 from typing import Any
@@ -42,6 +46,24 @@ def _rebind(function: types.FunctionType, namespace: dict[str, Any]) -> types.Fu
     return rebound
 
 
+def _from_a_cell(function: types.FunctionType) -> bool:
+    """True for a function written in a notebook cell; False for code a library made
+    for it (a dataclass's ``__repr__``, ``contextmanager``'s wrapper), which must keep
+    the globals it was restored with."""
+    filename = function.__code__.co_filename
+    if filename.startswith("<"):  # <string>, <dynamic-code>: made by exec or eval
+        return filename.startswith("<ipython-input-")
+    return not filename.startswith(_library_roots())
+
+
+@functools.cache
+def _library_roots() -> tuple[str, ...]:
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+        roots.add(sysconfig.get_paths().get(name, ""))
+    return tuple(os.path.realpath(r) + os.sep for r in roots if r)
+
+
 def _home(value: Any, namespace: dict[str, Any]) -> Any:
     """Make functions and classes defined in the notebook see the notebook's globals again.
 
@@ -49,12 +71,20 @@ def _home(value: Any, namespace: dict[str, Any]) -> Any:
     when it was saved, so it would miss later changes and later definitions.
     """
     if isinstance(value, types.FunctionType):
-        if value.__module__ == "__main__" and value.__globals__ is not namespace:
+        if (
+            value.__module__ == "__main__"
+            and value.__globals__ is not namespace
+            and _from_a_cell(value)
+        ):
             return _rebind(value, namespace)
     elif isinstance(value, type) and value.__module__ == "__main__":
         for attr, member in list(vars(value).items()):
             target = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
-            if isinstance(target, types.FunctionType) and target.__globals__ is not namespace:
+            if (
+                isinstance(target, types.FunctionType)
+                and target.__globals__ is not namespace
+                and _from_a_cell(target)
+            ):
                 rebound = _rebind(target, namespace)
                 wrapped = type(member)(rebound) if target is not member else rebound
                 with contextlib.suppress(AttributeError, TypeError):

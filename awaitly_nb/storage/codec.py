@@ -10,6 +10,7 @@ that cannot be loaded any more is reported with the versions that wrote it.
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import platform
@@ -84,24 +85,40 @@ def main_global(name: str) -> Any:
     return found
 
 
+_LRU_WRAPPER = type(functools.lru_cache(maxsize=1)(len))
+
+
 class _ReferencingPickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, with the notebook's own definitions saved by name where asked."""
 
     def __init__(
         self,
         file: Any,
-        by_reference: Callable[[Any], str | None],
+        by_reference: Callable[[Any], str | None] | None,
         buffer_callback: Callable[[pickle.PickleBuffer], Any] | None,
     ) -> None:
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self._by_reference = by_reference
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (type, types.FunctionType)):
+        if self._by_reference is not None and isinstance(
+            obj, (type, types.FunctionType, _LRU_WRAPPER)
+        ):
             name = self._by_reference(obj)
             if name is not None:
                 return main_global, (name,)
+        if type(obj) is _LRU_WRAPPER and getattr(obj, "__module__", None) == "__main__":
+            # pickle would name it "__main__.f", which a new kernel does not have yet
+            return lru_cached, (obj.__wrapped__, obj.cache_parameters())
         return super().reducer_override(obj)
+
+
+def lru_cached(function: Callable[..., Any], parameters: dict[str, Any]) -> Any:
+    """A notebook function wrapped in ``functools.lru_cache`` again (with an empty cache,
+    as a run of its cell would leave it)."""
+    return functools.lru_cache(
+        maxsize=parameters.get("maxsize"), typed=parameters.get("typed", False)
+    )(function)
 
 
 def dumps_value(
@@ -116,8 +133,6 @@ def dumps_value(
     """
     by_reference = MAIN_BY_REFERENCE.get()
     try:
-        if by_reference is None:
-            return bytes(cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback))
         out = io.BytesIO()
         _ReferencingPickler(out, by_reference, buffer_callback).dump(value)
         return out.getvalue()

@@ -522,3 +522,75 @@ def test_a_class_missing_at_restore_runs_the_step_again_and_names_it(scenario: S
     )
     assert shown[1] == ["error: NameError: name 'R' is not defined"]
     assert any("R is not defined now" in n for n in notes), notes
+
+
+DEFINITIONS = """%%step key=defs
+ran("defs")
+import functools
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from typing import NamedTuple
+
+@dataclass(order=True, frozen=True)
+class P:
+    x: int
+    y: int = 0
+
+class Level(IntEnum):
+    LOW = 1
+    HIGH = 2
+
+class Pair(NamedTuple):
+    a: int
+    b: str
+
+class Box:
+    def __init__(self, v):
+        self._v = v
+    @property
+    def v(self):
+        return self._v * SCALE
+    @classmethod
+    def of(cls, v):
+        return cls(v)
+    @staticmethod
+    def unit():
+        return 1
+
+@contextmanager
+def tagged(name):
+    print("<" + name + ">")
+    yield name
+    print("</" + name + ">")
+
+@functools.lru_cache(maxsize=None)
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+def logged(fn):
+    @functools.wraps(fn)
+    def inner(*args):
+        return ("logged", fn(*args))
+    return inner
+
+@logged
+def double(x):
+    return 2 * x
+
+def adder(k):
+    return lambda x: x + k
+
+add3 = adder(3)
+p = P(1, 2)"""
+
+USE_DEFINITIONS = """print(p, p < P(2), P(1, 2) == p, Level.HIGH > Level.LOW, Pair(1, "b"))
+print(Box.of(2).v, Box.unit(), fib(20), double(4), double.__name__, add3(1))
+with tagged("t") as t:
+    print(t)"""
+
+
+def test_classes_and_functions_a_step_defines_behave_after_a_restore(scenario: Scenario) -> None:
+    cells = ["SCALE = 10", DEFINITIONS, USE_DEFINITIONS]
+    ran, _ = scenario.play(cells, cells)
+    assert ran == []
