@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import functools
-import os
-import sys
-import sysconfig
 import types
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from awaitly_nb.core.payload import NOTHING, StepPayload
@@ -46,25 +43,19 @@ def _rebind(function: types.FunctionType, namespace: dict[str, Any]) -> types.Fu
     return rebound
 
 
-def _from_a_cell(function: types.FunctionType) -> bool:
+def _from_a_cell(function: types.FunctionType, known: Mapping[str, Any]) -> bool:
     """True for a function written in a notebook cell; False for code a library made
     for it (a dataclass's ``__repr__``, ``contextmanager``'s wrapper), which must keep
-    the globals it was restored with."""
-    filename = function.__code__.co_filename
-    if filename.startswith("<"):  # <string>, <dynamic-code>: made by exec or eval
-        return filename.startswith("<ipython-input-")
-    return not filename.startswith(_library_roots())
+    the globals it was restored with.
+
+    cloudpickle restores a function with the globals it used; a library's function
+    uses names the notebook does not define (``_thread``, ``_GeneratorContextManager``).
+    ``known`` are the names the notebook defines, or the restore is about to.
+    """
+    return all(name.startswith("__") or name in known for name in function.__globals__)
 
 
-@functools.cache
-def _library_roots() -> tuple[str, ...]:
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}
-    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
-        roots.add(sysconfig.get_paths().get(name, ""))
-    return tuple(os.path.realpath(r) + os.sep for r in roots if r)
-
-
-def _home(value: Any, namespace: dict[str, Any]) -> Any:
+def _home(value: Any, namespace: dict[str, Any], known: Mapping[str, Any]) -> Any:
     """Make functions and classes defined in the notebook see the notebook's globals again.
 
     cloudpickle gives a restored function a private copy of the globals it used
@@ -74,7 +65,7 @@ def _home(value: Any, namespace: dict[str, Any]) -> Any:
         if (
             value.__module__ == "__main__"
             and value.__globals__ is not namespace
-            and _from_a_cell(value)
+            and _from_a_cell(value, known)
         ):
             return _rebind(value, namespace)
     elif isinstance(value, type) and value.__module__ == "__main__":
@@ -83,7 +74,7 @@ def _home(value: Any, namespace: dict[str, Any]) -> Any:
             if (
                 isinstance(target, types.FunctionType)
                 and target.__globals__ is not namespace
-                and _from_a_cell(target)
+                and _from_a_cell(target, known)
             ):
                 rebound = _rebind(target, namespace)
                 wrapped = type(member)(rebound) if target is not member else rebound
@@ -96,7 +87,8 @@ def restore(namespace: MutableMapping[str, Any], payload: StepPayload) -> None:
     """Put a saved step's variables back into ``namespace`` (and remove those it deleted)."""
     variables = dict(payload.variables)
     if isinstance(namespace, dict):
-        variables = {name: _home(value, namespace) for name, value in variables.items()}
+        known = collections.ChainMap(variables, namespace)
+        variables = {name: _home(value, namespace, known) for name, value in variables.items()}
     namespace.update(variables)
     for name in payload.deleted:
         namespace.pop(name, None)
