@@ -8,15 +8,25 @@ usual while a copy is kept. Works without IPython too (streams only).
 
 from __future__ import annotations
 
+import contextlib
+import html
+import re
 import sys
 from types import TracebackType
 from typing import Any
 
-__all__ = ["OutputRecorder", "flush_inline_figures", "replay_outputs"]
+__all__ = [
+    "LIVE_WIDGET_HINT",
+    "WIDGET_MIME",
+    "OutputRecorder",
+    "flush_inline_figures",
+    "replay_outputs",
+]
 
 Output = dict[str, Any]
 
-_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_MIME = _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+LIVE_WIDGET_HINT = "(a live widget in the original run: run the cell to use it)"
 
 
 class _Tee:
@@ -90,10 +100,14 @@ class OutputRecorder:
         update: bool,
     ) -> None:
         data = dict(data or {})
+        widget = None
         if _WIDGET_MIME in data:
-            # A live widget cannot be shown again without its kernel-side model.
+            # A live widget cannot be shown again without its kernel-side model: its
+            # text is kept, and brought up to date when the step ends (_settle_widgets).
+            view = data[_WIDGET_MIME]
+            widget = view.get("model_id") if isinstance(view, dict) else None
             data = {k: v for k, v in data.items() if k == "text/plain"}
-            if not data:
+            if not data and widget is None:
                 return
         display_id = (transient or {}).get("display_id")
         if update and display_id is not None:
@@ -104,7 +118,24 @@ class OutputRecorder:
         shown: Output = {"type": "display", "data": data, "metadata": dict(metadata or {})}
         if display_id is not None:
             shown["display_id"] = display_id
+        if widget is not None:
+            shown["widget"] = widget
         self.outputs.append(shown)
+
+    def _settle_widgets(self) -> None:
+        """Widgets shown by the step, as they are when it ends: a finished progress bar
+        says 100%, other widgets keep their text and say they were live."""
+        for item in self.outputs:
+            model_id = item.pop("widget", None)
+            if model_id is None:
+                continue
+            live = _live_widget(model_id)
+            text = item["data"].get("text/plain", "")
+            if live is not None:
+                text = _widget_text(live) or text
+            if type(live).__name__ != "TqdmHBox":  # a progress bar's final text says it all
+                text = f"{text}\n{LIVE_WIDGET_HINT}"
+            item["data"] = {"text/plain": text.strip()}
 
     def _clear(self) -> None:
         self.outputs.clear()
@@ -165,12 +196,41 @@ class OutputRecorder:
             else:
                 setattr(obj, attr, old)
         self._saved.clear()
+        self._settle_widgets()
         for item in self.outputs:
             if item["type"] == "stream":
                 item["text"] = _collapse_carriage_returns(item["text"])
 
 
 _ABSENT = object()
+
+
+def _widget_text(widget: Any) -> str:
+    """A widget's text now; a tqdm bar whose loop is gone, from its three parts."""
+    with contextlib.suppress(Exception):
+        return repr(widget)
+    with contextlib.suppress(Exception):
+        left, bar, right = widget.children
+        done = int(10 * bar.value / bar.max) if bar.max else 10
+        return (
+            f"{_plain(left.value)}|{'█' * done}{' ' * (10 - done)}| {_plain(right.value)}"
+        ).strip()
+    return ""
+
+
+def _plain(markup: str) -> str:
+    return html.unescape(re.sub(r"<[^>]*>", "", str(markup))).replace("\xa0", " ")
+
+
+def _live_widget(model_id: str) -> Any:
+    """The ipywidgets widget with this model id in this kernel, if it is still alive."""
+    module = sys.modules.get("ipywidgets.widgets.widget")
+    if module is None:
+        return None
+    instances = getattr(module, "_instances", None)  # ipywidgets 8
+    if instances is None:
+        instances = getattr(getattr(module, "Widget", None), "widgets", {})  # ipywidgets 7
+    return instances.get(model_id) if isinstance(instances, dict) else None
 
 
 def flush_inline_figures() -> None:

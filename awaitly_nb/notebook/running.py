@@ -23,7 +23,12 @@ from awaitly_nb.core.engine import Decision, Run, StepSpec, unsaveable
 from awaitly_nb.core.payload import NOTHING, StepPayload
 from awaitly_nb.files import ReadRecorder
 from awaitly_nb.formatting import format_duration, format_time
-from awaitly_nb.notebook.capture import OutputRecorder, flush_inline_figures
+from awaitly_nb.notebook.capture import (
+    LIVE_WIDGET_HINT,
+    WIDGET_MIME,
+    OutputRecorder,
+    flush_inline_figures,
+)
 from awaitly_nb.notebook.namespace import assigned_names, produced, reached_globals, snapshot
 from awaitly_nb.notebook.restore import replay, restore
 from awaitly_nb.storage.codec import MAIN_BY_REFERENCE, main_global
@@ -355,6 +360,11 @@ class NotebookStep:
                 bundle, _ = formatter.format(result)
             except Exception:  # a repr that raises: IPython shows the error when it displays
                 bundle = None
+            if bundle and WIDGET_MIME in bundle:  # its model is gone after a restart
+                text = str(bundle.get("text/plain", type(result).__name__))
+                bundle = {"text/plain": f"{text}\n{LIVE_WIDGET_HINT}"}
+                fields["result_bundle"] = bundle
+                return fields
             if bundle:
                 fields["result_bundle"] = bundle
         if any(v is result for v in variables.values()) or not unsaveable({"result": result}):

@@ -594,3 +594,22 @@ def test_classes_and_functions_a_step_defines_behave_after_a_restore(scenario: S
     cells = ["SCALE = 10", DEFINITIONS, USE_DEFINITIONS]
     ran, _ = scenario.play(cells, cells)
     assert ran == []
+
+
+def test_a_notebook_progress_bar_replays_finished_and_a_widget_says_it_was_live(
+    scenario: Scenario,
+) -> None:
+    loop = (
+        '%%step key=loop\nran("loop")\nfrom tqdm.notebook import tqdm\n'
+        "total = 0\nfor i in tqdm(range(50)):\n    total += i\nprint(total)"
+    )
+    slider = '%%step key=slider\nran("slider")\nimport ipywidgets\nipywidgets.IntSlider(value=3)'
+    first, _ = execute([SETUP, loop, slider], scenario.folder, scenario.store, scenario.log)
+    replay, _ = execute([SETUP, loop, slider], scenario.folder, scenario.store, scenario.log)
+    assert scenario.runs() == ["loop", "slider"]  # the first run only
+    bar = next(o for o in replay[1] if o.startswith("display_data"))
+    assert "100%" in bar and "50/50" in bar, replay[1]
+    assert replay[1][-1] == "stdout: 1225\n"
+    assert "a live widget in the original run" in replay[2][-1]
+    assert "IntSlider" in replay[2][-1]
+    assert any("0/50" in o for o in first[1])  # what nbclient recorded of the live bar
