@@ -9,6 +9,7 @@ list, ``obj.attr = v``) and names bound to the same object again (a repeated
 from __future__ import annotations
 
 import ast
+import gc
 import re
 import types
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,7 @@ __all__ = [
     "Targets",
     "assigned_names",
     "changed_names",
+    "co_variables",
     "input_names",
     "is_internal_name",
     "produced",
@@ -270,6 +272,75 @@ def reached_globals(names: Iterable[str], namespace: Mapping[str, Any]) -> set[s
                     todo.append(item)
                 elif not isinstance(item, (types.ModuleType, types.BuiltinFunctionType)):
                     found.add(name)
+    return found
+
+
+_ATOMS = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+)
+_MAX_OBJECTS = 100_000
+
+
+def _reachable(roots: Iterable[Any], limit: int = _MAX_OBJECTS) -> set[int]:
+    """Ids of the objects reachable from ``roots`` (atoms and definitions left out)."""
+    seen: set[int] = set()
+    todo = [r for r in roots if not isinstance(r, _ATOMS)]
+    while todo and len(seen) < limit:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        todo.extend(r for r in gc.get_referents(obj) if not isinstance(r, _ATOMS))
+    return seen
+
+
+def co_variables(
+    outputs: Mapping[str, Any],
+    namespace: Mapping[str, Any],
+    hidden: Mapping[str, Any] | None = None,
+) -> set[str]:
+    """Other variables that share objects with a step's outputs, so they are saved
+    (and restored) with them and stay shared: ``fig`` when ``ax`` is an output
+    (``ax.figure``), ``alias`` when it is ``df``, ``pipe`` when ``clf`` in it is.
+
+    >>> class Fig: pass
+    >>> class Ax:
+    ...     def __init__(self, fig): self.figure = fig
+    >>> fig = Fig(); ns = {"fig": fig, "ax": Ax(fig), "n": 3, "other": Fig()}
+    >>> sorted(co_variables({"ax": ns["ax"]}, ns))
+    ['fig']
+    """
+    roots = {id(v) for v in outputs.values() if not isinstance(v, _ATOMS)}
+    if not roots:
+        return set()
+    below = _reachable(outputs.values())
+    found = set()
+    budget = _MAX_OBJECTS * 3  # a notebook of big pure-Python structures is searched in part
+    for name, value in namespace.items():
+        if name in outputs or is_internal_name(name) or isinstance(value, _ATOMS):
+            continue
+        if hidden and name in hidden and hidden[name] is value:
+            continue
+        if id(value) in below:
+            found.add(name)
+            continue
+        if budget <= 0:
+            continue
+        inside = _reachable([value], limit=min(budget, _MAX_OBJECTS))
+        budget -= len(inside)
+        if roots & inside:
+            found.add(name)
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import sys
 import types
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -92,6 +93,23 @@ def restore(namespace: MutableMapping[str, Any], payload: StepPayload) -> None:
     namespace.update(variables)
     for name in payload.deleted:
         namespace.pop(name, None)
+    _settle_figures(variables.values())
+
+
+def _settle_figures(values: Any) -> None:
+    """Restored matplotlib figures end as a run leaves them: the backend is loaded (so
+    ``fig`` as a last expression draws, as after a run) and the figures are not open
+    in pyplot (the inline backend showed and closed them; the replay shows them)."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    figure = sys.modules.get("matplotlib.figure")
+    if plt is None or figure is None:
+        return
+    with contextlib.suppress(Exception):
+        plt._get_backend_mod()
+    for value in values:
+        if isinstance(value, figure.Figure):
+            with contextlib.suppress(Exception):
+                plt.close(value)
 
 
 def replay(payload: StepPayload, shell: Any = None) -> Any:

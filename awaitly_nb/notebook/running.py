@@ -29,7 +29,13 @@ from awaitly_nb.notebook.capture import (
     OutputRecorder,
     flush_inline_figures,
 )
-from awaitly_nb.notebook.namespace import assigned_names, produced, reached_globals, snapshot
+from awaitly_nb.notebook.namespace import (
+    assigned_names,
+    co_variables,
+    produced,
+    reached_globals,
+    snapshot,
+)
 from awaitly_nb.notebook.restore import replay, restore
 from awaitly_nb.storage.codec import MAIN_BY_REFERENCE, main_global
 
@@ -230,6 +236,11 @@ class NotebookStep:
             changed = self._changed_through_calls(set(names) | set(deleted) | self.exclude)
             names = sorted({*names, *changed})
             optional |= changed
+            # Variables sharing objects with the outputs come along, so they stay shared.
+            shared = co_variables({n: self.namespace[n] for n in names}, self.namespace, hidden)
+            shared -= self.exclude | set(exclude)
+            names = sorted({*names, *shared})
+            optional |= shared
         variables = {n: self.namespace[n] for n in names}
         changed_state = process.changes(self._process, process.snapshot())
         payload = StepPayload(

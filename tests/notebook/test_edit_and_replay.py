@@ -613,3 +613,31 @@ def test_a_notebook_progress_bar_replays_finished_and_a_widget_says_it_was_live(
     assert "a live widget in the original run" in replay[2][-1]
     assert "IntSlider" in replay[2][-1]
     assert any("0/50" in o for o in first[1])  # what nbclient recorded of the live bar
+
+
+def test_objects_shared_between_steps_stay_shared_after_a_replay(scenario: Scenario) -> None:
+    plot = (
+        '%%step key=plot\nran("plot")\nimport matplotlib.pyplot as plt\n'
+        "fig, ax = plt.subplots(figsize=(3, 2))\nax.plot([1, 2, 3]);"
+    )
+    ticks = (
+        '%%step key=ticks\nran("ticks")\nfrom matplotlib.ticker import MultipleLocator\n'
+        "ax.xaxis.set_major_locator(MultipleLocator(0.5))\nax.set_title('ticks')"
+    )
+    show = "print(fig.axes[0].get_title(), fig.axes[0] is ax, len(ax.get_xticks()))\nfig"
+    frames = (
+        '%%step key=frame\nran("frame")\nimport pandas as pd\n'
+        'df = pd.DataFrame({"a": [1, 2]})\nalias = df'
+    )
+    grow = '%%step key=grow\nran("grow")\ndf["b"] = df["a"] * 2'
+    check = "print(list(alias.columns), alias is df)"
+    model = (
+        '%%step key=model\nran("model")\nclass Est:\n    coef_ = None\n'
+        "    def fit(self, x):\n        self.coef_ = sum(x)\n        return self\n"
+        'est = Est()\npipe = {"steps": [("est", est)]}'
+    )
+    fit = '%%step key=fit\nran("fit")\nest.fit([1, 2, 3]);'
+    use = 'print(pipe["steps"][0][1].coef_, pipe["steps"][0][1] is est)'
+    cells = [plot, ticks, show, frames, grow, check, model, fit, use]
+    ran, _ = scenario.play(cells, cells)
+    assert ran == []
