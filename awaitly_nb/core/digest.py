@@ -23,20 +23,15 @@ digest (None): the engine falls back to lineage and says it was not checked.
 
 from __future__ import annotations
 
-import ast
-import inspect
 import io
 import pickle
 import re
 import sys
-import textwrap
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import xxhash
-
-from awaitly_nb.core.fingerprint import code_fingerprint
 
 __all__ = ["VALUE", "namespace_free", "summary", "value_digest"]
 
@@ -317,15 +312,14 @@ def _global_names(code: types.CodeType) -> set[str]:
 
 
 def _source_fingerprint(fn: types.FunctionType) -> str:
-    """The function's normalised source (comments and spacing ignored), else its bytecode."""
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-        ast.parse(source)
-    except (OSError, TypeError, SyntaxError, IndentationError):
-        from awaitly_nb.core.fingerprint import function_fingerprint
+    """The function's compiled code (comments and spacing do not reach it).
 
-        return function_fingerprint(fn) or ""
-    return code_fingerprint(source)
+    Not its source text: a function restored from a saved step has no source
+    in this kernel, and must fingerprint as the function it was when it ran.
+    """
+    from awaitly_nb.core.fingerprint import function_fingerprint
+
+    return function_fingerprint(fn) or ""
 
 
 def value_digest(

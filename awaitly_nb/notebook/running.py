@@ -18,7 +18,7 @@ from typing import Any
 
 from awaitly_nb.config import get_session
 from awaitly_nb.core import process
-from awaitly_nb.core.digest import value_digest
+from awaitly_nb.core.digest import VALUE, value_digest
 from awaitly_nb.core.engine import Decision, Run, StepSpec, unsaveable
 from awaitly_nb.core.payload import NOTHING, StepPayload
 from awaitly_nb.files import ReadRecorder
@@ -59,6 +59,18 @@ def _seeded(namespace: Any) -> bool:
         return bool(source and _SEED.search(Path(source).read_text(errors="replace")))
     except OSError:
         return False
+
+
+def _calls_seed(statements: Iterable[ast.stmt]) -> bool:
+    """True if the code calls something named ``seed`` (``random.seed(1)``)."""
+    for stmt in statements:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name == "seed":
+                    return True
+    return False
 
 
 def show_note(text: str, shell: Any = None) -> None:
@@ -189,10 +201,12 @@ class NotebookStep:
     def start(self, statements: Iterable[ast.stmt]) -> None:
         """The body (``statements``) is about to run: note what it may bind or change,
         remember the namespace, record what it shows."""
-        self._targets = assigned_names(list(statements))
+        statements = list(statements)
+        self._targets = assigned_names(statements)
         self._before = snapshot(self.namespace)
         self._reached = self._digests(reached_globals(self.spec.reads, self.namespace))
         self._process = process.snapshot()
+        self._seeds = _calls_seed(statements)
         self._recorder = OutputRecorder(self.shell).__enter__()
         self._reads = ReadRecorder(ignore=[get_session().store.directory]).__enter__()
         self._run = self.engine.begin(self.decision)
@@ -233,7 +247,8 @@ class NotebookStep:
             names.remove(name)
             optional.discard(name)
         if self.outputs is None:  # changed by the functions it called: outputs too
-            changed = self._changed_through_calls(set(names) | set(deleted) | self.exclude)
+            known = set(names) | set(deleted) | self.exclude | set(exclude)
+            changed = self._changed_through_calls(known) | self._changed_inputs(known)
             names = sorted({*names, *changed})
             optional |= changed
             # Variables sharing objects with the outputs come along, so they stay shared.
@@ -250,9 +265,9 @@ class NotebookStep:
             process=changed_state,
             **self._result_fields(result, variables),
         )
-        state_inputs = (
-            process.input_states(self._process, changed_state) if _seeded(self.namespace) else {}
-        )
+        # A step that seeds the generators itself does not depend on their state before.
+        seeded_before = not self._seeds and _seeded(self.namespace)
+        state_inputs = process.input_states(self._process, changed_state) if seeded_before else {}
         token = MAIN_BY_REFERENCE.set(self._by_reference())
         try:
             manifest = self._finish(run, payload, optional, state_inputs)
@@ -326,6 +341,20 @@ class NotebookStep:
             if digest is not None:
                 out[name] = (id(value), digest)
         return out
+
+    def _changed_inputs(self, known: set[str]) -> set[str]:
+        """Inputs the body changed in place without naming them as targets: passed to a
+        function that changed them (``add_col(df)``, ``draw(rng)``)."""
+        changed = set()
+        for name, saved in self.decision.inputs.items():
+            if name in known or name not in self.namespace or not saved.startswith(VALUE):
+                continue
+            value = self.namespace[name]
+            if isinstance(value, (types.ModuleType, types.FunctionType, type)):
+                continue  # a definition's digest follows the globals it uses, saved apart
+            if not self.engine.unchanged(self.decision, name, value):
+                changed.add(name)
+        return changed
 
     def _changed_through_calls(self, known: set[str]) -> set[str]:
         """Globals the step's functions use that are the same objects, changed in place."""

@@ -641,3 +641,29 @@ def test_objects_shared_between_steps_stay_shared_after_a_replay(scenario: Scena
     cells = [plot, ticks, show, frames, grow, check, model, fit, use]
     ran, _ = scenario.play(cells, cells)
     assert ran == []
+
+
+def test_functions_a_step_defines_do_not_make_their_users_run_again_after_a_restore(
+    scenario: Scenario,
+) -> None:
+    define = (
+        '%%step key=define\nran("define")\ndef f(v):\n    return v + 1\n'
+        "class A:\n    def twice(self, v):\n        return 2 * v"
+    )
+    use = '%%step key=use\nran("use")\nprint(f(1), A().twice(3))'
+    ran, _ = scenario.play([define, use], [define, use])
+    assert ran == []
+
+
+def test_an_input_a_helper_changes_in_place_is_saved_and_a_seeding_step_replays(
+    scenario: Scenario,
+) -> None:
+    helpers = "import numpy as np\nimport random\ndef add_col(d):\n    d['b'] = d['a'] * 2"
+    frame = '%%step key=frame\nran("frame")\nimport pandas as pd\ndf = pd.DataFrame({"a": [1, 2]})'
+    grow = '%%step key=grow\nran("grow")\nadd_col(df)'
+    rng = '%%step key=rng\nran("rng")\nrandom.seed(1)\ngen = np.random.default_rng(0)'
+    draw = '%%step key=draw\nran("draw")\ndef draw(r):\n    return r.normal(size=2)\na = draw(gen)'
+    probe = "print(list(df.columns), gen.integers(0, 1000, 3), random.random())"
+    cells = [helpers, frame, grow, rng, draw, probe]
+    ran, _ = scenario.play(cells, cells)
+    assert ran == []
