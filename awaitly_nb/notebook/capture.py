@@ -12,6 +12,7 @@ import contextlib
 import html
 import re
 import sys
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -140,6 +141,15 @@ class OutputRecorder:
     def _clear(self) -> None:
         self.outputs.clear()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Nothing shown inside is recorded (the cell's value, shown by IPython's hook)."""
+        self._in_publish += 1
+        try:
+            yield
+        finally:
+            self._in_publish -= 1
+
     # --- installing --------------------------------------------------------
     def _patch(self, obj: Any, attr: str, value: Any) -> None:
         self._saved.append((obj, attr, obj.__dict__.get(attr, _ABSENT)))
@@ -251,10 +261,17 @@ def flush_inline_figures() -> None:
     backend.flush_figures()
 
 
-def replay_outputs(outputs: list[Output], shell: Any = None) -> None:
-    """Show recorded outputs again, in order, with their MIME bundles."""
+def replay_outputs(
+    outputs: list[Output], shell: Any = None, result: Callable[[], None] | None = None
+) -> None:
+    """Show recorded outputs again, in order, with their MIME bundles; ``result`` shows
+    the cell's value where it was shown."""
     pub = getattr(shell, "display_pub", None)
     for item in outputs:
+        if item["type"] == "result":
+            if result is not None:
+                result()
+            continue
         if item["type"] == "stream":
             stream = sys.stderr if item["name"] == "stderr" else sys.stdout
             stream.write(item["text"])

@@ -8,6 +8,7 @@ import re
 import shlex
 from typing import Any
 
+from IPython.core.displayhook import DisplayHook
 from IPython.core.error import UsageError
 from IPython.core.magic import (
     Magics,
@@ -244,11 +245,13 @@ class StepMagics(Magics):
         except BaseException as exc:
             step.end(exc)
             raise
+        # Shown before the figures drawn at the end, as IPython does; `;` silences it.
+        shown = not DisplayHook.semicolon_at_end_of_expression(cell) and step.show_result(result)
         try:
             step.end(None, result=result)
         except AwaitlyError as exc:
             raise UsageError(str(exc)) from None
-        return None if result is NOTHING else result
+        return None if result is NOTHING or shown else result
 
     @line_magic
     def steps(self, line: str) -> Any:

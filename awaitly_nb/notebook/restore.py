@@ -114,15 +114,30 @@ def _settle_figures(values: Any) -> None:
 
 def replay(payload: StepPayload, shell: Any = None) -> Any:
     """Show the saved outputs again; return the saved last-expression value (or a stand-in)."""
-    replay_outputs(list(payload.outputs), shell)
-    if payload.has_result:
-        if payload.result is NOTHING:
-            assert payload.result_bundle is not None
-            return ReplayedResult(payload.result_bundle)
-        if payload.result_bundle is not None and shell is not None:
-            _show_once_as(shell, payload.result, payload.result_bundle)
-        return payload.result
-    return None
+    outputs = list(payload.outputs)
+    value = _result_value(payload)
+    hook = getattr(shell, "displayhook", None)
+    if payload.result is not NOTHING and payload.result_bundle is not None and shell is not None:
+        _show_once_as(shell, payload.result, payload.result_bundle)
+    if payload.has_result and hook is not None and any(o["type"] == "result" for o in outputs):
+
+        def show() -> None:  # where the original run showed it
+            hook(value)
+
+        replay_outputs(outputs, shell, show)
+        return None
+    replay_outputs([o for o in outputs if o["type"] != "result"], shell)
+    return value if payload.has_result else None
+
+
+def _result_value(payload: StepPayload) -> Any:
+    """The value to show as ``Out[n]``: the restored one, shown as it was recorded."""
+    if not payload.has_result:
+        return None
+    if payload.result is NOTHING:
+        assert payload.result_bundle is not None
+        return ReplayedResult(payload.result_bundle)
+    return payload.result
 
 
 def _show_once_as(shell: Any, value: Any, bundle: dict[str, Any]) -> None:

@@ -211,6 +211,21 @@ class NotebookStep:
         self._reads = ReadRecorder(ignore=[get_session().store.directory]).__enter__()
         self._run = self.engine.begin(self.decision)
 
+    def show_result(self, result: Any) -> bool:
+        """Show the body's last value now, as ``Out[n]`` (True if shown).
+
+        IPython shows a cell's value before the figures its inline backend draws
+        at the end of the cell; the step records its place among the outputs, so
+        a replay keeps that order.
+        """
+        hook = getattr(self.shell, "displayhook", None)
+        if result is NOTHING or result is None or hook is None:
+            return False
+        self._recorder.outputs.append({"type": "result"})
+        with self._recorder.paused():
+            hook(result)
+        return True
+
     def end(
         self, error: BaseException | None, *, result: Any = NOTHING, exclude: Iterable[str] = ()
     ) -> None:

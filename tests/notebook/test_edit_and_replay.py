@@ -667,3 +667,15 @@ def test_an_input_a_helper_changes_in_place_is_saved_and_a_seeding_step_replays(
     cells = [helpers, frame, grow, rng, draw, probe]
     ran, _ = scenario.play(cells, cells)
     assert ran == []
+
+
+def test_a_cell_value_comes_before_the_figure_drawn_at_the_end_as_in_a_plain_run(
+    scenario: Scenario,
+) -> None:
+    plot = (
+        '%%step key=plot\nran("plot")\nimport matplotlib.pyplot as plt\n'
+        "fig2, ax2 = plt.subplots(figsize=(3, 2))\nax2.plot([3, 1, 2])\nax2.set_title('t');\n"
+        "len(ax2.lines)"
+    )
+    ran, _ = scenario.play([plot], [plot])  # compared with a plain run, in order
+    assert ran == []
