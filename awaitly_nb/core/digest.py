@@ -66,6 +66,7 @@ class _Hasher:
         self.active: dict[int, int] = {}  # id -> position, for cycles
         self.depth = 0
         self.types: dict[type, str] = {}  # a class's digest, once per value
+        self.defs: dict[int, str] = {}  # notebook definitions inside pickled values
 
     def tag(self, text: str) -> None:
         self.h.update(text.encode("utf-8", "surrogatepass") + b"\x00")
@@ -145,7 +146,7 @@ class _Hasher:
             for base in value.__bases__:
                 self.feed(base)
             for name, member in sorted(vars(value).items()):
-                if name in ("__dict__", "__weakref__", "__module__", "__doc__"):
+                if name in _NOT_MEMBERS:
                     continue
                 self.tag(name)
                 target = getattr(member, "__func__", member)
@@ -190,16 +191,44 @@ class _Hasher:
 
         class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             def persistent_id(self, obj: Any) -> str | None:
-                if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
-                    return f"main:{hasher._tolerant(obj)}"
-                return None
+                return hasher.main_id(obj)
 
-        out = io.BytesIO()
         try:
-            Pickler(out, protocol=5, buffer_callback=in_place).dump(value)
+            return self._stream(
+                value, in_place, lambda f, _, cb: Pickler(f, protocol=5, buffer_callback=cb)
+            )
         except Exception as exc:
             raise _Unhashable(str(exc)) from exc
-        return out.getvalue()
+
+    def _stream(
+        self, value: Any, in_place: Callable[[Any], bool], make: Callable[..., Any]
+    ) -> bytes:
+        """Pickle ``value`` without pickle's memo where it can: the memo writes which
+        equal objects are the same object (two equal strings, or one), which a restored
+        value does not keep, so a fingerprint must not depend on it. Values that
+        refer to themselves need the memo."""
+        for fast in (True, False):
+            out = io.BytesIO()
+            pickler = make(out, self, in_place)
+            pickler.fast = fast
+            try:
+                pickler.dump(value)
+            except Exception:  # in fast mode, a cycle: RecursionError, or PicklingError
+                if fast:
+                    continue
+                raise
+            return out.getvalue()
+        raise _Unhashable("cannot be pickled")
+
+    def main_id(self, obj: Any) -> str | None:
+        """A notebook class or function inside a pickled value, named by its digest:
+        the same whether it is the live definition or one restored from a step."""
+        if not isinstance(obj, (type, types.FunctionType)) or obj.__module__ != "__main__":
+            return None
+        digest = self.defs.get(id(obj))
+        if digest is None:
+            digest = self.defs[id(obj)] = self._tolerant(obj)
+        return f"main:{digest}"
 
     def _type(self, kind: type) -> None:
         """The class of a pickled object counts: its code if the notebook defines it,
@@ -218,7 +247,7 @@ class _Hasher:
 
         self._type(type(value))
         try:
-            stream = pickle.dumps(value, protocol=5, buffer_callback=in_place)
+            stream = self._stream(value, in_place, _NamingPickler)
         except Exception:
             buffers.clear()
             stream = self._by_value(value, in_place)
@@ -259,8 +288,26 @@ def namespace_free(value: Any) -> bool:
     return not isinstance(value, _NAMESPACE_BOUND)
 
 
+_NOT_MEMBERS = frozenset(
+    ("__dict__", "__weakref__", "__module__", "__doc__", "__firstlineno__", "__slotnames__")
+)
+"""Class attributes that are not its definition: ``__slotnames__`` is pickle's cache
+(set on a class the first time an instance is pickled), ``__firstlineno__`` moves
+when a line is added above the class."""
+
 _SET_OPCODES = re.compile(b"[\x8f\x91]")
 """EMPTY_SET and FROZENSET: a pickle stream without these bytes holds no set."""
+
+
+class _NamingPickler(pickle.Pickler):
+    """pickle, with the notebook's classes and functions named by their digest."""
+
+    def __init__(self, file: Any, hasher: _Hasher, buffer_callback: Any) -> None:
+        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
+        self.hasher = hasher
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return self.hasher.main_id(obj)
 
 
 class _CanonicalPickler(pickle._Pickler):
@@ -278,6 +325,9 @@ class _CanonicalPickler(pickle._Pickler):
             for item in items
         ]
         return [item for _, item in sorted(keyed, key=lambda pair: pair[0])]
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return self.hasher.main_id(obj)
 
     def save_set(self, obj: Any) -> None:
         self.save_reduce(type(obj), (self._ordered(obj),), obj=obj)  # type: ignore[attr-defined]

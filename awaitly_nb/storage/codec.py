@@ -10,6 +10,7 @@ that cannot be loaded any more is reported with the versions that wrote it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import pickle
@@ -86,6 +87,12 @@ def main_global(name: str) -> Any:
 
 
 _LRU_WRAPPER = type(functools.lru_cache(maxsize=1)(len))
+_SENTINELS = {
+    id(value): (name, value)
+    for name in ("MISSING", "_FIELD", "_FIELD_CLASSVAR", "_FIELD_INITVAR", "_HAS_DEFAULT_FACTORY")
+    if (value := getattr(dataclasses, name, None)) is not None
+}
+"""Objects of the dataclasses module that must stay the same objects when pickled."""
 
 
 class _ReferencingPickler(cloudpickle.Pickler):  # type: ignore[misc]
@@ -107,6 +114,11 @@ class _ReferencingPickler(cloudpickle.Pickler):  # type: ignore[misc]
             name = self._by_reference(obj)
             if name is not None:
                 return main_global, (name,)
+        sentinel = _SENTINELS.get(id(obj))
+        if sentinel is not None and sentinel[1] is obj:
+            # dataclasses compares these by identity (`f._field_type is _FIELD`): a copy
+            # would make fields(), asdict() and replace() see no fields after a restore
+            return getattr, (dataclasses, sentinel[0])
         if type(obj) is _LRU_WRAPPER and getattr(obj, "__module__", None) == "__main__":
             # pickle would name it "__main__.f", which a new kernel does not have yet
             return lru_cached, (obj.__wrapped__, obj.cache_parameters())
