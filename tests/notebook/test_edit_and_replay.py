@@ -530,12 +530,28 @@ import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import NamedTuple
+from typing import Generic, NamedTuple, Protocol, TypedDict, TypeVar
+
+T = TypeVar("T")
 
 @dataclass(order=True, frozen=True)
 class P:
     x: int
     y: int = 0
+
+@dataclass(slots=True)
+class Slotted:
+    a: int
+
+class Movie(TypedDict):
+    title: str
+
+class Greeter(Protocol):
+    def greet(self) -> str: ...
+
+class Holder(Generic[T]):
+    def __init__(self, item: T):
+        self.item = item
 
 class Level(IntEnum):
     LOW = 1
@@ -585,6 +601,7 @@ add3 = adder(3)
 p = P(1, 2)"""
 
 USE_DEFINITIONS = """print(p, p < P(2), P(1, 2) == p, Level.HIGH > Level.LOW, Pair(1, "b"))
+print(Slotted(1), Movie(title="x"), Holder[int](3).item, Greeter.__name__)
 print(Box.of(2).v, Box.unit(), fib(20), double(4), double.__name__, add3(1))
 with tagged("t") as t:
     print(t)"""
