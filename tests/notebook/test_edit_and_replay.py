@@ -696,3 +696,19 @@ def test_a_cell_value_comes_before_the_figure_drawn_at_the_end_as_in_a_plain_run
     )
     ran, _ = scenario.play([plot], [plot])  # compared with a plain run, in order
     assert ran == []
+
+
+def test_quoted_keys_shell_commands_and_unknown_keys_in_a_real_kernel(scenario: Scenario) -> None:
+    quoted = '%%step key="user 1"\nran("quoted")\n!true\nprint("user", 1)'
+    ran, _ = scenario.play([quoted], [quoted])
+    assert ran == []
+    shown, _ = execute(
+        [SETUP, quoted, "%steps forget usr 1"],
+        scenario.folder,
+        scenario.store,
+        scenario.log,
+        errors=True,
+    )
+    assert shown[2] == [  # IPython shows a UsageError on stderr
+        "stderr: UsageError: no saved step 'usr 1' in workflow 'default'; did you mean 'user 1'?\n"
+    ]

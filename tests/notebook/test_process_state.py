@@ -76,3 +76,42 @@ def test_registered_state_is_recorded_and_applied() -> None:
         ]
     finally:
         del STATES["test.box"]
+
+
+def test_rcparams_sys_path_warnings_filters_and_recursion_limit_are_replayed(
+    ip: Any, run: Any, marks: Any, restart: Any, tmp_path: Path
+) -> None:
+    import sys
+    import warnings
+
+    import matplotlib
+
+    ip.user_ns["extra"] = str(tmp_path)
+    cell = (
+        "%%step key=settings\nmark()\nimport sys, warnings, matplotlib\n"
+        "matplotlib.rcParams['lines.linewidth'] = 7.5\nsys.path.append(extra)\n"
+        "warnings.filterwarnings('ignore', message='awaitly-test')\n"
+        "sys.setrecursionlimit(4321)\ndone = 1"
+    )
+    limit, width = sys.getrecursionlimit(), matplotlib.rcParams["lines.linewidth"]
+    filters = list(warnings.filters)
+    try:
+        assert run(cell).error is None
+        matplotlib.rcParams["lines.linewidth"] = width  # a new kernel
+        sys.path.remove(str(tmp_path))
+        warnings.filters[:] = filters
+        sys.setrecursionlimit(limit)
+        restart()
+        ip.user_ns["extra"] = str(tmp_path)
+        assert any("restored" in n for n in run(cell).notes)
+        assert marks.count() == 1
+        assert matplotlib.rcParams["lines.linewidth"] == 7.5
+        assert str(tmp_path) in sys.path
+        assert any(f[1] is not None and f[1].pattern == "awaitly-test" for f in warnings.filters)
+        assert sys.getrecursionlimit() == 4321
+    finally:
+        matplotlib.rcParams["lines.linewidth"] = width
+        if str(tmp_path) in sys.path:
+            sys.path.remove(str(tmp_path))
+        warnings.filters[:] = filters
+        sys.setrecursionlimit(limit)
