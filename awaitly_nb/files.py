@@ -23,6 +23,7 @@ import sysconfig
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +199,12 @@ def _system_roots() -> tuple[str, ...]:
 
 
 class ReadRecorder:
-    """Records the files opened for reading while :meth:`recording` is active (per thread)."""
+    """Records the files opened for reading while it is entered (per thread and per
+    asyncio task: steps running at once each see their own reads)."""
 
     _installed = False
-    _local = threading.local()
+    _current: ContextVar[ReadRecorder | None] = ContextVar("awaitly_nb_reads", default=None)
+    """The recorder of the running step, per thread and per asyncio task."""
     _lock = threading.Lock()
 
     def __init__(self, ignore: Iterable[str | os.PathLike[str]] = ()) -> None:
@@ -221,7 +224,7 @@ class ReadRecorder:
     def _hook(cls, event: str, args: tuple[Any, ...]) -> None:
         if event != "open":
             return
-        recorder = getattr(cls._local, "recorder", None)
+        recorder = cls._current.get()
         if recorder is None:
             return
         path, mode, flags = (*args, None, None, None)[:3]
@@ -235,12 +238,11 @@ class ReadRecorder:
 
     def __enter__(self) -> ReadRecorder:
         self._install()
-        self._previous = getattr(self._local, "recorder", None)
-        self._local.recorder = self
+        self._token = self._current.set(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._local.recorder = self._previous
+        self._current.reset(self._token)
 
     def files(self) -> dict[str, dict[str, Any]]:
         """Stamps of the user's files that were read.

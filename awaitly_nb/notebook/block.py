@@ -10,6 +10,7 @@ previous tracer (a debugger, coverage) is put back at once.
 from __future__ import annotations
 
 import ast
+import inspect
 import linecache
 import os
 import sys
@@ -59,12 +60,12 @@ def _with_body(frame: FrameType) -> list[ast.stmt] | None:
     except (SyntaxError, ValueError):
         return None
     line = frame.f_lineno
-    best: ast.With | None = None
+    best: ast.With | ast.AsyncWith | None = None
     for node in ast.walk(tree):
-        if isinstance(node, ast.With) and node.lineno <= line < node.body[0].lineno:
+        if isinstance(node, _WITH) and node.lineno <= line < node.body[0].lineno:
             if best is None or node.lineno >= best.lineno:
                 best = node
-        elif isinstance(node, ast.With) and node.lineno == line == node.body[0].lineno:
+        elif isinstance(node, _WITH) and node.lineno == line == node.body[0].lineno:
             raise AwaitlyError(
                 "put the body of `with step(...):` on its own lines; a body on the "
                 "`with` line cannot be skipped"
@@ -72,8 +73,14 @@ def _with_body(frame: FrameType) -> list[ast.stmt] | None:
     return None if best is None else best.body
 
 
+_WITH = (ast.With, ast.AsyncWith)
+
+
 class StepBlock:
-    """The context manager returned by ``step("key")``; see :func:`step`."""
+    """The context manager returned by ``step("key")``; see :func:`step`.
+
+    ``async with step("key"):`` works where ``with`` does (a cell with top-level
+    ``await``, a module's top level)."""
 
     def __init__(
         self,
@@ -95,7 +102,20 @@ class StepBlock:
         self._frame: FrameType | None = None
 
     def __enter__(self) -> StepBlock:
-        frame = sys._getframe(1)
+        return self._enter(sys._getframe(1))
+
+    async def __aenter__(self) -> StepBlock:
+        return self._enter(sys._getframe(1))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        return self.__exit__(exc_type, exc, tb)
+
+    def _enter(self, frame: FrameType) -> StepBlock:
         if frame.f_code.co_name != "<module>" or frame.f_locals is not frame.f_globals:
             raise AwaitlyError(
                 "`with step(...)` works at notebook or module level only; inside a "
@@ -226,9 +246,13 @@ def call_step(
         pin=pin,
         force=force,
     )
+    if _is_async(fn):
+        return _call_async(fn, spec, session)  # type: ignore[return-value]
     decision = engine.lookup(spec)
     if decision.hit:
-        assert decision.payload is not None
+        assert decision.payload is not None and decision.manifest is not None
+        if decision.manifest.extra.get("awaitable"):  # saved from `await step(lambda: coro())`
+            return _ready(decision.payload.value)  # type: ignore[return-value]
         return decision.payload.value  # type: ignore[no-any-return]
     run = engine.begin(decision)
     try:
@@ -237,11 +261,61 @@ def call_step(
     except BaseException as exc:
         engine.fail(run, exc)
         raise
+    if inspect.isawaitable(value):  # step(lambda: fetch(x), key=...) to be awaited
+        return _finish_async(value, run, engine, opened)  # type: ignore[return-value]
     engine.finish(
         run,
         StepPayload(value=value),
         files=opened.files(),
         written=opened.written,
+    )
+    return value
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    target = getattr(fn, "func", fn)  # functools.partial
+    method = vars(type(target)).get("__call__")  # an object with `async def __call__`
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(method)
+
+
+async def _ready(value: Any) -> Any:
+    """A saved value, for ``await``."""
+    return value
+
+
+async def _call_async(fn: Callable[[], Any], spec: StepSpec, session: Any) -> Any:
+    """``await step(async_fn, key=...)``: a hit returns at once, a miss awaits and saves."""
+    engine = session.engine
+    decision = engine.lookup(spec)
+    if decision.hit:
+        return decision.payload.value
+    run = engine.begin(decision)
+    try:
+        with ReadRecorder(ignore=[session.store.directory]) as opened:
+            value = await fn()
+    except BaseException as exc:
+        engine.fail(run, exc)
+        raise
+    return _save_awaited(value, run, engine, opened)
+
+
+async def _finish_async(awaitable: Any, run: Any, engine: Any, opened: ReadRecorder) -> Any:
+    try:
+        with opened:
+            value = await awaitable
+    except BaseException as exc:
+        engine.fail(run, exc)
+        raise
+    return _save_awaited(value, run, engine, opened)
+
+
+def _save_awaited(value: Any, run: Any, engine: Any, opened: ReadRecorder) -> Any:
+    engine.finish(
+        run,
+        StepPayload(value=value),
+        files=opened.files(),
+        written=opened.written,
+        extra={"awaitable": True},
     )
     return value
 

@@ -712,3 +712,25 @@ def test_quoted_keys_shell_commands_and_unknown_keys_in_a_real_kernel(scenario: 
     assert shown[2] == [  # IPython shows a UsageError on stderr
         "stderr: UsageError: no saved step 'usr 1' in workflow 'default'; did you mean 'user 1'?\n"
     ]
+
+
+def test_await_step_and_async_with_step_in_a_real_kernel(scenario: Scenario) -> None:
+    define = (
+        "import asyncio\nfrom awaitly_nb import step\n"
+        'async def fetch_user(uid):\n    ran(f"user:{uid}")\n    await asyncio.sleep(0)\n'
+        '    return {"id": uid}'
+    )
+    direct = 'user = await step(lambda: fetch_user(1), key="user:1")\nprint(user)'
+    block = (
+        'async with step("posts:1"):\n    ran("posts")\n    await asyncio.sleep(0)\n'
+        '    posts = ["a", "b"]\n    print(posts)'
+    )
+    cells = [SETUP, define, direct, block]
+    first, _ = execute(cells, scenario.folder, scenario.store, scenario.log)
+    assert scenario.runs() == ["user:1", "posts"]
+    scenario.log.unlink()
+    again, notes = execute(cells, scenario.folder, scenario.store, scenario.log)
+    assert scenario.runs() == []
+    assert again == first
+    assert first[2] == ["stdout: {'id': 1}\n"] and first[3] == ["stdout: ['a', 'b']\n"]
+    assert any("restored 'posts:1'" in n for n in notes)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
+import functools
 from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
 
 from awaitly_nb import step
-from awaitly_nb.errors import CacheWarning
 
 
 @pytest.mark.parametrize(
@@ -41,20 +40,25 @@ def test_a_shell_command_in_a_step_does_not_save_its_exit_code(ip: Any, run: Any
     assert any("restored 'shell' (x)" in n for n in restored.notes), restored.notes
 
 
-def test_a_coroutine_returned_by_the_call_form_is_explained(ip: Any) -> None:
-    async def fetch() -> int:
-        return 1
+def test_the_call_form_awaits_coroutines_and_saves_their_results(ip: Any) -> None:
+    import asyncio
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        coro = step(lambda: fetch(), key="coro")
-        coro.close()
-    messages = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
-    assert messages == [
-        "step 'coro' ran, but its return value (coroutine) cannot be saved (the function "
-        "returned a coroutine without awaiting it: await it inside an async function, or "
-        "call the async function itself); return a value that can be pickled"
-    ]
+    calls: list[int] = []
+
+    async def fetch(n: int) -> int:
+        calls.append(n)
+        await asyncio.sleep(0)
+        return n * 10
+
+    async def main() -> list[int]:
+        first = await step(lambda: fetch(1), key="lambda-coro")  # a function returning one
+        again = await step(lambda: fetch(1), key="lambda-coro")
+        direct = await step(functools.partial(fetch, 2), key="async-fn")
+        direct_again = await step(functools.partial(fetch, 2), key="async-fn")
+        return [first, again, direct, direct_again]
+
+    assert asyncio.run(main()) == [10, 10, 20, 20]
+    assert calls == [1, 2]  # each ran once; the second calls were restored
 
 
 def test_await_in_a_step_cell_points_at_the_with_block(ip: Any, run: Any) -> None:
