@@ -24,6 +24,7 @@ from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import ReadRecorder, literal_paths
+from awaitly_nb.notebook.many import map_steps
 from awaitly_nb.notebook.namespace import input_names, is_internal_name, user_inputs
 from awaitly_nb.notebook.running import NotebookStep
 from awaitly_nb.notebook.shell import session_for_shell
@@ -229,17 +230,22 @@ def call_step(
     force: bool = False,
     pin: bool = False,
     deps: str | Iterable[str] = (),
+    like: Callable[..., Any] | None = None,
 ) -> T:
-    """Run ``fn()`` once for ``key``; later calls (and later kernels) get the saved value."""
+    """Run ``fn()`` once for ``key``; later calls (and later kernels) get the saved value.
+
+    ``like``: the function whose code and globals identify the step, when ``fn``
+    is a wrapper around it (:func:`~awaitly_nb.notebook.many.map_steps`).
+    """
     if not callable(fn):
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
     session, _ = session_for_shell()
     engine = session.engine
-    reads, values = _function_inputs(fn)
+    reads, values = _function_inputs(like or fn)
     spec = StepSpec(
         key=key,
         kind="call",
-        code=function_fingerprint(fn),
+        code=function_fingerprint(like or fn),
         reads=reads,
         values=values,
         deps=_deps(deps),
@@ -391,3 +397,6 @@ def step(
     return StepBlock(
         fn, outputs=outputs, exclude=exclude, force=force, pin=pin, quiet=quiet, deps=deps
     )
+
+
+step.map = map_steps  # type: ignore[attr-defined]

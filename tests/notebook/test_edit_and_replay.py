@@ -734,3 +734,20 @@ def test_await_step_and_async_with_step_in_a_real_kernel(scenario: Scenario) -> 
     assert again == first
     assert first[2] == ["stdout: {'id': 1}\n"] and first[3] == ["stdout: ['a', 'b']\n"]
     assert any("restored 'posts:1'" in n for n in notes)
+
+
+def test_step_map_in_a_real_kernel_fetches_only_what_is_not_saved(scenario: Scenario) -> None:
+    define = (
+        "import asyncio\nfrom awaitly_nb import step\n"
+        'async def fetch(uid):\n    ran(f"u{uid}")\n    await asyncio.sleep(0)\n    return uid * 2'
+    )
+    gather = (
+        'users = await step.map(fetch, range(12), key="user:{}", concurrency=3)\nprint(sum(users))'
+    )
+    cells = [SETUP, define, gather]
+    first, _ = execute(cells, scenario.folder, scenario.store, scenario.log)
+    assert sorted(scenario.runs()) == sorted(f"u{i}" for i in range(12))
+    scenario.log.unlink()
+    again, _ = execute(cells, scenario.folder, scenario.store, scenario.log)
+    assert scenario.runs() == []
+    assert "stdout: 132\n" in first[2] and "stdout: 132\n" in again[2]

@@ -1,0 +1,99 @@
+"""``step.map``: many keyed async calls at once, each saved when it completes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import awaitly_nb
+from awaitly_nb import step
+from awaitly_nb.notebook.many import StepMapError
+
+
+class FakeService:
+    """An async service that counts requests and how many run at once."""
+
+    def __init__(self, fail: set[int] | None = None) -> None:
+        self.requests: list[int] = []
+        self.running = 0
+        self.most = 0
+        self.fail = fail or set()
+
+    async def fetch_user(self, uid: int) -> dict[str, int]:
+        self.requests.append(uid)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0.001)
+            if uid in self.fail:
+                raise ConnectionError(f"user {uid} timed out")
+            return {"id": uid}
+        finally:
+            self.running -= 1
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    awaitly_nb.configure(dir=tmp_path / "store", workflow="many")
+    yield tmp_path
+    awaitly_nb.configure(dir=None, workflow=None)
+
+
+def test_hits_return_at_once_and_misses_run_concurrently_up_to_the_limit(store: Any) -> None:
+    service = FakeService()
+    ids = list(range(50))
+    users = asyncio.run(step.map(service.fetch_user, ids, key="user:{}", concurrency=5))
+    assert users == [{"id": i} for i in ids]
+    assert sorted(service.requests) == ids
+    assert service.most == 5
+    again = FakeService()
+    assert asyncio.run(step.map(again.fetch_user, ids, key="user:{}")) == users
+    assert again.requests == []  # every call restored
+
+
+def test_a_failure_halfway_keeps_the_completed_calls_and_the_next_run_makes_only_the_rest(
+    store: Any,
+) -> None:
+    flaky = FakeService(fail={7, 31})
+    with pytest.raises(StepMapError) as failed:
+        asyncio.run(step.map(flaky.fetch_user, range(50), key="user:{}", progress=False))
+    assert set(failed.value.errors) == {"user:7", "user:31"}
+    assert "2 of 50 calls failed" in str(failed.value)
+    fixed = FakeService()
+    users = asyncio.run(step.map(fixed.fetch_user, range(50), key="user:{}"))
+    assert sorted(fixed.requests) == [7, 31]
+    assert users[7] == {"id": 7}
+
+
+def test_interrupting_a_map_keeps_what_completed(store: Any) -> None:
+    service = FakeService()
+
+    async def interrupted() -> None:
+        task = asyncio.ensure_future(
+            step.map(service.fetch_user, range(40), key="u:{}", concurrency=4)
+        )
+        while len(service.requests) < 10:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupted())
+    done = len(service.requests) - service.running
+    rest = FakeService()
+    asyncio.run(step.map(rest.fetch_user, range(40), key="u:{}"))
+    assert 0 < len(rest.requests) < 40  # only what was not saved
+    assert len(rest.requests) <= 40 - done + 4
+
+
+def test_bad_arguments_are_clear(store: Any) -> None:
+    service = FakeService()
+    with pytest.raises(TypeError, match="where the item goes"):
+        asyncio.run(step.map(service.fetch_user, [1], key="user"))
+    with pytest.raises(ValueError, match="same key"):
+        asyncio.run(step.map(service.fetch_user, [1, 1], key="user:{}"))
+    with pytest.raises(ValueError, match="concurrency"):
+        asyncio.run(step.map(service.fetch_user, [1], key="u:{}", concurrency=0))
