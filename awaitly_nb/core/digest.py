@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 
 import xxhash
 
+from awaitly_nb.core.fingerprint import function_fingerprint, global_names
+
 __all__ = ["VALUE", "namespace_free", "summary", "value_digest"]
 
 VALUE = "v:"
@@ -158,7 +160,9 @@ class _Hasher:
                 for part in parts:
                     self.tag(self._tolerant(part))
             return
-        self.tag(f"function:{value.__qualname__}:{_source_fingerprint(value)}")
+        # By compiled code, not source: comments do not reach it, and a function
+        # restored from a step (no source in this kernel) fingerprints as it ran.
+        self.tag(f"function:{value.__qualname__}:{function_fingerprint(value) or ''}")
         self.feed(value.__defaults__)
         self.feed(value.__kwdefaults__)
         for cell in value.__closure__ or ():
@@ -167,7 +171,7 @@ class _Hasher:
             except ValueError:  # an empty cell
                 self.tag("empty-cell")
         globals_ = value.__globals__
-        for name in sorted(_global_names(value.__code__)):
+        for name in sorted(global_names(value.__code__)):
             if name in globals_:
                 self.tag(f"global:{name}")
                 self.feed(globals_[name])
@@ -350,26 +354,6 @@ def _canonical_stream(value: Any, hasher: _Hasher) -> tuple[bytes, list[Any]] | 
 def _is_numpy_array(value: Any) -> bool:
     numpy = sys.modules.get("numpy")
     return numpy is not None and type(value) is numpy.ndarray
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    """Global names a function's code (and the code nested in it) uses."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
-
-
-def _source_fingerprint(fn: types.FunctionType) -> str:
-    """The function's compiled code (comments and spacing do not reach it).
-
-    Not its source text: a function restored from a saved step has no source
-    in this kernel, and must fingerprint as the function it was when it ran.
-    """
-    from awaitly_nb.core.fingerprint import function_fingerprint
-
-    return function_fingerprint(fn) or ""
 
 
 def value_digest(

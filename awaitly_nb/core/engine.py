@@ -447,6 +447,11 @@ class StepEngine:
     def store(self) -> StepStore:
         return self._store()
 
+    @property
+    def _module_version(self) -> Callable[[str], str] | None:
+        """How digests learn module versions (your own modules: their code)."""
+        return None if self.files is None else self.files.module_version
+
     def workflow_id(self) -> str:
         return self._workflow()
 
@@ -577,7 +582,7 @@ class StepEngine:
             workflow,
             values,
             None if probe is None else probe.change,
-            None if probe is None else probe.module_version,
+            self._module_version,
         )
         trusted, missing = {}, {}
         for name in absent:
@@ -691,9 +696,7 @@ class StepEngine:
                 said = manifest.summaries.get(name) or summary(value)
                 self.memo.digested(name, value, saved[len(VALUE) :], said)
                 return saved[len(VALUE) :], said
-        digest = value_digest(
-            value, values, None if self.files is None else self.files.module_version
-        )
+        digest = value_digest(value, values, self._module_version)
         if digest is None:
             return None, ""
         said = summary(value)
@@ -710,7 +713,7 @@ class StepEngine:
         digest = value_digest(
             value,
             decision.spec.values,
-            None if self.files is None else self.files.module_version,
+            self._module_version,
         )
         return digest is not None and VALUE + digest == saved
 

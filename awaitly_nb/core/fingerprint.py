@@ -13,7 +13,7 @@ from typing import Any
 
 import xxhash
 
-__all__ = ["code_fingerprint", "function_fingerprint"]
+__all__ = ["code_fingerprint", "function_fingerprint", "global_names"]
 
 
 def _digest(text: str) -> str:
@@ -67,3 +67,16 @@ def function_fingerprint(fn: Callable[..., Any]) -> str | None:
     if not isinstance(code, types.CodeType):
         return None
     return _digest(repr(_code_parts(code)))
+
+
+def global_names(code: types.CodeType) -> set[str]:
+    """The global (and attribute) names a code object and the code nested in it use.
+
+    >>> sorted(global_names((lambda: [helper(x) for x in data]).__code__))
+    ['data', 'helper']
+    """
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= global_names(const)
+    return names

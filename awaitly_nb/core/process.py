@@ -229,9 +229,10 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, An
         if state is None:
             continue
         try:
-            delta = state.delta(before.get(name), value) if name in before else None
-            if name not in before and state.delta is _replaced:
-                delta = value  # it came into being during the step (numpy imported)
+            if name in before:
+                delta = state.delta(before[name], value)
+            else:  # it came into being during the step (numpy imported): all of it is new
+                delta = value if state.delta is _replaced else None
         except Exception:
             continue
         if delta is not None:

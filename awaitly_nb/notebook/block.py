@@ -20,7 +20,7 @@ from types import FrameType, TracebackType
 from typing import Any, TypeVar, overload
 
 from awaitly_nb.core.engine import StepSpec
-from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint
+from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint, global_names
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import ReadRecorder, literal_paths
@@ -205,12 +205,7 @@ def _function_inputs(fn: Callable[..., Any]) -> tuple[frozenset[str], dict[str, 
     code = getattr(fn, "__code__", None)
     if not isinstance(code, types.CodeType):
         return frozenset(), {}
-    names: set[str] = set()
-    stack = [code]
-    while stack:
-        current = stack.pop()
-        names.update(current.co_names)
-        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    names = global_names(code)
     globals_: dict[str, Any] = getattr(fn, "__globals__", {})
     values = {n: globals_[n] for n in names if n in globals_ and not is_internal_name(n)}
     return frozenset(values), values

@@ -26,7 +26,7 @@ __all__ = [
 
 Output = dict[str, Any]
 
-WIDGET_MIME = _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 LIVE_WIDGET_HINT = "(a live widget in the original run: run the cell to use it)"
 
 
@@ -102,10 +102,10 @@ class OutputRecorder:
     ) -> None:
         data = dict(data or {})
         widget = None
-        if _WIDGET_MIME in data:
+        if WIDGET_MIME in data:
             # A live widget cannot be shown again without its kernel-side model: its
             # text is kept, and brought up to date when the step ends (_settle_widgets).
-            view = data[_WIDGET_MIME]
+            view = data[WIDGET_MIME]
             widget = view.get("model_id") if isinstance(view, dict) else None
             data = {k: v for k, v in data.items() if k == "text/plain"}
             if not data and widget is None:

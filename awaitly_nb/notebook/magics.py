@@ -43,9 +43,9 @@ _TOKEN = re.compile(r"(?P<text>[^{}]+)|(?P<escape>\{\{|\}\})|\{(?P<field>[^{}]*)
 def _unknown(key: str, session: Any) -> str:
     """ "no saved step 'x'...", with the saved keys that look like it."""
     keys = [m.key for m in session.engine.steps()]
-    close = difflib.get_close_matches(_unquote(key), keys, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(k) for k in close)}?" if close else ""
-    return f"no saved step {_unquote(key)!r} in workflow {session.workflow_id()!r}{hint}"
+    return f"no saved step {key!r} in workflow {session.workflow_id()!r}{hint}"
 
 
 def _unquote(text: str) -> str:
@@ -183,13 +183,11 @@ class StepMagics(Magics):
         deps: tuple[str, ...] = ()
         for token in args.spec:
             name, sep, value = token.partition("=")
-            if not sep or _unquote(token) != token:  # a quoted key may hold "="
-                token = _unquote(token)
+            if not sep:
                 if key is not None:
                     raise UsageError(f"two keys given ({key!r}, {token!r}). Usage: {_FORM}")
                 key = token
             elif name == "key":
-                value = _unquote(value)
                 if not value:
                     raise UsageError(f"the key is empty. Usage: {_FORM}")
                 if key is not None:
@@ -274,15 +272,15 @@ class StepMagics(Magics):
         if command == "list" and len(words) == 1:
             print(status_text(session))
         elif command == "forget" and len(words) >= 2:
-            key = line.strip()[len("forget") :].strip()  # keys may contain spaces
-            if not engine.forget(_unquote(key)):
+            key = _unquote(line.strip()[len("forget") :].strip())  # keys may hold spaces
+            if not engine.forget(key):
                 raise UsageError(_unknown(key, session))
-            print(f"forgot {_unquote(key)!r}")
+            print(f"forgot {key!r}")
         elif command == "why" and len(words) >= 2:
-            key = line.strip()[len("why") :].strip()
+            key = _unquote(line.strip()[len("why") :].strip())
             try:
                 shell: Any = self.shell
-                print("\n".join(engine.explain(_unquote(key), shell.user_ns)))
+                print("\n".join(engine.explain(key, shell.user_ns)))
             except KeyError:
                 raise UsageError(_unknown(key, session)) from None
         elif command == "clear" and len(words) == 1:

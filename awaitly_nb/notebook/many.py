@@ -10,7 +10,6 @@ done / restored / failed / running for more than a handful of calls.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -84,6 +83,8 @@ async def map_steps(
     [2, 4, 6]
     >>> _ = awaitly_nb.configure(dir=None, workflow=None)
     """
+    import asyncio  # not at import time: most sessions never map
+
     from awaitly_nb.notebook.block import call_step
 
     if not callable(fn):

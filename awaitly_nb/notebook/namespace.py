@@ -15,6 +15,7 @@ import types
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from awaitly_nb.core.fingerprint import global_names
 from awaitly_nb.errors import AwaitlyError
 
 __all__ = [
@@ -227,14 +228,6 @@ def input_names(statements: Iterable[ast.stmt]) -> set[str]:
 _MAX_REACHED = 2000
 
 
-def _code_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
-
-
 def reached_globals(names: Iterable[str], namespace: Mapping[str, Any]) -> set[str]:
     r"""Data the notebook's functions (among ``names``) use as globals, transitively.
 
@@ -264,7 +257,7 @@ def reached_globals(names: Iterable[str], namespace: Mapping[str, Any]) -> set[s
                 if isinstance(target, types.FunctionType) and target.__globals__ is namespace:
                     codes.append(target.__code__)
         for code in codes:
-            for name in _code_names(code):
+            for name in global_names(code):
                 if name not in namespace or is_internal_name(name):
                     continue
                 item = namespace[name]

@@ -250,25 +250,26 @@ class NotebookStep:
         hidden = getattr(self.shell, "user_ns_hidden", None)
         if getattr(self.shell, "user_ns", None) is not self.namespace:
             hidden = None
+        excluded = self.exclude | set(exclude)
         names, deleted, optional = produced(
             self._before,
             self.namespace,
             self._targets,
             hidden=hidden,
             outputs=self.outputs,
-            exclude=self.exclude | set(exclude),
+            exclude=excluded,
         )
-        for name in self._untouched(optional & set(self._targets.receivers)):
-            names.remove(name)
-            optional.discard(name)
+        untouched = set(self._untouched(optional & set(self._targets.receivers)))
+        names = [n for n in names if n not in untouched]
+        optional -= untouched
         if self.outputs is None:  # changed by the functions it called: outputs too
-            known = set(names) | set(deleted) | self.exclude | set(exclude)
+            known = {*names, *deleted, *untouched, *excluded}  # each input is hashed once
             changed = self._changed_through_calls(known) | self._changed_inputs(known)
             names = sorted({*names, *changed})
             optional |= changed
             # Variables sharing objects with the outputs come along, so they stay shared.
             shared = co_variables({n: self.namespace[n] for n in names}, self.namespace, hidden)
-            shared -= self.exclude | set(exclude)
+            shared -= excluded
             names = sorted({*names, *shared})
             optional |= shared
         variables = {n: self.namespace[n] for n in names}
@@ -285,26 +286,21 @@ class NotebookStep:
         state_inputs = process.input_states(self._process, changed_state) if seeded_before else {}
         token = MAIN_BY_REFERENCE.set(self._by_reference())
         try:
-            manifest = self._finish(run, payload, optional, state_inputs)
+            manifest = self.engine.finish(
+                run,
+                payload,
+                optional=optional,
+                hint=self.hint,
+                files=self._reads.files(),
+                written=self._reads.written,
+                inputs=state_inputs,
+                extra=self._cell_extra(),
+            )
         finally:
             MAIN_BY_REFERENCE.reset(token)
         if self.spec.kind == "cell" and manifest is not None:
             self._bound(manifest.variables, manifest)
             self._forget_superseded(manifest)
-
-    def _finish(
-        self, run: Run, payload: StepPayload, optional: set[str], state_inputs: dict[str, str]
-    ) -> Any:
-        return self.engine.finish(
-            run,
-            payload,
-            optional=optional,
-            hint=self.hint,
-            files=self._reads.files(),
-            written=self._reads.written,
-            inputs=state_inputs,
-            extra=self._cell_extra(),
-        )
 
     def _by_reference(self) -> Callable[[Any], str | None] | None:
         """Which of the notebook's classes and functions to save by name: those defined

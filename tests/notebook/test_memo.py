@@ -44,14 +44,19 @@ def test_a_restored_array_read_by_steps_with_no_code_between_is_not_hashed(
     assert hashed == []  # proven by the saved sources, then remembered
 
 
-def test_any_plain_cell_between_makes_the_next_step_hash_again(
-    ip: Any, run: Any, marks: Any, restart: Any, hashed: list[Any]
-) -> None:
+def saved_then_restored(run: Any, restart: Any) -> None:
+    """All three steps saved; after a restart the first two restored, nothing run since."""
     for cell in (MAKE, USE, USE2):
         run(cell)
     restart()
     run(MAKE)
     run(USE)
+
+
+def test_any_plain_cell_between_makes_the_next_step_hash_again(
+    ip: Any, run: Any, marks: Any, restart: Any, hashed: list[Any]
+) -> None:
+    saved_then_restored(run, restart)
     hashed.clear()
     run("x = 1")  # user code ran: nothing is proven any more
     assert run(USE2).error is None
@@ -62,11 +67,7 @@ def test_any_plain_cell_between_makes_the_next_step_hash_again(
 def test_an_array_changed_in_place_by_a_plain_cell_is_seen(
     ip: Any, run: Any, marks: Any, restart: Any
 ) -> None:
-    for cell in (MAKE, USE, USE2):
-        run(cell)
-    restart()
-    run(MAKE)
-    run(USE)
+    saved_then_restored(run, restart)
     run("big[0] = 1000")
     ran = run(USE2)
     assert ran.stdout == "1045\n"
