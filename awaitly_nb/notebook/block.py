@@ -219,24 +219,30 @@ def _deps(deps: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def call_step(
-    fn: Callable[[], T],
+    fn: Callable[..., T],
     key: str,
     *,
+    args: tuple[Any, ...] = (),
     force: bool = False,
     pin: bool = False,
     deps: str | Iterable[str] = (),
     like: Callable[..., Any] | None = None,
 ) -> T:
-    """Run ``fn()`` once for ``key``; later calls (and later kernels) get the saved value.
+    """Run ``fn(*args)`` once for ``key``; later calls (and later kernels) get the saved value.
 
-    ``like``: the function whose code and globals identify the step, when ``fn``
-    is a wrapper around it (:func:`~awaitly_nb.notebook.many.map_steps`).
+    The arguments are inputs, compared by value like the globals ``fn`` uses
+    (``args[0] changed (3 → 4)``). ``like``: the function whose code and globals
+    identify the step, when ``fn`` is a wrapper around it
+    (:func:`~awaitly_nb.notebook.many.map_steps`).
     """
     if not callable(fn):
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
     session, _ = session_for_shell()
     engine = session.engine
     reads, values = _function_inputs(like or fn)
+    if args:
+        arguments = {f"args[{i}]": a for i, a in enumerate(args)}
+        reads, values = reads | arguments.keys(), {**values, **arguments}
     spec = StepSpec(
         key=key,
         kind="call",
@@ -248,7 +254,7 @@ def call_step(
         force=force,
     )
     if _is_async(fn):
-        return _call_async(fn, spec, session)  # type: ignore[return-value]
+        return _call_async(fn, args, spec, session)  # type: ignore[return-value]
     decision = engine.lookup(spec)
     if decision.hit:
         assert decision.payload is not None and decision.manifest is not None
@@ -258,7 +264,7 @@ def call_step(
     run = engine.begin(decision)
     try:
         with ReadRecorder(ignore=[session.store.directory]) as opened:
-            value = fn()
+            value = fn(*args)
     except BaseException as exc:
         engine.fail(run, exc)
         raise
@@ -284,7 +290,9 @@ async def _ready(value: Any) -> Any:
     return value
 
 
-async def _call_async(fn: Callable[[], Any], spec: StepSpec, session: Any) -> Any:
+async def _call_async(
+    fn: Callable[..., Any], args: tuple[Any, ...], spec: StepSpec, session: Any
+) -> Any:
     """``await step(async_fn, key=...)``: a hit returns at once, a miss awaits and saves."""
     engine = session.engine
     decision = engine.lookup(spec)
@@ -293,7 +301,7 @@ async def _call_async(fn: Callable[[], Any], spec: StepSpec, session: Any) -> An
     run = engine.begin(decision)
     try:
         with ReadRecorder(ignore=[session.store.directory]) as opened:
-            value = await fn()
+            value = await fn(*args)
     except BaseException as exc:
         engine.fail(run, exc)
         raise
@@ -323,9 +331,10 @@ def _save_awaited(value: Any, run: Any, engine: Any, opened: ReadRecorder) -> An
 
 @overload
 def step(
-    fn: Callable[[], T],
+    fn: Callable[..., T],
+    /,
+    *args: Any,
     key: str,
-    *,
     force: bool = ...,
     pin: bool = ...,
     deps: str | Iterable[str] = ...,
@@ -333,6 +342,7 @@ def step(
 @overload
 def step(
     fn: str,
+    /,
     *,
     outputs: str | Iterable[str] | None = ...,
     exclude: str | Iterable[str] | None = ...,
@@ -345,8 +355,9 @@ def step(
 
 def step(
     fn: Any = None,
+    /,
+    *args: Any,
     key: str | None = None,
-    *,
     outputs: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     force: bool = False,
@@ -366,14 +377,19 @@ def step(
     to any of them makes the step run again.
 
     ``step(fn, key="total:3")`` calls ``fn()`` once and returns the saved value
-    afterwards (also inside functions). Both use the store and workflow that
-    :func:`~awaitly_nb.configure` sets, like ``%%step``.
+    afterwards (also inside functions); ``step(fetch_user, uid, key=f"user:{uid}")``
+    passes arguments, which count as inputs. With an async function (or a
+    lambda returning a coroutine) the call is awaited: ``await step(...)``, and
+    ``asyncio.gather`` of many runs them concurrently. Both forms use the store
+    and workflow that :func:`~awaitly_nb.configure` sets, like ``%%step``.
 
     >>> import tempfile, awaitly_nb
     >>> _ = awaitly_nb.configure(dir=tempfile.mkdtemp(), workflow="doc")
     >>> calls = []
     >>> step(lambda: calls.append(1) or len(calls), key="n"), step(lambda: 99, key="n", pin=True)
     (1, 1)
+    >>> step(pow, 2, 10, key="pow:2:10")
+    1024
     >>> _ = awaitly_nb.configure(dir=None, workflow=None)
     """
     if callable(fn):
@@ -381,7 +397,12 @@ def step(
             raise TypeError("the call form needs a key: step(fn, key='...')")
         if outputs is not None or exclude is not None or quiet:
             raise TypeError("outputs=, exclude= and quiet= belong to the with-block form")
-        return call_step(fn, key, force=force, pin=pin, deps=deps)
+        return call_step(fn, key, args=args, force=force, pin=pin, deps=deps)
+    if args:
+        raise TypeError(
+            "arguments go with a function: step(fn, *args, key='...'); "
+            f"the with-block form takes only its key, got step({fn!r}, {args[0]!r}, ...)"
+        )
     if fn is None and key is not None:
         fn = key
     if not isinstance(fn, str):

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import ast
 import difflib
+import inspect
 import re
 import shlex
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from types import CodeType
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
@@ -16,7 +20,6 @@ from IPython.core.magic import (
     line_magic,
     magics_class,
     no_var_expand,
-    output_can_be_silenced,
 )
 from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
@@ -30,7 +33,7 @@ from awaitly_nb.notebook.namespace import input_names, user_inputs
 from awaitly_nb.notebook.running import NotebookStep
 from awaitly_nb.notebook.status_table import status_text
 
-__all__ = ["StepMagics"]
+__all__ = ["AwaitingStepCells", "StepMagics", "needs_await"]
 
 _FORM = (
     "%%step [KEY | key=KEY] [outputs=a,b] [exclude=c] [deps=data/*.csv,config.yaml] "
@@ -99,6 +102,91 @@ def _expand_key(template: str, namespace: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+_AWAIT = re.compile(r"\b(await|async)\b")
+
+
+def needs_await(source: str) -> bool:
+    """Whether ``source`` uses ``await`` (or ``async for``/``with``) at top level.
+
+    >>> needs_await("user = await fetch(1)"), needs_await("async def f():\\n    await g()")
+    (True, False)
+    """
+    if not _AWAIT.search(source):
+        return False
+    try:
+        code = compile(source, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    except (SyntaxError, ValueError):
+        return False  # the run reports it as a plain cell would
+    return bool(code.co_flags & inspect.CO_COROUTINE)
+
+
+class AwaitingStepCells:
+    """The input transformer that lets a ``%%step`` cell use top-level ``await``.
+
+    Cell magics are called synchronously, so IPython could not run the body's
+    ``await`` inside one. A ``%%step`` cell whose body awaits at top level is
+    rewritten to ``await get_ipython().run_cell_magic("step", line, body)``:
+    the magic returns a coroutine, which IPython runs in its event loop like
+    any cell with ``await`` (ipykernel's loop, or the terminal's). Other cells
+    pass through unchanged.
+    """
+
+    # IPython's check_complete (is this cell finished?) must skip it: a cell
+    # magic is complete at a blank line, not when its first line parses.
+    has_side_effects = True
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+
+    def __call__(self, lines: list[str]) -> list[str]:
+        if not lines or not lines[0].startswith("%%step"):
+            return lines
+        name, _, line = lines[0][2:].rstrip().partition(" ")
+        if name != "step":
+            return lines
+        body = "".join(lines[1:])
+        try:
+            source = self.shell.transform_cell(body)
+        except Exception:
+            return lines  # the magic reports it
+        if not needs_await(source):
+            return lines
+        return [f"await get_ipython().run_cell_magic('step', {line!r}, {body!r})\n"]
+
+
+def install_await_transformer(shell: Any) -> None:
+    """Add :class:`AwaitingStepCells` after IPython's own clean-up transforms (once)."""
+    cleanup = shell.input_transformers_cleanup
+    cleanup[:] = [t for t in cleanup if not isinstance(t, AwaitingStepCells)]
+    cleanup.append(AwaitingStepCells(shell))
+
+
+def remove_await_transformer(shell: Any) -> None:
+    cleanup = shell.input_transformers_cleanup
+    cleanup[:] = [t for t in cleanup if not isinstance(t, AwaitingStepCells)]
+
+
+def _silenced(cell: str, value: Any) -> Any:
+    """A cell ending in ``;`` shows no value."""
+    return None if DisplayHook.semicolon_at_end_of_expression(cell) else value
+
+
+@dataclass(frozen=True)
+class _Code:
+    """A cell compiled as IPython does: the statements, then the last expression apart."""
+
+    statements: list[ast.stmt]
+    body: CodeType
+    expression: CodeType | None
+
+    def value(self, shell: Any, namespace: MutableMapping[str, Any]) -> Any:
+        """The last expression's value (a coroutine if it awaits), or NOTHING."""
+        __tracebackhide__ = True
+        if self.expression is None:
+            return NOTHING
+        return eval(self.expression, shell.user_global_ns, namespace)
+
+
 @magics_class
 class StepMagics(Magics):
     """The awaitly_nb magics."""
@@ -116,7 +204,6 @@ class StepMagics(Magics):
     @argument("--pin", action="store_true", help="trust the key alone; ignore code changes")
     @argument("--quiet", action="store_true", help="no note when the cell is restored")
     @no_var_expand
-    @output_can_be_silenced
     @cell_magic
     def step(self, line: str, cell: str) -> Any:
         """Run an expensive cell once; afterwards restore its variables and output.
@@ -126,7 +213,8 @@ class StepMagics(Magics):
         plots, the last value). Later runs with the same key — after a kernel
         restart, tomorrow, on a teammate's machine — skip the body, restore
         the variables and show the output again. If the cell's code changes
-        (comments and whitespace do not count) it runs again.
+        (comments and whitespace do not count) it runs again. The cell may use
+        top-level ``await``, as any cell may.
 
         Examples::
 
@@ -134,12 +222,56 @@ class StepMagics(Magics):
             user = fetch_user("1")
 
             %%step posts:{user_id} outputs=posts --quiet
-            posts = fetch_posts(user_id)
+            posts = await client.get_posts(user_id)
         """
         __tracebackhide__ = True
         shell: Any = self.shell
-        key, outputs, exclude, args = self._parse(line, cell)
         source = shell.transform_cell(cell)
+        if needs_await(source):
+            if not any(isinstance(t, AwaitingStepCells) for t in shell.input_transformers_cleanup):
+                raise UsageError(
+                    "a %%step cell with top-level await needs the extension's input "
+                    "transformer: load it with %load_ext awaitly_nb"
+                )
+            return self._awaiting(line, cell, source)  # the transformer's `await` runs it
+        step = self._lookup(line, cell, source)
+        if step.decision.hit:
+            return _silenced(cell, step.restore())
+        code = self._compile(source, cell, awaiting=False)
+        step.start(code.statements)
+        try:
+            exec(code.body, shell.user_global_ns, step.namespace)
+            result = code.value(shell, step.namespace)
+        except BaseException as exc:
+            step.end(exc)
+            raise
+        return self._finish(step, cell, result)
+
+    async def _awaiting(self, line: str, cell: str, source: str) -> Any:
+        """:meth:`step` for a cell with top-level ``await``: run in the shell's event loop."""
+        __tracebackhide__ = True
+        step = self._lookup(line, cell, source)
+        if step.decision.hit:
+            return _silenced(cell, step.restore())
+        code = self._compile(source, cell, awaiting=True)
+        shell: Any = self.shell
+        step.start(code.statements)
+        try:
+            run = eval(code.body, shell.user_global_ns, step.namespace)
+            if code.body.co_flags & inspect.CO_COROUTINE:
+                await run
+            result = code.value(shell, step.namespace)
+            if code.expression is not None and code.expression.co_flags & inspect.CO_COROUTINE:
+                result = await result
+        except BaseException as exc:
+            step.end(exc)
+            raise
+        return self._finish(step, cell, result)
+
+    def _lookup(self, line: str, cell: str, source: str) -> NotebookStep:
+        """The cell's step, looked up (``.decision`` says hit or miss)."""
+        shell: Any = self.shell
+        key, outputs, exclude, args = self._parse(line, cell)
         fingerprint = code_fingerprint(source)
         body = _statements(source)
         spec = StepSpec(
@@ -162,12 +294,10 @@ class StepMagics(Magics):
             hint="exclude={names} to the %%step line",
         )
         try:
-            decision = step.lookup()
+            step.lookup()
         except InvalidKeyError as exc:
             raise UsageError(f"{exc}. Usage: {_FORM}") from None
-        if decision.hit:
-            return step.restore()
-        return self._run(step, source, cell)
+        return step
 
     def _parse(self, line: str, cell: str) -> tuple[str | None, list[str] | None, set[str], Any]:
         try:
@@ -211,9 +341,9 @@ class StepMagics(Magics):
         args.deps = deps
         return key, outputs, exclude, args
 
-    def _run(self, step: NotebookStep, source: str, cell: str) -> Any:
-        """Run the cell's code as IPython would (the last expression is its value)."""
-        __tracebackhide__ = True
+    def _compile(self, source: str, cell: str, awaiting: bool) -> _Code:
+        """The cell's code as IPython compiles it: the last expression apart (its value is
+        shown), the cell's own file name (tracebacks show its lines)."""
         shell: Any = self.shell
         filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
         tree = shell.compile.ast_parse(source, filename=filename)
@@ -221,35 +351,23 @@ class StepMagics(Magics):
         last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         if last is not None:
             tree.body.pop()
-        try:
+        with shell.compile.extra_flags(ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if awaiting else 0):
             body = shell.compile(tree, filename, "exec")
             expression = None
             if last is not None:
                 expression = shell.compile(ast.Expression(last.value), filename, "eval")
-        except SyntaxError as exc:
-            if "await" in str(exc.msg) or "async" in str(exc.msg):
-                raise UsageError(
-                    "a %%step cell cannot use top-level await yet; use a with-block, which "
-                    'can: `with step("key"):` with the awaiting code indented under it '
-                    "(from awaitly_nb import step)"
-                ) from None
-            raise
-        result: Any = NOTHING
-        step.start(statements)
-        try:
-            exec(body, shell.user_global_ns, step.namespace)
-            if expression is not None:
-                result = eval(expression, shell.user_global_ns, step.namespace)
-        except BaseException as exc:
-            step.end(exc)
-            raise
-        # Shown before the figures drawn at the end, as IPython does; `;` silences it.
-        shown = not DisplayHook.semicolon_at_end_of_expression(cell) and step.show_result(result)
+        return _Code(statements, body, expression)
+
+    def _finish(self, step: NotebookStep, cell: str, result: Any) -> Any:
+        """Show the cell's value (before the figures drawn at the end, as IPython does)
+        and save the step."""
+        silenced = DisplayHook.semicolon_at_end_of_expression(cell)
+        shown = not silenced and step.show_result(result)
         try:
             step.end(None, result=result)
         except AwaitlyError as exc:
             raise UsageError(str(exc)) from None
-        return None if result is NOTHING or shown else result
+        return None if result is NOTHING or shown or silenced else result
 
     @line_magic
     def steps(self, line: str) -> Any:

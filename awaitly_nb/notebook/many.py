@@ -106,13 +106,15 @@ async def map_steps(
             bar.started()
             hit = True
 
-            async def call() -> Any:
+            async def call(value: Any) -> Any:
                 nonlocal hit
                 hit = False
-                return await fn(item)
+                return await fn(value)
 
             try:
-                results[index] = await call_step(call, name, force=force, pin=pin, like=fn)
+                results[index] = await call_step(
+                    call, name, args=(item,), force=force, pin=pin, like=fn
+                )
             except Exception as exc:
                 errors[name] = exc
                 bar.finished("failed")

@@ -197,18 +197,120 @@ def assigned_names(tree: ast.AST | Iterable[ast.stmt]) -> Targets:
     )
 
 
+class _Reader(ast.NodeVisitor):
+    """Names read from the block's own scope (the module), skipping the local names
+    of the functions, lambdas and comprehensions inside it."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.local: list[set[str]] = []
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load) and not any(node.id in s for s in self.local):
+            self.names.add(node.id)
+
+    def _scope(self, local: set[str], nodes: Iterable[ast.AST]) -> None:
+        self.local.append(local)
+        for node in nodes:
+            self.visit(node)
+        self.local.pop()
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
+        # Decorators, defaults and annotations run here; the body runs in its own scope,
+        # where parameters and the names it assigns are local (unless declared global).
+        args = node.args
+        outer: list[ast.AST] = [*args.defaults, *(d for d in args.kw_defaults if d is not None)]
+        params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+        outer += [a.annotation for a in params if a is not None and a.annotation is not None]
+        body: list[ast.AST] = [node.body] if isinstance(node, ast.Lambda) else list(node.body)
+        if not isinstance(node, ast.Lambda):
+            outer += [*node.decorator_list, *([node.returns] if node.returns else [])]
+        for child in outer:
+            self.visit(child)
+        declared = {
+            name
+            for child in body
+            for sub in ast.walk(child)
+            if isinstance(sub, (ast.Global, ast.Nonlocal))
+            for name in sub.names
+        }
+        local = {a.arg for a in params if a is not None}
+        local |= {
+            sub.id
+            for child in body
+            for sub in ast.walk(child)
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del))
+        }
+        self._scope(local - declared, body)
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+
+    def _comprehension(
+        self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp
+    ) -> None:
+        # The first iterable is evaluated outside; the loop variables are the
+        # comprehension's own.
+        generators = node.generators
+        self.visit(generators[0].iter)
+        local = {
+            sub.id
+            for gen in generators
+            for sub in ast.walk(gen.target)
+            if isinstance(sub, ast.Name)
+        }
+        inner: list[ast.AST] = [g.iter for g in generators[1:]]
+        inner += [cond for g in generators for cond in g.ifs]
+        inner += [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+        self._scope(local, inner)
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+
 def read_names(statements: Iterable[ast.AST]) -> set[str]:
-    """Every name a block reads (loads), at any depth.
+    """Every name a block reads (loads) from its own scope, at any depth.
+
+    Parameters and local names of the functions and lambdas it defines, and
+    comprehension variables, are not reads of the block.
 
     >>> sorted(read_names(ast.parse("y = f(x) + len(rows)").body))
     ['f', 'len', 'rows', 'x']
+    >>> sorted(read_names(ast.parse("g = lambda q: q + k\\nsq = [j * j for j in xs]").body))
+    ['k', 'xs']
     """
-    return {
-        node.id
-        for stmt in statements
-        for node in ast.walk(stmt)
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
-    }
+    reader = _Reader()
+    for stmt in statements:
+        reader.visit(stmt)
+    return reader.names
+
+
+def _bound_by(target: ast.AST | None) -> set[str]:
+    finder = _Finder()
+    if target is not None:
+        finder._target(target)
+    return finder.names
+
+
+def _inputs(statements: Iterable[ast.stmt], bound: set[str]) -> set[str]:
+    """Names read before ``bound`` holds them, statement by statement (``bound`` grows)."""
+    inputs: set[str] = set()
+    for stmt in statements:
+        if isinstance(stmt, (ast.For, ast.AsyncFor)):
+            # The loop variable is bound before the body reads it.
+            inputs |= read_names([stmt.iter]) - bound
+            inputs |= read_names([stmt.target]) - bound  # a[i] as a target reads a and i
+            bound |= _bound_by(stmt.target)
+            inputs |= _inputs([*stmt.body, *stmt.orelse], bound)
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            for item in stmt.items:
+                inputs |= read_names([item.context_expr]) - bound
+                if item.optional_vars is not None:
+                    inputs |= read_names([item.optional_vars]) - bound
+                bound |= _bound_by(item.optional_vars)
+            inputs |= _inputs(stmt.body, bound)
+        else:
+            inputs |= read_names([stmt]) - bound
+        bound |= assigned_names([stmt]).bound
+    return inputs
 
 
 def input_names(statements: Iterable[ast.stmt]) -> set[str]:
@@ -216,13 +318,10 @@ def input_names(statements: Iterable[ast.stmt]) -> set[str]:
 
     >>> sorted(input_names(ast.parse("x = 1\\ny = x + z\\nrows.append(y)").body))
     ['rows', 'z']
+    >>> sorted(input_names(ast.parse("for v in items:\\n    total = v").body))
+    ['items']
     """
-    bound: set[str] = set()
-    inputs: set[str] = set()
-    for stmt in statements:
-        inputs |= read_names([stmt]) - bound
-        bound |= assigned_names([stmt]).bound
-    return inputs
+    return _inputs(statements, set())
 
 
 _MAX_REACHED = 2000

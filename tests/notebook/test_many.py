@@ -10,6 +10,7 @@ import pytest
 
 import awaitly_nb
 from awaitly_nb import step
+from awaitly_nb.config import get_session
 from awaitly_nb.notebook.many import StepMapError
 
 
@@ -97,3 +98,44 @@ def test_bad_arguments_are_clear(store: Any) -> None:
         asyncio.run(step.map(service.fetch_user, [1, 1], key="user:{}"))
     with pytest.raises(ValueError, match="concurrency"):
         asyncio.run(step.map(service.fetch_user, [1], key="u:{}", concurrency=0))
+
+
+def test_gather_of_keyed_calls_with_arguments_saves_each_and_restores_all(store: Any) -> None:
+    ids = list(range(20))
+
+    async def fetch_all(service: FakeService) -> list[Any]:
+        return await asyncio.gather(
+            *(step(service.fetch_user, uid, key=f"user:{uid}") for uid in ids)
+        )
+
+    first = FakeService(fail={13})
+    with pytest.raises(ConnectionError):
+        asyncio.run(fetch_all(first))
+    assert sorted(first.requests) == ids
+    second = FakeService()
+    assert asyncio.run(fetch_all(second)) == [{"id": i} for i in ids]
+    assert second.requests == [13]  # only the failed call was made again
+    third = FakeService()
+    assert asyncio.run(fetch_all(third)) == [{"id": i} for i in ids]
+    assert third.requests == []
+
+
+def test_arguments_are_inputs_compared_by_value(store: Any) -> None:
+    calls: list[tuple[int, int]] = []
+
+    def power(base: int, exponent: int) -> int:
+        calls.append((base, exponent))
+        return int(base**exponent)
+
+    assert step(power, 2, 10, key="power") == 1024
+    assert step(power, 2, 10, key="power") == 1024
+    assert calls == [(2, 10)]
+    assert step(power, 3, 10, key="power") == 59049  # same key, another argument: runs
+    assert calls == [(2, 10), (3, 10)]
+    (row,) = [r for r in get_session().engine.status() if r.key == "power"]
+    assert row.why == "args[0] changed (2 → 3)"
+
+
+def test_the_block_form_takes_no_arguments(store: Any) -> None:
+    with pytest.raises(TypeError, match="arguments go with a function"):
+        step("posts:1", 1)

@@ -61,15 +61,6 @@ def test_the_call_form_awaits_coroutines_and_saves_their_results(ip: Any) -> Non
     assert calls == [1, 2]  # each ran once; the second calls were restored
 
 
-def test_await_in_a_step_cell_points_at_the_with_block(ip: Any, run: Any) -> None:
-    ran = run("%%step key=aw\nimport asyncio\nawait asyncio.sleep(0)")
-    assert isinstance(ran.error, UsageError)
-    assert "with step(" in str(ran.error)
-    ip.user_ns["step"] = step
-    block = run("with step('aw-block'):\n    import asyncio\n    await asyncio.sleep(0)\n    y = 2")
-    assert block.error is None and ip.user_ns["y"] == 2
-
-
 def test_a_keyless_cell_whose_code_changed_replaces_its_old_entry(ip: Any, run: Any) -> None:
     from IPython.utils.capture import capture_output
 
