@@ -7,7 +7,6 @@ import types
 from typing import Any
 
 import pytest
-from IPython.core.error import UsageError
 
 
 def _saved_variables(saved: Any, key: str) -> list[str]:
