@@ -15,6 +15,7 @@ Files a step opens for writing are its outputs, never its inputs.
 from __future__ import annotations
 
 import ast
+import functools
 import glob
 import os
 import re
@@ -182,6 +183,7 @@ def _roots(paths: Iterable[str]) -> tuple[str, ...]:
     return tuple(os.path.realpath(p) + os.sep for p in paths if p)
 
 
+@functools.cache
 def _installed_roots() -> tuple[str, ...]:
     """The interpreter and installed packages: never a step's data."""
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}

@@ -5,10 +5,9 @@ that all hit, after a first run saved them and a simulated restart (the store
 reopened, the session's memory forgotten); the gather in a fresh Python
 process; the gather with ``fetch`` from a module of the user's own (``import
 helpers`` in a notebook: a module's version is part of each lookup);
-``step.map``; and ``step(fetch, uid, key=...)`` if the package has that form
-(skipped if not). Baseline: the gather of the 1,000 bare coroutines (``fetch``
-answers at once), measured in the same run. Target (issue 13): at most 0.5 s
-for the 1,000 hits, 0.5 ms a hit.
+``step.map``; and ``step(fetch, uid, key=...)``. Baseline: the gather of the
+1,000 bare coroutines (``fetch`` answers at once), measured in the same run.
+Target (issue 13): at most 0.5 s for the 1,000 hits, 0.5 ms a hit.
 
 Part 2: misses awaited one at a time, each call timed, against the bare
 coroutine; the time inside ``store.save`` (pickling and writing the entry and
@@ -134,23 +133,9 @@ async def map_all() -> list[Any]:
     return list(found)
 
 
-any_step: Any = step
-"""``step``, untyped: the positional form may not be there yet."""
-
-
 async def args_gather() -> list[Any]:
-    """``step(fetch, uid, key=...)``, the positional form (if the package has it)."""
-    return await asyncio.gather(*(any_step(fetch, i, key=f"user:{i}") for i in range(N)))
-
-
-def has_positional_form() -> bool:
-    """Whether ``step(fetch, uid, key=...)`` works (call it in a scratch store)."""
-    try:
-        awaitable = any_step(fetch, 0, key="probe:0")
-    except TypeError:
-        return False
-    timed(lambda: awaitable)
-    return True
+    """``step(fetch, uid, key=...)``, the positional form."""
+    return await asyncio.gather(*(step(fetch, i, key=f"user:{i}") for i in range(N)))
 
 
 def timed(make: Callable[[], Awaitable[Any]]) -> float:
@@ -184,12 +169,8 @@ def hits(root: Path, repeat: int) -> None:
         ("step(lambda: ...), gather", "gather", step_gather),
         ("fetch from a user module", "user-module", user_module_gather),
         ("step.map, concurrency=8", "map", map_all),
+        ("step(fetch, i, key=...)", "args", args_gather),
     ]
-    restart(root / "probe")
-    if has_positional_form():
-        cases.append(("step(fetch, i, key=...)", "args", args_gather))
-    else:
-        print("  (step(fetch, uid, key=...) is not there yet: skipped)")
     firsts = []
     for label, name, make in cases:
         directory = root / name

@@ -155,17 +155,26 @@ class StepStore(ABC):
         return counts
 
     def _keep_variant(
-        self, workflow: str, key: str, record: dict[str, Any], fingerprint: str, limit: int
-    ) -> None:
-        """Keep a just-saved record as a variant too, and at most ``limit`` variants of
-        the step, the most recently saved."""
-        self.write(workflow, variant_key(key, fingerprint), record)
-        kept = []
-        for name in self.variant_keys(workflow, key):
-            found = self.entry(workflow, name)
-            kept.append((found.manifest.saved_at if found else 0.0, name))
-        for _, name in sorted(kept, reverse=True)[limit:]:
-            self.remove(workflow, name)
+        self, workflow: str, key: str, record: dict[str, Any], fingerprint: str
+    ) -> list[str]:
+        """Keep a record being saved as a variant too; return the step's variants, the
+        most recently saved first.
+
+        The step's record lists its variants, so a save reads one record instead of
+        every key in the store. A record saved before the list existed (or imported)
+        has none: then the store is searched once.
+        """
+        name = variant_key(key, fingerprint)
+        self.write(workflow, name, record)
+        previous = self.read(workflow, key)
+        listed = previous.get("variants") if isinstance(previous, dict) else []
+        if not (isinstance(listed, list) and all(isinstance(n, str) for n in listed)):
+            found = []
+            for other in self.variant_keys(workflow, key):
+                entry = self.entry(workflow, other)
+                found.append((entry.manifest.saved_at if entry else 0.0, other))
+            listed = [n for _, n in sorted(found, reverse=True)]
+        return [name, *(n for n in listed if n != name)]
 
     def entry(self, workflow: str, key: str) -> StoredStep | None:
         """The saved step, or None (a damaged record, or one of an unknown format, is absent)."""
@@ -246,12 +255,17 @@ class StepStore(ABC):
             saved_at=manifest.saved_at or time.time(),
             versions=versions(),
         )
-        raw = {"manifest": stored.to_dict(), "value": record.to_dict()}
-        self.write(workflow, key, raw)
+        raw: dict[str, Any] = {"manifest": stored.to_dict(), "value": record.to_dict()}
+        dropped: list[str] = []
         if variants and stored.fingerprint:
             # A variant is a convenience: the step itself is saved whatever happens here.
             with contextlib.suppress(StorageError):
-                self._keep_variant(workflow, key, raw, stored.fingerprint, variants)
+                kept = self._keep_variant(workflow, key, raw, stored.fingerprint)
+                raw["variants"], dropped = kept[:variants], kept[variants:]
+        self.write(workflow, key, raw)
+        for name in dropped:
+            with contextlib.suppress(StorageError):
+                self.remove(workflow, name)
         return stored
 
     def put_record(self, manifest: StepManifest, record: ValueRecord) -> None:

@@ -401,6 +401,40 @@ def test_variants_replay_an_earlier_parameter_instead_of_computing_it_again(h: H
     assert len(h.store.variant_keys(WF, "model")) == 2
 
 
+def test_saving_finds_a_steps_variants_without_listing_the_store(h: Harness) -> None:
+    listed: list[str | None] = []
+    record_keys = h.store.record_keys
+    h.store.record_keys = lambda workflow=None: listed.append(workflow) or record_keys(workflow)  # type: ignore[method-assign]
+    ns: dict[str, Any] = {}
+    for n in range(6):
+        ns["n"] = n
+        for key in ("a", "b", "c"):
+            h.run(reading(key, ns, "n"), variables(fit=n))
+    assert listed == []  # each save read the step's own record, not every key
+    assert len(h.store.variant_keys(WF, "a")) == h.engine.variants == 4
+    ns["n"] = 5  # the newest variants are the ones kept
+    assert h.run(reading("a", ns, "n"), lambda: pytest.fail("kept")).hit
+    ns["n"] = 2
+    assert h.run(reading("a", ns, "n"), lambda: pytest.fail("kept")).hit
+    ns["n"] = 1
+    assert h.run(reading("a", ns, "n"), variables(fit=1)).status == "stale"
+
+
+def test_a_record_saved_without_its_variant_list_is_searched_once(h: Harness) -> None:
+    ns: dict[str, Any] = {}
+    for n in range(3):
+        ns["n"] = n
+        h.run(reading("model", ns, "n"), variables(fit=n))
+    raw = h.store.read(WF, "model")
+    del raw["variants"]  # as written before the list existed, or imported
+    h.store.write(WF, "model", raw)
+    for n in range(3, 6):
+        ns["n"] = n
+        h.run(reading("model", ns, "n"), variables(fit=n))
+    assert len(h.store.variant_keys(WF, "model")) == 4
+    assert len(h.store.read(WF, "model")["variants"]) == 4
+
+
 def test_variants_are_capped_forgotten_with_their_key_and_keep_their_blobs(h: Harness) -> None:
     import numpy as np
 
