@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from awaitly_nb._version import __version__
-from awaitly_nb.config import configure, gc
+from awaitly_nb.config import configure, gc, step_cache
 from awaitly_nb.core.collector import StepCollector, create_step_collector
 from awaitly_nb.core.events import (
     Event,
@@ -94,6 +94,7 @@ __all__ = [
     "register_process_state",
     "status_widget",
     "step",
+    "step_cache",
     "stringify_state",
 ]
 

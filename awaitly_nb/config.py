@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from awaitly_nb.core.engine import VARIANTS, StepEngine
+from awaitly_nb.core.workflow import EngineCache
 from awaitly_nb.files import FileProbe
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import GcReport
@@ -178,6 +179,27 @@ def gc(*, min_age: float = 600.0) -> GcReport:
     >>> _ = configure(dir=None)
     """
     return _SESSION.store.gc(min_age=min_age)
+
+
+def step_cache() -> EngineCache:
+    """awaitly's ``StepCache`` over the store and workflow that notebooks use.
+
+    With ``create_workflow(cache=step_cache())`` a script's workflow saves its
+    keyed steps where ``%%step`` and ``step(fn, ...)`` do (the current store and
+    workflow, see :func:`configure`), so a notebook and a script share keyed
+    results; see :class:`~awaitly_nb.core.workflow.EngineCache`.
+
+    >>> import tempfile
+    >>> from awaitly_nb import create_workflow, step
+    >>> _ = configure(dir=tempfile.mkdtemp(), workflow="analysis.ipynb")
+    >>> workflow = create_workflow(cache=step_cache())
+    >>> workflow(lambda s: s(lambda: 6 * 7, key="answer"))
+    42
+    >>> step(lambda: 0, key="answer", pin=True)  # the notebook's form, trusting the key
+    42
+    >>> _ = configure(dir=None, workflow=None)
+    """
+    return EngineCache(_SESSION.engine)
 
 
 _UNSET: Any = object()

@@ -15,15 +15,17 @@ import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from dataclasses import replace
 from typing import Any, Protocol, TypeAlias, TypeVar, cast, overload, runtime_checkable
 
-from awaitly_nb.core.engine import StepEvents
+from awaitly_nb.core.engine import StepEngine, StepEvents, StepSpec
 from awaitly_nb.core.events import Event, WorkflowError, WorkflowStart, WorkflowSuccess
+from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.core.state import StepEntry, StepMeta, WorkflowState
 from awaitly_nb.errors import AwaitlyError, CacheWarning
 from awaitly_nb.storage.names import check_name
 
-__all__ = ["StepCache", "Workflow", "create_workflow"]
+__all__ = ["EngineCache", "StepCache", "Workflow", "create_workflow"]
 
 T = TypeVar("T")
 
@@ -39,6 +41,54 @@ class StepCache(Protocol):
     def has(self, key: str) -> bool: ...
     def delete(self, key: str) -> bool: ...
     def clear(self) -> None: ...
+
+
+class EngineCache:
+    """awaitly's ``StepCache`` over the step store that notebooks use.
+
+    ``create_workflow(cache=step_cache())`` saves a workflow's keyed steps where
+    ``%%step`` and ``step(fn, ...)`` save theirs, in the current workflow (see
+    :func:`~awaitly_nb.configure`): ``%steps``, the widget and the CLI list them,
+    and the session's listeners get their events. Like awaitly, a workflow
+    trusts the key alone: ``get`` returns any value saved by a call step with
+    that key (a notebook's ``step(fn, key=...)`` too). A notebook takes the
+    workflow's values with ``step(fn, key=..., pin=True)``: saved without the
+    notebook's code, they cannot be compared with it.
+    """
+
+    def __init__(self, engine: StepEngine) -> None:
+        self.engine = engine
+
+    def _spec(self, key: str, **options: Any) -> StepSpec:
+        return StepSpec(check_name(key), "call", pin=True, **options)
+
+    def get(self, key: str) -> StepEntry | None:
+        decision = self.engine.lookup(self._spec(key))
+        if not decision.hit or decision.payload is None or decision.manifest is None:
+            return None
+        meta = decision.manifest
+        return StepEntry(decision.payload.value, StepMeta(meta.saved_at, meta.duration_ms))
+
+    def set(self, key: str, value: Any) -> None:
+        meta = value.meta if isinstance(value, StepEntry) else None
+        value = value.value if isinstance(value, StepEntry) else value
+        run = self.engine.begin(self.engine.lookup(self._spec(key, force=True)))
+        if meta is not None:  # the workflow timed the run; the engine only the save
+            run = replace(run, started=run.started - meta.duration_ms / 1000)
+        self.engine.finish(run, StepPayload(value=value))
+
+    def has(self, key: str) -> bool:
+        entry = self.engine.store.entry(self.engine.workflow_id(), check_name(key))
+        return entry is not None and entry.manifest.kind == "call"
+
+    def delete(self, key: str) -> bool:
+        return self.has(key) and self.engine.forget(key)
+
+    def clear(self) -> None:
+        """Forget the call steps of the workflow (cells and blocks stay)."""
+        for manifest in self.engine.steps():
+            if manifest.kind == "call":
+                self.engine.forget(manifest.key)
 
 
 ResumeState: TypeAlias = (

@@ -8,6 +8,7 @@ requests exactly the missing ones.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +55,9 @@ def test_await_cells_and_gathers_request_once_and_replay_in_a_new_kernel(
         "uid = 3",
         "%%step key=user:{uid}\nuser = await fetch_user(uid)\nprint(user['name'])\nuser",
         "from awaitly_nb import step\n"
-        "team = await asyncio.gather(*(step(fetch_user, u, key=f'member:{u}') for u in range(10)))\n"
+        "team = await asyncio.gather(\n"
+        "    *(step(fetch_user, u, key=f'member:{u}') for u in range(10))\n"
+        ")\n"
         "print([member['id'] for member in team])",
     ]
     store, log = tmp_path / "store", tmp_path / "ran.log"
@@ -109,3 +112,70 @@ def test_ctrl_c_halfway_keeps_completed_calls_and_running_again_makes_the_rest(
     assert len(again) == len(set(again))  # and each missing call once
     assert shown[4][-1] == "stdout: 50 {'id': 49, 'name': 'user 49'}\n"
     assert saved_keys(store) == {f"user:{i}" for i in range(50)}
+
+
+CLIENT_MODULE = """import asyncio, json
+
+async def get_json(path):
+    reader, writer = await asyncio.open_connection("127.0.0.1", {port})
+    writer.write(f"GET {{path}} HTTP/1.0\\r\\n\\r\\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    return json.loads(raw.partition(b"\\r\\n\\r\\n")[2])
+
+async def fetch_user(uid):
+    return await get_json(f"/user/{{uid}}")
+"""
+
+NIGHTLY = """import asyncio
+import awaitly_nb
+from awaitly_nb import create_workflow, step, step_cache
+from client import fetch_user
+
+awaitly_nb.configure(workflow="analysis.ipynb")  # the notebook's workflow
+
+# The call form: the notebook's identical call restores it (code and inputs compared).
+users = asyncio.run(step.map(fetch_user, range(10), key="user:{}"))
+
+# awaitly's workflow API: keys alone identify its steps.
+workflow = create_workflow(cache=step_cache())
+
+async def main(s):
+    return [await s(lambda u=u: fetch_user(u), key=f"profile:{u}") for u in range(5)]
+
+print(len(users), len(asyncio.run(workflow(main))))
+"""
+
+
+def test_a_script_and_a_notebook_share_keyed_results_through_the_store(
+    tmp_path: Path, service: FakeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "client.py").write_text(CLIENT_MODULE.format(port=service.port))
+    (tmp_path / "nightly.py").write_text(NIGHTLY)
+    store = tmp_path / "store"
+    env = {**os.environ, "AWAITLY_NB_DIR": str(store)}
+    done = subprocess.run(
+        [sys.executable, "nightly.py"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "10 5\n"
+    assert sorted(service.requests) == sorted([*range(10), *range(5)])
+
+    service.reset()
+    monkeypatch.setenv("JPY_SESSION_NAME", "analysis.ipynb")  # as Jupyter tells its kernels
+    cells = [
+        SETUP,
+        "import asyncio\nfrom awaitly_nb import step\nfrom client import fetch_user",
+        'users = await step.map(fetch_user, range(10), key="user:{}")\nprint(users[-1])',
+        "profiles = await asyncio.gather(\n"
+        '    *(step(fetch_user, u, key=f"profile:{u}", pin=True) for u in range(5))\n)\n'
+        "print(profiles[-1])",
+    ]
+    shown, _ = execute(cells, tmp_path, store, tmp_path / "ran.log")
+    assert service.requests == []  # everything came from the script's run
+    assert shown[2][-1] == "stdout: {'id': 9, 'name': 'user 9'}\n"
+    assert shown[3] == ["stdout: {'id': 4, 'name': 'user 4'}\n"]
