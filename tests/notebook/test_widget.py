@@ -197,3 +197,77 @@ def test_a_hit_does_not_reread_the_store(
     assert run(cell).result.success  # restored: rows change, the store does not
     assert reads == []
     assert _states(widget) == {"a": "restored"}
+
+
+def _drawn_states(widget: StatusWidget) -> dict[str, str]:
+    """The state each drawn row shows (the text inside its coloured state cell)."""
+    import re
+
+    return {key: re.sub("<[^>]+>", "", cells[1]) for key, cells in _shown(widget).items()}
+
+
+def test_a_gather_shows_each_call_running_and_completing_as_it_happens(
+    ip: Any, widget: Any
+) -> None:
+    import asyncio
+
+    from awaitly_nb import step
+
+    widget.every = 0  # draw at every event, to see each one
+    seen: dict[int, dict[str, str]] = {}
+
+    async def fetch(uid: int) -> int:
+        seen[uid] = _drawn_states(widget)  # what the widget shows while this call runs
+        await asyncio.sleep(0)
+        return uid
+
+    asyncio.run(step.map(fetch, range(4), key="user:{}", concurrency=1, progress=False))
+    assert seen[0] == {"user:0": "running"}
+    assert seen[2] == {"user:0": "complete", "user:1": "complete", "user:2": "running"}
+    assert _drawn_states(widget) == {f"user:{i}": "complete" for i in range(4)}
+
+
+def test_a_burst_of_steps_redraws_rarely_and_the_rest_is_drawn_at_the_end(
+    ip: Any, run: Any, widget: Any
+) -> None:
+    import asyncio
+
+    from awaitly_nb import step
+
+    draws = []
+    refresh = widget.refresh
+    widget.refresh = lambda **kw: draws.append(kw) or refresh(**kw)
+    widget.every = 3600.0
+    ip.user_ns["step"] = step
+    assert run("for u in range(30):\n    step(lambda: u, key=f'n:{u}')").error is None
+    assert len(draws) <= 2  # one at the first event, one when the cell ended
+    assert _drawn_states(widget) == {f"n:{u}": "complete" for u in range(30)}
+
+    widget.every = 0.05  # in an event loop, what is left is drawn soon after
+
+    async def burst() -> None:
+        async def answer(u: int) -> int:
+            return u
+
+        await step.map(answer, range(30, 40), key="n:{}", progress=False)
+        await asyncio.sleep(0.5)
+
+    asyncio.run(burst())
+    assert _drawn_states(widget) == {f"n:{u}": "complete" for u in range(40)}
+
+
+def test_many_steps_show_those_needing_attention_and_the_latest_then_a_count(
+    ip: Any, widget: Any
+) -> None:
+    from awaitly_nb import step
+
+    widget.max_rows = 5
+    for u in range(12):
+        step(lambda u=u: u, key=f"n:{u}")
+    with pytest.raises(ZeroDivisionError):
+        step(lambda: 1 / 0, key="broken")
+    widget.refresh()
+    drawn = _drawn_states(widget)
+    assert len(drawn) == 5 and drawn["broken"] == "failed"
+    assert "n:11" in drawn and "n:0" not in drawn  # the latest saved
+    assert "8 more steps not shown" in widget._more.value
