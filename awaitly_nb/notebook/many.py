@@ -152,9 +152,9 @@ class _Progress:
     def finished(self, how: str) -> None:
         self.counts["running"] -= 1
         self.counts[how] += 1
-        if self.bar is not None:
-            self.bar.update(1)
         self._show()
+        if self.bar is not None:
+            self.bar.update(1)  # draws the counts too
 
     def _show(self) -> None:
         if self.bar is not None:

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -106,6 +107,57 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         log.close()
 
 
+def _open_and_run_all(page: Any, url: str) -> None:
+    page.goto(url)
+    page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
+    # The kernel must be up before Run All, or the run may be lost on a slow machine.
+    page.get_by_text("| Idle").first.wait_for(timeout=120_000)
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_text("Run All Cells", exact=True).click()
+
+
+def _write(root: Path, name: str, cells: list[str]) -> None:
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, root / name)
+
+
+def test_status_widget_shows_a_gather_running_then_complete(lab: tuple[str, Path]) -> None:
+    url, root = lab
+    _write(
+        root,
+        "gather.ipynb",
+        [
+            "%load_ext awaitly_nb",
+            "%steps",  # shown first: it must follow the cells below as they run
+            "import asyncio\nfrom awaitly_nb import step\n"
+            "async def fetch(uid):\n    await asyncio.sleep(1)\n    return uid",
+            'users = await step.map(fetch, range(12), key="user:{}", concurrency=3)',
+        ],
+    )
+    state = (
+        "([n, word]) => [...document.querySelectorAll('.awaitly-nb-status .awaitly-nb-step')]"
+        ".filter(row => row.innerText.includes(word)).length >= n"
+    )
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            _open_and_run_all(page, url % "gather.ipynb")
+            page.locator(".jp-OutputArea-output .awaitly-nb-status").wait_for(timeout=180_000)
+            # While the gather runs, the widget shows calls running and some complete...
+            page.wait_for_function(state, arg=[1, "running"], timeout=120_000)
+            page.wait_for_function(state, arg=[3, "complete"], timeout=60_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "status-widget-gather-live.png"), full_page=True)
+            # ... and at the end every call complete, without being shown again.
+            page.wait_for_function(state, arg=[12, "complete"], timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "status-widget-gather.png"), full_page=True)
+        finally:
+            browser.close()
+
+
 def test_status_widget_shows_both_steps_complete(lab: tuple[str, Path]) -> None:
     url, root = lab
     cells = [
@@ -114,21 +166,13 @@ def test_status_widget_shows_both_steps_complete(lab: tuple[str, Path]) -> None:
         "%%step key=fit:1\ny = x + 1",
         "%steps",
     ]
-    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(nb, root / "status.ipynb")
+    _write(root, "status.ipynb", cells)
 
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(url % "status.ipynb")
-            page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
-            # The kernel must be up before Run All, or the run may be lost on a slow machine.
-            page.get_by_text("| Idle").first.wait_for(timeout=120_000)
-            page.locator(".jp-Notebook .jp-Cell").first.click()
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_text("Run All Cells", exact=True).click()
+            _open_and_run_all(page, url % "status.ipynb")
 
             # Scope to the output area: the cell's source also contains the keys.
             widget = page.locator(".jp-OutputArea-output .awaitly-nb-status")
