@@ -10,15 +10,19 @@ previous tracer (a debugger, coverage) is put back at once.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import linecache
 import os
 import sys
 import types
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, TypeVar, overload
 
+from awaitly_nb.core.digest import value_digest
 from awaitly_nb.core.engine import StepSpec
 from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint, global_names
 from awaitly_nb.core.payload import StepPayload
@@ -211,6 +215,94 @@ def _function_inputs(fn: Callable[..., Any]) -> tuple[frozenset[str], dict[str, 
     return frozenset(values), values
 
 
+def _callable_inputs(
+    fn: Callable[..., Any], module_version: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    """What a callable holds besides its code and globals, compared by value.
+
+    A bound method's object (``client.get``: ``client``), a callable object (its
+    attributes, and its class's code), a function's default arguments (a
+    partial's arguments: :func:`_unwrap`). Without them, ``step(client.get, 1, key=...)``
+    would replay a value computed with another client. An object is compared as
+    it was when a step first used it in this process (:class:`_FirstUse`).
+    """
+    label = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    if isinstance(fn, types.FunctionType):
+        if fn.__defaults__ or fn.__kwdefaults__:
+            return {f"{label}() defaults": (fn.__defaults__, fn.__kwdefaults__)}
+        return {}
+    if isinstance(fn, types.BuiltinFunctionType) and isinstance(
+        getattr(fn, "__self__", None), (types.ModuleType, type(None))
+    ):
+        return {}  # len, math.sqrt: nothing of their own
+    holder = fn.__self__ if isinstance(fn, types.MethodType) else fn
+    # Input names must not be identifiers: digests look names up among the globals.
+    use = _first_use(holder, getattr(fn, "__globals__", None), module_version)
+    return {label if isinstance(fn, types.MethodType) else f"{label} object": use}
+
+
+@dataclass(frozen=True)
+class _FirstUse:
+    """An object as a step first used it in this process, by digest.
+
+    Calls change the objects they belong to (a client counts its requests, fills
+    a cache); a replay makes no call. Comparing the object's state at each call
+    would make every call after the first run again in a new kernel, so the
+    state compared is the one it had when a step first used it: a rebound name
+    (``client = Client("B")``) or an edited class is a new object, and a new
+    kernel sees what the notebook's code made before the first step.
+    """
+
+    kind: str
+    digest: str
+
+    def __repr__(self) -> str:
+        return f"{self.kind} {self.digest[:8]}"
+
+
+_FIRST_USES: dict[int, tuple[weakref.ref[Any], _FirstUse]] = {}
+
+
+def _first_use(
+    obj: Any,
+    namespace: Mapping[str, Any] | None,
+    module_version: Callable[[str], str] | None,
+) -> Any:
+    """``obj``'s :class:`_FirstUse` (``obj`` itself if it cannot be digested or referenced
+    weakly: then it is compared as it is now, or not by value)."""
+    found = _FIRST_USES.get(id(obj))
+    if found is not None and found[0]() is obj:
+        return found[1]
+    digest = value_digest(obj, namespace, module_version)
+    if digest is None:
+        return obj
+    use = _FirstUse(type(obj).__qualname__, digest)
+    key = id(obj)
+    try:
+        ref = weakref.ref(obj, lambda _: _FIRST_USES.pop(key, None))
+    except TypeError:
+        return use
+    _FIRST_USES[key] = (ref, use)
+    return use
+
+
+def _unwrap(fn: Callable[..., Any]) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The function a ``functools.partial`` calls, and the arguments it adds (inputs:
+    the function itself is compared as any function, closures left out)."""
+    bound: dict[str, Any] = {}
+    while isinstance(fn, functools.partial):
+        name = getattr(fn.func, "__qualname__", type(fn.func).__qualname__)
+        bound[f"partial({name}) arguments"] = (fn.args, fn.keywords)
+        fn = fn.func
+    return fn, bound
+
+
+def _code_of(fn: Callable[..., Any]) -> str:
+    """The fingerprint of a function's code; for a callable without code of its own (a
+    partial, an object with ``__call__``) its type: the object itself is an input."""
+    return function_fingerprint(fn) or f"callable:{type(fn).__module__}.{type(fn).__qualname__}"
+
+
 def _deps(deps: str | Iterable[str]) -> tuple[str, ...]:
     items = [deps] if isinstance(deps, (str, os.PathLike)) else list(deps)
     if not all(isinstance(d, (str, os.PathLike)) for d in items):
@@ -223,12 +315,14 @@ def call_step(
     key: str,
     *,
     args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
     force: bool = False,
     pin: bool = False,
     deps: str | Iterable[str] = (),
     like: Callable[..., Any] | None = None,
 ) -> T:
-    """Run ``fn(*args)`` once for ``key``; later calls (and later kernels) get the saved value.
+    """Run ``fn(*args, **kwargs)`` once for ``key``; later calls (and later kernels) get
+    the saved value.
 
     The arguments are inputs, compared by value like the globals ``fn`` uses
     (``args[0] changed (3 → 4)``). ``like``: the function whose code and globals
@@ -239,14 +333,21 @@ def call_step(
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
     session, _ = session_for_shell()
     engine = session.engine
-    reads, values = _function_inputs(like or fn)
-    if args:
-        arguments = {f"args[{i}]": a for i, a in enumerate(args)}
+    target, bound = _unwrap(like or fn)
+    reads, values = _function_inputs(target)
+    kwargs = dict(kwargs or {})
+    arguments = {
+        **bound,
+        **_callable_inputs(target, engine._module_version),
+        **{f"args[{i}]": a for i, a in enumerate(args)},
+        **{f"{name}=": a for name, a in kwargs.items()},
+    }
+    if arguments:
         reads, values = reads | arguments.keys(), {**values, **arguments}
     spec = StepSpec(
         key=key,
         kind="call",
-        code=function_fingerprint(like or fn),
+        code=_code_of(target),
         reads=reads,
         values=values,
         deps=_deps(deps),
@@ -254,7 +355,7 @@ def call_step(
         force=force,
     )
     if _is_async(fn):
-        return _call_async(fn, args, spec, session)  # type: ignore[return-value]
+        return _call_async(fn, args, kwargs, spec, session)  # type: ignore[return-value]
     decision = engine.lookup(spec)
     if decision.hit:
         assert decision.payload is not None and decision.manifest is not None
@@ -264,7 +365,7 @@ def call_step(
     run = engine.begin(decision)
     try:
         with ReadRecorder(ignore=[session.store.directory]) as opened:
-            value = fn(*args)
+            value = fn(*args, **kwargs)
     except BaseException as exc:
         engine.fail(run, exc)
         raise
@@ -291,7 +392,11 @@ async def _ready(value: Any) -> Any:
 
 
 async def _call_async(
-    fn: Callable[..., Any], args: tuple[Any, ...], spec: StepSpec, session: Any
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    spec: StepSpec,
+    session: Any,
 ) -> Any:
     """``await step(async_fn, key=...)``: a hit returns at once, a miss awaits and saves."""
     engine = session.engine
@@ -301,7 +406,7 @@ async def _call_async(
     run = engine.begin(decision)
     try:
         with ReadRecorder(ignore=[session.store.directory]) as opened:
-            value = await fn(*args)
+            value = await fn(*args, **kwargs)
     except BaseException as exc:
         engine.fail(run, exc)
         raise
@@ -338,6 +443,7 @@ def step(
     force: bool = ...,
     pin: bool = ...,
     deps: str | Iterable[str] = ...,
+    **kwargs: Any,
 ) -> T: ...
 @overload
 def step(
@@ -364,6 +470,7 @@ def step(
     pin: bool = False,
     quiet: bool = False,
     deps: str | Iterable[str] = (),
+    **kwargs: Any,
 ) -> Any:
     """A resumable step, as a with-block or as a call.
 
@@ -378,7 +485,9 @@ def step(
 
     ``step(fn, key="total:3")`` calls ``fn()`` once and returns the saved value
     afterwards (also inside functions); ``step(fetch_user, uid, key=f"user:{uid}")``
-    passes arguments, which count as inputs. With an async function (or a
+    passes arguments (keyword ones too, except this function's own options),
+    which count as inputs, as do a bound method's object and a partial's
+    arguments. With an async function (or a
     lambda returning a coroutine) the call is awaited: ``await step(...)``, and
     ``asyncio.gather`` of many runs them concurrently. Both forms use the store
     and workflow that :func:`~awaitly_nb.configure` sets, like ``%%step``.
@@ -397,7 +506,9 @@ def step(
             raise TypeError("the call form needs a key: step(fn, key='...')")
         if outputs is not None or exclude is not None or quiet:
             raise TypeError("outputs=, exclude= and quiet= belong to the with-block form")
-        return call_step(fn, key, args=args, force=force, pin=pin, deps=deps)
+        return call_step(fn, key, args=args, kwargs=kwargs, force=force, pin=pin, deps=deps)
+    if kwargs:
+        raise TypeError(f"step() got an unexpected keyword argument {next(iter(kwargs))!r}")
     if args:
         raise TypeError(
             "arguments go with a function: step(fn, *args, key='...'); "

@@ -751,3 +751,60 @@ def test_step_map_in_a_real_kernel_fetches_only_what_is_not_saved(scenario: Scen
     again, _ = execute(cells, scenario.folder, scenario.store, scenario.log)
     assert scenario.runs() == []
     assert "stdout: 132\n" in first[2] and "stdout: 132\n" in again[2]
+
+
+CALLABLES = """import functools
+from awaitly_nb import step
+
+class Client:
+    def __init__(self, base):
+        self.base = base
+    def get(self, uid):
+        ran("get")
+        return self.base + str(uid)
+
+class Scale:
+    def __init__(self, k):
+        self.k = k
+    def __call__(self, x):
+        ran("scale")
+        return x * self.k
+
+def label(x, suffix="!"):
+    ran("label")
+    return f"{x}{suffix}"
+
+client, scale = Client("A"), Scale(2)"""
+CALLS = (
+    'print(step(client.get, 1, key="get"))\n'
+    'print(step(scale, 5, key="scale"))\n'
+    'print(step(functools.partial(label, suffix="?"), 3, key="partial"))\n'
+    'print(step(label, 4, key="label"))\n'
+    'print(step(label, 6, suffix="~", key="kw"))'
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reran"),
+    [
+        ('Client("A")', 'Client("B")', ["get"]),  # a bound method's object
+        ("return self.base + str(uid)", "return str(uid) + self.base", ["get"]),  # its code
+        ("Scale(2)", "Scale(3)", ["scale"]),  # a callable object's state
+        ("return x * self.k", "return x * self.k * 10", ["scale"]),  # its __call__
+        # A function's defaults: every call of it runs again, even those passing suffix.
+        ('suffix="!"', 'suffix="¡"', ["label", "label", "label"]),
+    ],
+)
+def test_the_call_form_compares_what_the_callable_holds(
+    scenario: Scenario, old: str, new: str, reran: list[str]
+) -> None:
+    before = [CALLABLES, CALLS]
+    ran, _ = scenario.play(before, edited(before, 0, lambda c: c.replace(old, new)))
+    assert sorted(ran) == sorted(reran)
+
+
+def test_the_call_form_compares_partial_and_keyword_arguments(scenario: Scenario) -> None:
+    before = [CALLABLES, CALLS]
+    after = edited(before, 1, lambda c: c.replace('suffix="?"', 'suffix="¿"').replace("~", "≈"))
+    ran, _ = scenario.play(before, after)
+    assert sorted(ran) == ["label", "label"]  # the partial and the keyword call

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,10 @@ from awaitly_nb.notebook.many import StepMapError
 class FakeService:
     """An async service that counts requests and how many run at once."""
 
-    def __init__(self, fail: set[int] | None = None) -> None:
+    def __init__(self) -> None:
         self.requests: list[int] = []
         self.running = 0
         self.most = 0
-        self.fail = fail or set()
 
     async def fetch_user(self, uid: int) -> dict[str, int]:
         self.requests.append(uid)
@@ -29,11 +29,22 @@ class FakeService:
         self.most = max(self.most, self.running)
         try:
             await asyncio.sleep(0.001)
-            if uid in self.fail:
-                raise ConnectionError(f"user {uid} timed out")
             return {"id": uid}
         finally:
             self.running -= 1
+
+    def flaky(self, down: set[int]) -> Callable[[int], Awaitable[dict[str, int]]]:
+        """``fetch_user``, failing for the users in ``down`` (an outage: not the service's
+        state, which a bound method's step compares)."""
+
+        async def fetch_user(uid: int) -> dict[str, int]:
+            if uid in down:
+                self.requests.append(uid)
+                await asyncio.sleep(0.05)  # after the others answered
+                raise ConnectionError(f"user {uid} timed out")
+            return await self.fetch_user(uid)
+
+        return fetch_user
 
 
 @pytest.fixture
@@ -58,13 +69,13 @@ def test_hits_return_at_once_and_misses_run_concurrently_up_to_the_limit(store: 
 def test_a_failure_halfway_keeps_the_completed_calls_and_the_next_run_makes_only_the_rest(
     store: Any,
 ) -> None:
-    flaky = FakeService(fail={7, 31})
+    flaky = FakeService().flaky(down={7, 31})
     with pytest.raises(StepMapError) as failed:
-        asyncio.run(step.map(flaky.fetch_user, range(50), key="user:{}", progress=False))
+        asyncio.run(step.map(flaky, range(50), key="user:{}", progress=False))
     assert set(failed.value.errors) == {"user:7", "user:31"}
     assert "2 of 50 calls failed" in str(failed.value)
     fixed = FakeService()
-    users = asyncio.run(step.map(fixed.fetch_user, range(50), key="user:{}"))
+    users = asyncio.run(step.map(fixed.flaky(down=set()), range(50), key="user:{}"))
     assert sorted(fixed.requests) == [7, 31]
     assert users[7] == {"id": 7}
 
@@ -103,14 +114,13 @@ def test_bad_arguments_are_clear(store: Any) -> None:
 def test_gather_of_keyed_calls_with_arguments_saves_each_and_restores_all(store: Any) -> None:
     ids = list(range(20))
 
-    async def fetch_all(service: FakeService) -> list[Any]:
-        return await asyncio.gather(
-            *(step(service.fetch_user, uid, key=f"user:{uid}") for uid in ids)
-        )
+    async def fetch_all(service: FakeService, down: set[int] = set()) -> list[Any]:  # noqa: B006
+        fetch = service.flaky(down)
+        return await asyncio.gather(*(step(fetch, uid, key=f"user:{uid}") for uid in ids))
 
-    first = FakeService(fail={13})
+    first = FakeService()
     with pytest.raises(ConnectionError):
-        asyncio.run(fetch_all(first))
+        asyncio.run(fetch_all(first, {13}))
     assert sorted(first.requests) == ids
     second = FakeService()
     assert asyncio.run(fetch_all(second)) == [{"id": i} for i in ids]
@@ -139,3 +149,37 @@ def test_arguments_are_inputs_compared_by_value(store: Any) -> None:
 def test_the_block_form_takes_no_arguments(store: Any) -> None:
     with pytest.raises(TypeError, match="arguments go with a function"):
         step("posts:1", 1)
+
+
+def test_a_bound_methods_object_is_an_input_of_map_and_of_the_call_form(store: Any) -> None:
+    class Client:
+        def __init__(self, base: str) -> None:
+            self.base = base
+            self.calls = 0  # changed by every call: compared as at the first use
+
+        async def get(self, uid: int, sep: str = ":") -> str:
+            self.calls += 1
+            return f"{self.base}{sep}{uid}"
+
+    a = Client("A")
+    assert asyncio.run(step.map(a.get, [1, 2], key="user:{}")) == ["A:1", "A:2"]
+    assert asyncio.run(step.map(a.get, [1, 2, 3], key="user:{}")) == ["A:1", "A:2", "A:3"]
+    assert a.calls == 3  # its own counter did not make the saved calls run again
+    again = Client("A")  # as a new kernel makes it
+    assert asyncio.run(step.map(again.get, [1, 2, 3], key="user:{}")) == ["A:1", "A:2", "A:3"]
+    assert again.calls == 0
+    b = Client("B")
+    assert asyncio.run(step.map(b.get, [1, 2], key="user:{}")) == ["B:1", "B:2"]
+    assert b.calls == 2  # another client: not A's answers
+
+    async def keywords() -> list[str]:
+        first = await step(b.get, 3, sep="/", key="kw")
+        return [first, await step(b.get, 3, sep="/", key="kw"), await step(b.get, 3, key="kw")]
+
+    assert asyncio.run(keywords()) == ["B/3", "B/3", "B:3"]  # sep= is an input too
+    assert b.calls == 4
+
+
+def test_keyword_arguments_are_refused_by_the_block_form(store: Any) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sep'"):
+        step("posts:1", sep="/")
