@@ -8,11 +8,13 @@ usual while a copy is kept. Works without IPython too (streams only).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import re
 import sys
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
@@ -67,6 +69,22 @@ def _collapse_carriage_returns(text: str) -> str:
     return "\n".join(out)
 
 
+_RECORDING: ContextVar[tuple[OutputRecorder, ...]] = ContextVar("awaitly_nb_recording", default=())
+"""The recorders of the steps running in this context (tasks a step starts inherit them)."""
+
+
+def _elsewhere(recorder: OutputRecorder) -> bool:
+    """True for output of an asyncio task the step did not start (a background task
+    printing while an ``await`` step runs): it belongs to that task, not to the step.
+    Threads and the step's own code and tasks are recorded."""
+    if recorder in _RECORDING.get():
+        return False
+    try:
+        return asyncio.current_task() is not None
+    except RuntimeError:  # no event loop running in this thread
+        return False
+
+
 class OutputRecorder:
     """Context manager that records streams and displays while passing them through.
 
@@ -87,6 +105,8 @@ class OutputRecorder:
     def _stream(self, name: str, text: str) -> None:
         if self._in_publish or not text:
             return  # a terminal display publisher prints what it shows: recorded as a display
+        if _elsewhere(self):
+            return
         last = self.outputs[-1] if self.outputs else None
         if last is not None and last["type"] == "stream" and last["name"] == name:
             last["text"] += text
@@ -100,6 +120,8 @@ class OutputRecorder:
         transient: dict[str, Any] | None,
         update: bool,
     ) -> None:
+        if _elsewhere(self):
+            return
         data = dict(data or {})
         widget = None
         if WIDGET_MIME in data:
@@ -156,6 +178,8 @@ class OutputRecorder:
         setattr(obj, attr, value)
 
     def __enter__(self) -> OutputRecorder:
+        self._outer = _RECORDING.get()
+        _RECORDING.set((*self._outer, self))
         stdout, stderr = sys.stdout, sys.stderr
         self._streams = (stdout, stderr)
         sys.stdout = _Tee(stdout, "stdout", self)
@@ -195,6 +219,8 @@ class OutputRecorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if _RECORDING.get()[-1:] == (self,):
+            _RECORDING.set(self._outer)
         stdout, stderr = self._streams
         if isinstance(sys.stdout, _Tee) and sys.stdout._recorder is self:
             sys.stdout = stdout

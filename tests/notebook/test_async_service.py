@@ -179,3 +179,23 @@ def test_a_script_and_a_notebook_share_keyed_results_through_the_store(
     assert service.requests == []  # everything came from the script's run
     assert shown[2][-1] == "stdout: {'id': 9, 'name': 'user 9'}\n"
     assert shown[3] == ["stdout: {'id': 4, 'name': 'user 4'}\n"]
+
+
+def test_a_background_task_running_during_an_await_step_is_not_replayed_as_its_output(
+    tmp_path: Path,
+) -> None:
+    cells = [
+        SETUP,
+        "import asyncio\n"
+        "async def ticker():\n    for i in range(4):\n        await asyncio.sleep(0.1)\n"
+        "        print('tick', i)\n"
+        "background = asyncio.create_task(ticker())",
+        "%%step key=mine\nawait asyncio.sleep(0.25)\nprint('mine')",
+        "await background",
+    ]
+    store, log = tmp_path / "store", tmp_path / "ran.log"
+    first, _ = execute(cells, tmp_path, store, log)
+    again, notes = execute(cells, tmp_path, store, log)
+    truth, _ = execute(plain(cells), tmp_path, tmp_path / "unused", log)
+    assert any("restored 'mine'" in n for n in notes), notes
+    assert first[2] == again[2] == truth[2] == ["stdout: mine\n"]

@@ -124,3 +124,29 @@ def test_without_the_extension_loaded_an_await_cell_says_how_to_fix_it(ip: Any, 
     finally:
         cleanup[:] = saved
     assert isinstance(ran.error, UsageError) and "%load_ext awaitly_nb" in str(ran.error)
+
+
+def test_output_of_a_task_the_step_did_not_start_is_not_recorded() -> None:
+    import asyncio
+
+    from awaitly_nb.notebook.capture import OutputRecorder
+
+    async def main() -> list[Any]:
+        async def ticker() -> None:
+            for i in range(3):
+                await asyncio.sleep(0.005)
+                print("tick", i)
+
+        async def helper() -> None:
+            print("helper")
+
+        background = asyncio.create_task(ticker())  # started before the step
+        with OutputRecorder() as recorded:
+            await asyncio.sleep(0.05)
+            await asyncio.gather(helper())  # a task the step starts: its own output
+            print("mine")
+        await background
+        return recorded.outputs
+
+    outputs = asyncio.run(main())
+    assert outputs == [{"type": "stream", "name": "stdout", "text": "helper\nmine\n"}]
