@@ -8,6 +8,10 @@ by another Python, a module that no longer exists) is never an error: it is a
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 __all__ = [
     "AwaitlyError",
     "CacheWarning",
@@ -16,6 +20,7 @@ __all__ = [
     "StateFormatError",
     "StorageError",
     "TrustError",
+    "warn",
 ]
 
 
@@ -45,3 +50,27 @@ class TrustError(AwaitlyError):
 
 class CacheWarning(UserWarning):
     """A saved entry could not be used; the step is treated as not saved and runs again."""
+
+
+def warn(message: str, category: type[Warning] = CacheWarning) -> None:
+    """Warn, pointing at the user's code: the first caller outside awaitly_nb, IPython,
+    ipykernel and asyncio (the notebook cell or script line that ran the step)."""
+    prefixes = _internal_prefixes()
+    if sys.version_info >= (3, 12):
+        warnings.warn(message, category, skip_file_prefixes=prefixes)
+        return
+    level, frame = 2, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(prefixes):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _internal_prefixes() -> tuple[str, ...]:
+    """Where awaitly_nb and the machinery between it and the user's code live."""
+    prefixes = [os.path.dirname(__file__) + os.sep]
+    for name in ("IPython", "ipykernel", "asyncio", "contextlib"):
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path:  # a package's folder, or a module's file
+            is_package = os.path.basename(path) == "__init__.py"
+            prefixes.append(os.path.dirname(path) + os.sep if is_package else path)
+    return tuple(prefixes)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -47,7 +46,7 @@ from awaitly_nb.core.process import INPUT_PREFIX, state_digest
 from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.tracker import StatusTracker, StepStatus
 from awaitly_nb.core.upstream import Upstream
-from awaitly_nb.errors import CacheWarning, SerializationError, StateFormatError, StorageError
+from awaitly_nb.errors import CacheWarning, SerializationError, StateFormatError, StorageError, warn
 from awaitly_nb.formatting import format_time
 from awaitly_nb.storage.base import StepStore, StoredStep, variant_key
 from awaitly_nb.storage.codec import dumps_value
@@ -468,10 +467,9 @@ class StepEngine:
             try:
                 listener(event)
             except Exception as exc:
-                warnings.warn(
+                warn(
                     f"awaitly_nb listener {listener!r} raised {type(exc).__name__}: {exc}",
                     RuntimeWarning,
-                    stacklevel=2,
                 )
 
     def events(self) -> StepEvents:
@@ -483,10 +481,9 @@ class StepEngine:
             try:
                 callback()
             except Exception as exc:
-                warnings.warn(
+                warn(
                     f"awaitly_nb callback {callback!r} raised {type(exc).__name__}: {exc}",
                     RuntimeWarning,
-                    stacklevel=2,
                 )
 
     # --- one step -----------------------------------------------------------------
@@ -502,9 +499,7 @@ class StepEngine:
         try:
             entry = self.store.entry(events.workflow_id, key)
         except StorageError as exc:
-            warnings.warn(
-                f"the store cannot be read, so step {key!r} runs: {exc}", CacheWarning, stacklevel=3
-            )
+            warn(f"the store cannot be read, so step {key!r} runs: {exc}", CacheWarning)
             entry = None
         manifest = None if entry is None else entry.manifest
         inputs, summaries, unchecked, sources = self._inputs(spec, manifest)
@@ -533,10 +528,9 @@ class StepEngine:
             try:
                 payload = StepPayload.from_saved(entry.load(), call=spec.kind == "call")
             except (StateFormatError, StorageError) as exc:
-                warnings.warn(
+                warn(
                     f"saved step {key!r} cannot be restored and runs again: {exc}",
                     CacheWarning,
-                    stacklevel=3,
                 )
                 status, reason = "unreadable", str(exc)
         decision = Decision(
@@ -764,7 +758,7 @@ class StepEngine:
             self.lineage.produced(key, manifest.saved_at, manifest.variables)
             events.complete(key, payload.to_saved(), _meta(manifest))
             return manifest
-        warnings.warn(message, CacheWarning, stacklevel=3)
+        warn(message, CacheWarning)
         self.lineage.not_saved(key, payload.variables)
         self.tracker.not_saved(events.workflow_id, key, reason)
         self.notify_changed()

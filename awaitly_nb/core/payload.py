@@ -80,6 +80,8 @@ class StepPayload:
     def to_saved(self) -> dict[str, Any]:
         """The dict that is serialised (the stored format)."""
         if self.value is not NOTHING:
+            if self.outputs:  # what the call printed or displayed
+                return {"value": self.value, "outputs": [dict(o) for o in self.outputs]}
             return {"value": self.value}
         saved: dict[str, Any] = {
             "variables": dict(self.variables),
@@ -112,7 +114,7 @@ class StepPayload:
         if call:
             if "value" not in saved:
                 raise StateFormatError("the saved step holds no value")
-            return cls(value=saved["value"])
+            return cls(value=saved["value"], outputs=tuple(saved.get("outputs") or ()))
         variables = saved.get("variables")
         if not isinstance(variables, dict):
             raise StateFormatError("the saved step holds no variables")

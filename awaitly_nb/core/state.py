@@ -12,12 +12,11 @@ import binascii
 import hashlib
 import json
 import math
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from awaitly_nb.errors import CacheWarning, StateFormatError
+from awaitly_nb.errors import CacheWarning, StateFormatError, warn
 from awaitly_nb.storage.codec import dumps_value, loads_value, versions
 
 __all__ = [
@@ -252,10 +251,9 @@ def _decode_entry(key: str, raw: Any, written_by: dict[str, Any]) -> StepEntry |
         try:
             return StepEntry(loads_value(data, written_by), meta)
         except StateFormatError as exc:
-            warnings.warn(
+            warn(
                 f"step {key!r} is left out of the parsed state and will run again: {exc}",
                 CacheWarning,
-                stacklevel=4,
             )
             return None
     raise StateFormatError(f"step {key!r}: unknown encoding {encoding!r}")

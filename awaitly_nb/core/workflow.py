@@ -13,7 +13,6 @@ import asyncio
 import inspect
 import time
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import replace
 from typing import Any, Protocol, TypeAlias, TypeVar, cast, overload, runtime_checkable
@@ -22,7 +21,7 @@ from awaitly_nb.core.engine import StepEngine, StepEvents, StepSpec
 from awaitly_nb.core.events import Event, WorkflowError, WorkflowStart, WorkflowSuccess
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.core.state import StepEntry, StepMeta, WorkflowState
-from awaitly_nb.errors import AwaitlyError, CacheWarning
+from awaitly_nb.errors import AwaitlyError, CacheWarning, warn
 from awaitly_nb.storage.names import check_name
 
 __all__ = ["EngineCache", "StepCache", "Workflow", "create_workflow"]
@@ -172,11 +171,10 @@ class _Run:
             try:
                 self.cache.store(key, StepEntry(value, meta))
             except Exception as exc:  # unpicklable, disk full, a cache that refuses
-                warnings.warn(
+                warn(
                     f"step {key!r} ran but its value cannot be saved, so it is not "
                     f"recorded as complete: {exc}",
                     CacheWarning,
-                    stacklevel=4,
                 )
                 return
         self.events.complete(key, value, meta, name=name)
@@ -261,11 +259,10 @@ class Workflow:
         try:
             self.on_event(event)
         except Exception as exc:
-            warnings.warn(
+            warn(
                 f"on_event handler raised {type(exc).__name__}: {exc} "
                 f"(while handling {event.type}); the workflow goes on",
                 RuntimeWarning,
-                stacklevel=3,
             )
 
     def _check_resume(self, value: Any) -> WorkflowState | None:

@@ -28,6 +28,7 @@ from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint, 
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import ReadRecorder, literal_paths
+from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
 from awaitly_nb.notebook.many import map_steps
 from awaitly_nb.notebook.namespace import input_names, is_internal_name, user_inputs
 from awaitly_nb.notebook.running import NotebookStep
@@ -123,8 +124,10 @@ class StepBlock:
     def _enter(self, frame: FrameType) -> StepBlock:
         if frame.f_code.co_name != "<module>" or frame.f_locals is not frame.f_globals:
             raise AwaitlyError(
-                "`with step(...)` works at notebook or module level only; inside a "
-                "function use the call form: value = step(lambda: work(), key=...)"
+                "`with step(...)` and `async with step(...)` work at notebook or module "
+                "level only; inside a function use the call form: "
+                "value = step(work, arg, key=...), or value = await step(fetch, arg, key=...) "
+                "for async work"
             )
         self._frame = frame
         body = _with_body(frame)
@@ -331,7 +334,7 @@ def call_step(
     """
     if not callable(fn):
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
-    session, _ = session_for_shell()
+    session, shell = session_for_shell()
     engine = session.engine
     target, bound = _unwrap(like or fn)
     reads, values = _function_inputs(target)
@@ -355,25 +358,27 @@ def call_step(
         force=force,
     )
     if _is_async(fn):
-        return _call_async(fn, args, kwargs, spec, session)  # type: ignore[return-value]
+        return _call_async(fn, args, kwargs, spec, session, shell)  # type: ignore[return-value]
     decision = engine.lookup(spec)
     if decision.hit:
         assert decision.payload is not None and decision.manifest is not None
         if decision.manifest.extra.get("awaitable"):  # saved from `await step(lambda: coro())`
-            return _ready(decision.payload.value)  # type: ignore[return-value]
+            return _ready(decision.payload, shell)  # type: ignore[return-value]
+        replay_outputs(list(decision.payload.outputs), shell)
         return decision.payload.value  # type: ignore[no-any-return]
     run = engine.begin(decision)
+    shown = OutputRecorder(shell)
     try:
-        with ReadRecorder(ignore=[session.store.directory]) as opened:
+        with ReadRecorder(ignore=[session.store.directory]) as opened, shown:
             value = fn(*args, **kwargs)
     except BaseException as exc:
         engine.fail(run, exc)
         raise
     if inspect.isawaitable(value):  # step(lambda: fetch(x), key=...) to be awaited
-        return _finish_async(value, run, engine, opened)  # type: ignore[return-value]
+        return _finish_async(value, run, engine, opened, shown)  # type: ignore[return-value]
     engine.finish(
         run,
-        StepPayload(value=value),
+        StepPayload(value=value, outputs=tuple(shown.outputs)),
         files=opened.files(),
         written=opened.written,
     )
@@ -386,9 +391,10 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(method)
 
 
-async def _ready(value: Any) -> Any:
-    """A saved value, for ``await``."""
-    return value
+async def _ready(payload: StepPayload, shell: Any) -> Any:
+    """A saved value for ``await``, with what the call showed shown again."""
+    replay_outputs(list(payload.outputs), shell)
+    return payload.value
 
 
 async def _call_async(
@@ -397,36 +403,42 @@ async def _call_async(
     kwargs: Mapping[str, Any],
     spec: StepSpec,
     session: Any,
+    shell: Any,
 ) -> Any:
     """``await step(async_fn, key=...)``: a hit returns at once, a miss awaits and saves."""
     engine = session.engine
     decision = engine.lookup(spec)
     if decision.hit:
-        return decision.payload.value
+        return await _ready(decision.payload, shell)
     run = engine.begin(decision)
+    shown = OutputRecorder(shell)
     try:
-        with ReadRecorder(ignore=[session.store.directory]) as opened:
+        with ReadRecorder(ignore=[session.store.directory]) as opened, shown:
             value = await fn(*args, **kwargs)
     except BaseException as exc:
         engine.fail(run, exc)
         raise
-    return _save_awaited(value, run, engine, opened)
+    return _save_awaited(value, run, engine, opened, shown)
 
 
-async def _finish_async(awaitable: Any, run: Any, engine: Any, opened: ReadRecorder) -> Any:
+async def _finish_async(
+    awaitable: Any, run: Any, engine: Any, opened: ReadRecorder, shown: OutputRecorder
+) -> Any:
     try:
-        with opened:
+        with opened, shown:
             value = await awaitable
     except BaseException as exc:
         engine.fail(run, exc)
         raise
-    return _save_awaited(value, run, engine, opened)
+    return _save_awaited(value, run, engine, opened, shown)
 
 
-def _save_awaited(value: Any, run: Any, engine: Any, opened: ReadRecorder) -> Any:
+def _save_awaited(
+    value: Any, run: Any, engine: Any, opened: ReadRecorder, shown: OutputRecorder
+) -> Any:
     engine.finish(
         run,
-        StepPayload(value=value),
+        StepPayload(value=value, outputs=tuple(shown.outputs)),
         files=opened.files(),
         written=opened.written,
         extra={"awaitable": True},

@@ -33,16 +33,17 @@ LIVE_WIDGET_HINT = "(a live widget in the original run: run the cell to use it)"
 
 
 class _Tee:
-    """A text stream that writes through to ``target`` and records what it wrote."""
+    """A text stream that writes through to ``target`` and hands what it wrote to the
+    recorders of the code writing it (see :func:`_recorders`)."""
 
-    def __init__(self, target: Any, name: str, recorder: OutputRecorder) -> None:
+    def __init__(self, target: Any, name: str) -> None:
         self._target = target
         self._name = name
-        self._recorder = recorder
 
     def write(self, text: str) -> int:
         written = self._target.write(text)
-        self._recorder._stream(self._name, text)
+        for recorder in _recorders():
+            recorder._stream(self._name, text)
         return int(written) if isinstance(written, int) else len(text)
 
     def writelines(self, lines: Any) -> None:
@@ -73,16 +74,28 @@ _RECORDING: ContextVar[tuple[OutputRecorder, ...]] = ContextVar("awaitly_nb_reco
 """The recorders of the steps running in this context (tasks a step starts inherit them)."""
 
 
-def _elsewhere(recorder: OutputRecorder) -> bool:
-    """True for output of an asyncio task the step did not start (a background task
-    printing while an ``await`` step runs): it belongs to that task, not to the step.
-    Threads and the step's own code and tasks are recorded."""
-    if recorder in _RECORDING.get():
-        return False
+_ACTIVE: list[OutputRecorder] = []
+"""Every recorder entered and not yet left, in this process."""
+
+
+def _recorders() -> list[OutputRecorder]:
+    """The recorders that output written here belongs to.
+
+    Those of the steps running in this context: the step's own code and the
+    asyncio tasks it started (they inherit the context). An asyncio task the
+    step did not start (a background task printing while an ``await`` step
+    runs) belongs to the cell that started it: no recorder. A thread (threads
+    do not inherit contexts) belongs to every step running.
+    """
+    mine = _RECORDING.get()
+    if mine:
+        return [r for r in mine if r.active]
     try:
-        return asyncio.current_task() is not None
+        if asyncio.current_task() is not None:
+            return []
     except RuntimeError:  # no event loop running in this thread
-        return False
+        pass
+    return list(_ACTIVE)
 
 
 class OutputRecorder:
@@ -98,15 +111,13 @@ class OutputRecorder:
     def __init__(self, shell: Any = None) -> None:
         self.shell = shell
         self.outputs: list[Output] = []
+        self.active = False
         self._in_publish = 0
-        self._saved: list[tuple[Any, str, Any]] = []
 
     # --- recording ---------------------------------------------------------
     def _stream(self, name: str, text: str) -> None:
         if self._in_publish or not text:
             return  # a terminal display publisher prints what it shows: recorded as a display
-        if _elsewhere(self):
-            return
         last = self.outputs[-1] if self.outputs else None
         if last is not None and last["type"] == "stream" and last["name"] == name:
             last["text"] += text
@@ -120,8 +131,6 @@ class OutputRecorder:
         transient: dict[str, Any] | None,
         update: bool,
     ) -> None:
-        if _elsewhere(self):
-            return
         data = dict(data or {})
         widget = None
         if WIDGET_MIME in data:
@@ -173,44 +182,11 @@ class OutputRecorder:
             self._in_publish -= 1
 
     # --- installing --------------------------------------------------------
-    def _patch(self, obj: Any, attr: str, value: Any) -> None:
-        self._saved.append((obj, attr, obj.__dict__.get(attr, _ABSENT)))
-        setattr(obj, attr, value)
-
     def __enter__(self) -> OutputRecorder:
         self._outer = _RECORDING.get()
         _RECORDING.set((*self._outer, self))
-        stdout, stderr = sys.stdout, sys.stderr
-        self._streams = (stdout, stderr)
-        sys.stdout = _Tee(stdout, "stdout", self)
-        sys.stderr = _Tee(stderr, "stderr", self)
-        pub = getattr(self.shell, "display_pub", None)
-        if pub is not None:
-            original_publish, original_clear = pub.publish, pub.clear_output
-
-            def publish(
-                data: dict[str, Any],
-                metadata: dict[str, Any] | None = None,
-                *args: Any,
-                transient: dict[str, Any] | None = None,
-                update: bool = False,
-                **kwargs: Any,
-            ) -> Any:
-                self._in_publish += 1
-                try:
-                    return original_publish(
-                        data, metadata, *args, transient=transient, update=update, **kwargs
-                    )
-                finally:
-                    self._in_publish -= 1
-                    self._display(data, metadata, transient, update)
-
-            def clear_output(*args: Any, **kwargs: Any) -> Any:
-                self._clear()
-                return original_clear(*args, **kwargs)
-
-            self._patch(pub, "publish", publish)
-            self._patch(pub, "clear_output", clear_output)
+        self.active = True
+        _HUB.attach(self)
         return self
 
     def __exit__(
@@ -219,25 +195,95 @@ class OutputRecorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.active = False
         if _RECORDING.get()[-1:] == (self,):
             _RECORDING.set(self._outer)
-        stdout, stderr = self._streams
-        if isinstance(sys.stdout, _Tee) and sys.stdout._recorder is self:
-            sys.stdout = stdout
-        if isinstance(sys.stderr, _Tee) and sys.stderr._recorder is self:
-            sys.stderr = stderr
-        for obj, attr, old in reversed(self._saved):
-            if old is _ABSENT:
-                obj.__dict__.pop(attr, None)
-            else:
-                setattr(obj, attr, old)
-        self._saved.clear()
+        _HUB.detach(self)
         self._settle_widgets()
         for item in self.outputs:
             if item["type"] == "stream":
                 item["text"] = _collapse_carriage_returns(item["text"])
 
 
+class _Hub:
+    """One tee of stdout and stderr and one wrapper of the shell's display publisher,
+    installed while any recorder is active (steps may run concurrently: each entering
+    and leaving its own tee would tangle them)."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[Any, str, Any]] = []
+        self._streams: tuple[Any, Any] | None = None
+
+    def attach(self, recorder: OutputRecorder) -> None:
+        if not _ACTIVE:
+            self._install(recorder.shell)
+        _ACTIVE.append(recorder)
+
+    def detach(self, recorder: OutputRecorder) -> None:
+        if recorder in _ACTIVE:
+            _ACTIVE.remove(recorder)
+        if not _ACTIVE:
+            self._uninstall()
+
+    def _patch(self, obj: Any, attr: str, value: Any) -> None:
+        self._saved.append((obj, attr, obj.__dict__.get(attr, _ABSENT)))
+        setattr(obj, attr, value)
+
+    def _install(self, shell: Any) -> None:
+        stdout, stderr = sys.stdout, sys.stderr
+        self._streams = (stdout, stderr)
+        sys.stdout = _Tee(stdout, "stdout")
+        sys.stderr = _Tee(stderr, "stderr")
+        pub = getattr(shell, "display_pub", None)
+        if pub is None:
+            return
+        original_publish, original_clear = pub.publish, pub.clear_output
+
+        def publish(
+            data: dict[str, Any],
+            metadata: dict[str, Any] | None = None,
+            *args: Any,
+            transient: dict[str, Any] | None = None,
+            update: bool = False,
+            **kwargs: Any,
+        ) -> Any:
+            targets = _recorders()
+            for recorder in targets:
+                recorder._in_publish += 1
+            try:
+                return original_publish(
+                    data, metadata, *args, transient=transient, update=update, **kwargs
+                )
+            finally:
+                for recorder in targets:
+                    recorder._in_publish -= 1
+                    recorder._display(data, metadata, transient, update)
+
+        def clear_output(*args: Any, **kwargs: Any) -> Any:
+            for recorder in _recorders():
+                recorder._clear()
+            return original_clear(*args, **kwargs)
+
+        self._patch(pub, "publish", publish)
+        self._patch(pub, "clear_output", clear_output)
+
+    def _uninstall(self) -> None:
+        if self._streams is not None:
+            stdout, stderr = self._streams
+            if isinstance(sys.stdout, _Tee):  # unless the user's code replaced it since
+                sys.stdout = stdout
+            if isinstance(sys.stderr, _Tee):
+                sys.stderr = stderr
+            self._streams = None
+        for obj, attr, old in reversed(self._saved):
+            if old is _ABSENT:
+                obj.__dict__.pop(attr, None)
+            else:
+                setattr(obj, attr, old)
+        self._saved.clear()
+
+
+_HUB = _Hub()
 _ABSENT = object()
 
 

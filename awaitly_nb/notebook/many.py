@@ -10,6 +10,7 @@ done / restored / failed / running for more than a handful of calls.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -46,7 +47,14 @@ def _key_for(key: str | Callable[[Any], str], item: Any) -> str:
         return str(key(item))
     if "{" not in key:
         raise TypeError(f'key= must say where the item goes, e.g. key="user:{{}}"; got {key!r}')
-    return key.format(item)
+    try:
+        return key.format(item)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"cannot fill key={key!r} with the item {item!r} ({type(exc).__name__}: {exc}): "
+            'key= takes "{}" for the item, e.g. key="user:{}" or key="user:{.id}", '
+            "or a function of the item"
+        ) from None
 
 
 async def map_steps(
@@ -109,7 +117,15 @@ async def map_steps(
             async def call(value: Any) -> Any:
                 nonlocal hit
                 hit = False
-                return await fn(value)
+                result = fn(value)
+                if not inspect.isawaitable(result):
+                    raise TypeError(
+                        f"step.map() needs an async function (async def, or one returning "
+                        f"a coroutine); {getattr(fn, '__qualname__', fn)!r} returned "
+                        f"{type(result).__name__}: for a plain function use "
+                        "step(fn, item, key=...) in a loop"
+                    )
+                return await result
 
             try:
                 results[index] = await call_step(

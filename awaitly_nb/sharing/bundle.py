@@ -25,7 +25,6 @@ import os
 import socket
 import tarfile
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from awaitly_nb.errors import (
     StateFormatError,
     StorageError,
     TrustError,
+    warn,
 )
 from awaitly_nb.sharing.signing import sign, signature_matches
 from awaitly_nb.storage.base import StepStore
@@ -306,11 +306,10 @@ def _warn_versions(manifest: dict[str, Any], path: Path) -> None:
             other = ".".join(str(other).split(".")[:2])
             mine = ".".join(mine.split(".")[:2])
         if other != mine:
-            warnings.warn(
+            warn(
                 f"bundle {path} was written with {name} {theirs.get(name)}, this is "
                 f"{ours[name]}: steps that cannot be loaded here will run again",
                 CacheWarning,
-                stacklevel=3,
             )
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError
+from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError, warn
 from awaitly_nb.storage.blobs import BlobStore, GcReport
 from awaitly_nb.storage.codec import versions
 from awaitly_nb.storage.manifest import BlobRef, StepManifest, ValueRecord
@@ -187,9 +187,7 @@ class StepStore(ABC):
         try:
             manifest = StepManifest.from_dict(fields, f"saved step {key!r} of {workflow!r}")
         except StateFormatError as exc:
-            warnings.warn(
-                f"{exc}; it is treated as not saved and runs again", CacheWarning, stacklevel=3
-            )
+            warn(f"{exc}; it is treated as not saved and runs again", CacheWarning)
             return None
         return StoredStep(manifest, raw.get("value"), self.blobs)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import diskcache
 
-from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError
+from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError, warn
 from awaitly_nb.storage.blobs import BlobStore, GcReport
 from awaitly_nb.storage.local import open_index
 from awaitly_nb.storage.manifest import ValueRecord
@@ -75,11 +74,10 @@ class FileCache:
         try:
             raw = self._cache.get(key, default=_ENOVAL)
         except Exception as exc:  # a damaged database or record (diskcache unpickles it)
-            warnings.warn(
+            warn(
                 f"the file cache entry {key!r} in {self.directory} cannot be read and is "
                 f"treated as not saved: {exc!r}",
                 CacheWarning,
-                stacklevel=2,
             )
             return default
         if raw is _ENOVAL:
@@ -87,11 +85,10 @@ class FileCache:
         try:
             return read_value(ValueRecord.from_dict(raw, f"cache entry {key!r}"), self._blobs)
         except StateFormatError as exc:
-            warnings.warn(
+            warn(
                 f"cache entry {key!r} in {self.directory} cannot be used and is "
                 f"treated as not saved: {exc}",
                 CacheWarning,
-                stacklevel=2,
             )
             return default
 

@@ -14,13 +14,12 @@ import os
 import pickle
 import sqlite3
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import diskcache
 
-from awaitly_nb.errors import AwaitlyError, CacheWarning, StorageError
+from awaitly_nb.errors import AwaitlyError, CacheWarning, StorageError, warn
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import BlobStore
 
@@ -79,11 +78,10 @@ def quarantine(directory: Path, error: Exception, *, what: str) -> Any:
                 database.with_name("cache.db" + suffix).unlink()
     except OSError as exc:
         raise StorageError(f"{what} in {directory} is damaged ({error}): {exc}") from exc
-    warnings.warn(
+    warn(
         f"{what} in {directory} is damaged ({error}); it was moved to {aside.name} and a "
         "new one started: saved entries run again (`awaitly-nb gc` frees their blobs)",
         CacheWarning,
-        stacklevel=4,
     )
     return diskcache.Cache(str(directory), eviction_policy="none", disk=_IndexDisk)
 
@@ -144,11 +142,10 @@ class LocalStore(StepStore):
                     TypeError,
                 ),
             ):
-                warnings.warn(
+                warn(
                     f"the saved record of step {args[0][2]!r} in {self.directory} is damaged; "
                     f"it is treated as not saved and runs again: {exc!r}",
                     CacheWarning,
-                    stacklevel=5,
                 )
                 return None
             raise StorageError(f"the store refused {op}: {exc!r}") from exc

@@ -104,7 +104,7 @@ def test_with_block_inside_a_function_is_an_error(
     assert isinstance(ran.result.error_in_exec, AwaitlyError)
     message = str(ran.result.error_in_exec)
     assert "notebook or module level" in message
-    assert "step(lambda" in message  # says what to do instead
+    assert "step(work, arg, key=...)" in message and "await step(" in message  # what instead
     assert marks.count() == 0
     assert saved() == {}
 

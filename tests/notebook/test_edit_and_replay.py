@@ -64,7 +64,11 @@ def execute(
             if "awaitly_nb" in out.get("metadata", {}):
                 notes.append(out["data"]["text/plain"])
             elif out.output_type == "stream":
-                outputs.append(f"{out.name}: {out.text}")
+                last = outputs[-1] if outputs else ""
+                if last.startswith(f"{out.name}: "):  # JupyterLab merges them into one
+                    outputs[-1] = last + out.text
+                else:
+                    outputs.append(f"{out.name}: {out.text}")
             elif out.output_type == "error":
                 outputs.append(f"error: {out.ename}: {out.evalue}")
             else:
@@ -808,3 +812,20 @@ def test_the_call_form_compares_partial_and_keyword_arguments(scenario: Scenario
     after = edited(before, 1, lambda c: c.replace('suffix="?"', 'suffix="¿"').replace("~", "≈"))
     ran, _ = scenario.play(before, after)
     assert sorted(ran) == ["label", "label"]  # the partial and the keyword call
+
+
+def test_the_call_form_replays_what_the_call_printed_and_displayed(scenario: Scenario) -> None:
+    define = (
+        "import asyncio\nfrom IPython.display import HTML, display\nfrom awaitly_nb import step\n"
+        "def report(n):\n    ran('report')\n    print('computing', n)\n"
+        "    display(HTML(f'<b>{n}</b>'))\n    return n * 2\n"
+        "async def fetch(uid):\n    ran(f'fetch{uid}')\n    print('fetching', uid)\n"
+        "    await asyncio.sleep(0)\n    return uid"
+    )
+    calls = (
+        "total = step(report, 4, key='report')\n"
+        "users = await asyncio.gather(*(step(fetch, u, key=f'u:{u}') for u in range(3)))\n"
+        "print(total, users)"
+    )
+    ran, _ = scenario.play([define, calls], [define, calls])
+    assert ran == []

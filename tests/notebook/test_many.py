@@ -183,3 +183,47 @@ def test_a_bound_methods_object_is_an_input_of_map_and_of_the_call_form(store: A
 def test_keyword_arguments_are_refused_by_the_block_form(store: Any) -> None:
     with pytest.raises(TypeError, match="unexpected keyword argument 'sep'"):
         step("posts:1", sep="/")
+
+
+def test_what_a_call_printed_is_shown_again_when_it_is_restored(
+    store: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def report(n: int) -> int:
+        print(f"computing {n}")
+        return n * 2
+
+    async def fetch(uid: int) -> int:
+        print(f"fetching {uid}")
+        await asyncio.sleep(0)
+        return uid
+
+    async def fetch_all() -> list[int]:
+        return await asyncio.gather(*(step(fetch, u, key=f"f:{u}") for u in range(3)))
+
+    assert step(report, 4, key="report") == 8
+    assert asyncio.run(fetch_all()) == [0, 1, 2]
+    first = capsys.readouterr().out
+    assert step(report, 4, key="report") == 8  # restored: prints what the run printed
+    assert asyncio.run(fetch_all()) == [0, 1, 2]
+    assert capsys.readouterr().out == first == ("computing 4\nfetching 0\nfetching 1\nfetching 2\n")
+
+
+def test_warnings_point_at_the_users_line_not_at_awaitly_nb(store: Any) -> None:
+    import threading
+
+    with pytest.warns(awaitly_nb.CacheWarning) as caught:
+        step(threading.Lock, key="lock")  # cannot be saved
+    assert caught[0].filename == __file__
+
+
+def test_map_says_what_is_wrong_with_a_key_or_a_plain_function(store: Any) -> None:
+    async def fetch(uid: int) -> int:
+        return uid
+
+    with pytest.raises(ValueError, match=r"cannot fill key='named:\{u\}' with the item 1"):
+        asyncio.run(step.map(fetch, [1], key="named:{u}"))
+    with pytest.raises(StepMapError) as failed:
+        asyncio.run(step.map(lambda u: u * 2, [1, 2], key="double:{}"))
+    assert "needs an async function" in str(failed.value.errors["double:1"])
+    lambdas = asyncio.run(step.map(lambda u: fetch(u), [1, 2], key="lambda:{}"))
+    assert lambdas == [1, 2]  # a function returning a coroutine is fine
