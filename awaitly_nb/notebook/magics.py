@@ -7,6 +7,7 @@ import difflib
 import inspect
 import re
 import shlex
+import sys
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from types import CodeType
@@ -164,6 +165,20 @@ def install_await_transformer(shell: Any) -> None:
 def remove_await_transformer(shell: Any) -> None:
     cleanup = shell.input_transformers_cleanup
     cleanup[:] = [t for t in cleanup if not isinstance(t, AwaitingStepCells)]
+
+
+def _cell_number(shell: Any) -> int:
+    """The number of the cell running the magic (its traceback says ``Cell In[n]``): the
+    one IPython gave the code calling us. ``execution_count`` is already the next one
+    while a cell runs in IPython 9."""
+    numbers = getattr(shell.compile, "_filename_map", {})
+    frame = sys._getframe(1)
+    while frame is not None:
+        number = numbers.get(frame.f_code.co_filename)
+        if isinstance(number, int):
+            return number
+        frame = frame.f_back  # type: ignore[assignment]
+    return int(shell.execution_count)
 
 
 def _silenced(cell: str, value: Any) -> Any:
@@ -345,7 +360,7 @@ class StepMagics(Magics):
         """The cell's code as IPython compiles it: the last expression apart (its value is
         shown), the cell's own file name (tracebacks show its lines)."""
         shell: Any = self.shell
-        filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
+        filename = shell.compile.cache(source, _cell_number(shell), raw_code=cell)
         tree = shell.compile.ast_parse(source, filename=filename)
         statements = list(tree.body)
         last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None

@@ -186,3 +186,22 @@ def test_the_extension_loads_from_ipython_config(tmp_path: Path) -> None:
     assert runs[0].cells[0].outputs[0].text == "ran 42\n"
     assert any("restored 'configured'" in n for n in _notes(runs[1].cells[0]))
     assert runs[1].cells[1].outputs[0].text == "42\n"
+
+
+def test_a_failing_step_cells_traceback_names_its_own_cell_and_line(tmp_path: Path) -> None:
+    import re
+
+    cells = [
+        "%load_ext awaitly_nb",
+        "%%step key=a\ny = 1\n1/0",
+        "%%step key=b\nimport asyncio\nawait asyncio.sleep(0)\n1/0",
+    ]
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True)
+    client.execute(env={**os.environ, "AWAITLY_NB_DIR": str(tmp_path / "store")})
+    labels = []
+    for cell in nb.cells[1:]:
+        (error,) = [o for o in cell.outputs if o.output_type == "error"]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback))
+        labels.append(re.findall(r"Cell In\[(\d+)\], line (\d+)", text))
+    assert labels == [[("2", "1"), ("2", "2")], [("3", "1"), ("3", "3")]]
