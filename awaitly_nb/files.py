@@ -83,10 +83,12 @@ class FileProbe:
     def change(self, path: str, saved: Mapping[str, Any]) -> str | None:
         """Why ``path`` differs from its saved stamp (None if it does not).
 
-        A file the step wrote (stamp ``{"written": True}``) is its output: never a change.
+        A file the step wrote (stamp ``written``) is its output: it differs when its
+        content is no longer what the step left there.
         """
-        if saved.get("written"):
-            return None
+        written = bool(saved.get("written"))
+        if written and "xxh3" not in saved:
+            return None  # saved before written files were stamped
         try:
             info = os.stat(path)
         except OSError:
@@ -98,7 +100,7 @@ class FileProbe:
             return f"{_shown(path)} cannot be read"
         if now["xxh3"] == saved.get("xxh3"):
             return None  # touched, same content
-        return f"{_shown(path)} changed"
+        return f"{_shown(path)} changed" + (" since the step wrote it" if written else "")
 
     def expand(self, patterns: Iterable[str]) -> list[str]:
         return expand_deps(patterns)

@@ -843,11 +843,12 @@ class StepEngine:
 
     def _declared(self, spec: StepSpec, written: frozenset[str]) -> dict[str, Any]:
         """Stamps of the files ``deps=`` names, as they are now (saved with the step);
-        a file the step wrote is marked ``written`` (an output, not compared)."""
+        a file the step wrote is marked ``written``: an output, compared with what the
+        step left there (another cell changing it means a run would write it again)."""
         stamps = _deps_stamps(self.files, spec.deps)
         for path in written:
             if path in stamps:
-                stamps[path] = {"written": True}
+                stamps[path] = {**stamps[path], "written": True}
         return stamps
 
     def explain(self, key: str, values: Mapping[str, Any]) -> list[str]:

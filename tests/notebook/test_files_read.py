@@ -90,3 +90,17 @@ def test_a_comment_in_your_own_module_does_not_count_but_its_code_does(here: Pat
     finally:
         sys.path.remove(str(here))
         sys.modules.pop("my_helpers_for_probe", None)
+
+
+def test_a_file_the_step_wrote_and_another_cell_changed_makes_it_run_again(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    cell = "%%step key=writer\nmark()\nwith open('out.txt', 'w') as f:\n    f.write('A')"
+    assert run(cell).error is None
+    restart()
+    assert any("restored" in n for n in run(cell).notes)  # as the step left it
+    (here / "out.txt").write_text("AB")  # another cell appended to it
+    restart()
+    again = run(cell)
+    assert any("out.txt changed since the step wrote it" in n for n in again.notes), again.notes
+    assert marks.count() == 2 and (here / "out.txt").read_text() == "A"  # as a run leaves it
