@@ -27,14 +27,15 @@ from awaitly_nb.config import (
     default_directory,
     open_store,
     store_url,
+    trust_unsigned_from_env,
 )
 from awaitly_nb.errors import AwaitlyError, StateFormatError, StorageError, TrustError
 from awaitly_nb.formatting import format_duration, format_size, format_time, text_table
 from awaitly_nb.sharing.bundle import verify_bundle
-from awaitly_nb.sharing.signing import load_key
 from awaitly_nb.sharing.transfer import export_steps, import_steps
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.manifest import StepManifest
+from awaitly_nb.storage.signing import load_key
 
 __all__ = ["main"]
 
@@ -76,8 +77,10 @@ def _store(ctx: click.Context, *, create: bool = False) -> StepStore:
             click.echo(f"error: no awaitly_nb store at {directory} (see --dir)", err=True)
             sys.exit(EXIT_PROBLEMS)
         try:
-            store = ctx.obj["store"] = open_store(directory, url)
-        except (StorageError, ValueError) as exc:
+            store = ctx.obj["store"] = open_store(
+                directory, url, key=load_key(), trust_unsigned=trust_unsigned_from_env()
+            )
+        except (StorageError, TrustError, ValueError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
     return store  # type: ignore[no-any-return]

@@ -25,6 +25,7 @@ from awaitly_nb.files import FileProbe
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import GcReport
 from awaitly_nb.storage.local import LocalStore
+from awaitly_nb.storage.signing import load_key
 
 __all__ = [
     "DEFAULT_DIR",
@@ -42,6 +43,7 @@ __all__ = [
 
 ENV_DIR = "AWAITLY_NB_DIR"
 ENV_STORE = "AWAITLY_NB_STORE"
+ENV_TRUST = "AWAITLY_NB_TRUST_UNSIGNED"
 DEFAULT_DIR = ".awaitly"
 
 
@@ -55,10 +57,25 @@ def store_url(environ: Mapping[str, str] = os.environ) -> str | None:
     return environ.get(ENV_STORE) or None
 
 
-def open_store(directory: str | os.PathLike[str], url: str | None = None) -> StepStore:
+def trust_unsigned_from_env(environ: Mapping[str, str] = os.environ) -> bool:
+    """``$AWAITLY_NB_TRUST_UNSIGNED`` set to 1 (or true/yes): use a shared store unsigned."""
+    return environ.get(ENV_TRUST, "").strip().lower() in {"1", "true", "yes"}
+
+
+def open_store(
+    directory: str | os.PathLike[str],
+    url: str | None = None,
+    *,
+    key: bytes | None = None,
+    trust_unsigned: bool = False,
+) -> StepStore:
     """The local store in ``directory``, or the shared store at ``url`` (blobs cached in it).
 
+    A shared store needs the team ``key`` (its records are signed and checked with
+    it) unless ``trust_unsigned``.
+
     Raises:
+        TrustError: a shared store without a key or ``trust_unsigned``.
         StorageError: the shared store cannot be opened.
         ValueError: ``url`` is not a URL.
     """
@@ -67,7 +84,9 @@ def open_store(directory: str | os.PathLike[str], url: str | None = None) -> Ste
         return LocalStore(directory)
     from awaitly_nb.storage.shared import open_shared_store
 
-    return open_shared_store(url, directory / "shared-cache")
+    return open_shared_store(
+        url, directory / "shared-cache", key=key, trust_unsigned=trust_unsigned
+    )
 
 
 def _jupyter_notebook_name() -> str | None:
@@ -110,6 +129,10 @@ class Session:
     """The id of the cell running now, when the front end sends one (Jupyter does)."""
     step_cells: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
     """Which cell last ran or restored each ``(workflow, key)`` this session."""
+    key: bytes | None = field(default=None, repr=False)
+    """The team key (else ``$AWAITLY_NB_KEY``): signs and checks shared-store records."""
+    trust_unsigned: bool | None = None
+    """Use a shared store without a key (else ``$AWAITLY_NB_TRUST_UNSIGNED``)."""
     _stores: dict[tuple[Path, str | None], StepStore] = field(default_factory=dict, repr=False)
     _default: tuple[str, Path] | None = field(default=None, repr=False)
 
@@ -143,7 +166,12 @@ class Session:
         where = (self.resolved_directory(), self.shared or store_url())
         store = self._stores.get(where)
         if store is None:
-            store = self._stores[where] = open_store(*where)
+            trust = self.trust_unsigned
+            store = self._stores[where] = open_store(
+                *where,
+                key=self.key or load_key(),
+                trust_unsigned=trust_unsigned_from_env() if trust is None else trust,
+            )
         return store
 
     def workflow_id(self) -> str:
@@ -211,6 +239,8 @@ def configure(
     workflow: Any = _UNSET,
     store: Any = _UNSET,
     variants: Any = _UNSET,
+    key: Any = _UNSET,
+    trust_unsigned: Any = _UNSET,
 ) -> Session:
     """Choose where notebook steps are saved and the workflow they belong to.
 
@@ -225,6 +255,12 @@ def configure(
             Blobs are cached in ``dir``.
         variants: how many variants (other code or inputs) each key keeps, so
             going back to an earlier parameter replays it (default 4; 0 keeps none).
+        key: the team key (text or bytes; default ``$AWAITLY_NB_KEY``): a shared
+            store's records are signed with it, and only records signed with it
+            are used, checked before anything is unpickled.
+        trust_unsigned: use a shared store without a key (default
+            ``$AWAITLY_NB_TRUST_UNSIGNED``): whoever can write to it can then run
+            code in your kernel.
 
     Raises:
         TypeError, ValueError: a setting of the wrong type or value (nothing changes).
@@ -259,6 +295,16 @@ def configure(
         _SESSION.close_stores()
         _SESSION.shared = store
         _SESSION.engine.reset()
+    if key is not _UNSET:
+        if key is not None and (not isinstance(key, (str, bytes)) or not key.strip()):
+            raise TypeError(f"key must be the team key as text or bytes, got {key!r:.20}")
+        _SESSION.close_stores()
+        _SESSION.key = key.encode() if isinstance(key, str) else key
+    if trust_unsigned is not _UNSET:
+        if trust_unsigned is not None and not isinstance(trust_unsigned, bool):
+            raise TypeError(f"trust_unsigned must be True or False, got {trust_unsigned!r}")
+        _SESSION.close_stores()
+        _SESSION.trust_unsigned = trust_unsigned
     if variants is not _UNSET:
         _SESSION.engine.variants = variants
     return _SESSION

@@ -52,7 +52,7 @@ def test_the_workflow_is_the_notebooks_name_when_the_front_end_tells_it(
 
 def test_open_store_is_local_for_a_folder_and_shared_for_a_url(tmp_path: Path) -> None:
     local = open_store(tmp_path / "here")
-    shared = open_store(tmp_path / "cache", "memory://awaitly-config-test")
+    shared = open_store(tmp_path / "cache", "memory://awaitly-config-test", key=b"team")
     try:
         assert isinstance(local, LocalStore) and isinstance(shared, SharedStore)
         assert shared.blobs.directory == tmp_path / "cache" / "shared-cache" / "blobs"

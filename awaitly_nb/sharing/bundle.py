@@ -41,11 +41,11 @@ from awaitly_nb.errors import (
     TrustError,
     warn,
 )
-from awaitly_nb.sharing.signing import sign, signature_matches
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.codec import versions
 from awaitly_nb.storage.manifest import StepManifest, ValueRecord
 from awaitly_nb.storage.names import check_name
+from awaitly_nb.storage.signing import sign, signature_matches
 
 __all__ = [
     "BUNDLE_FORMAT",

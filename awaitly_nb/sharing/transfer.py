@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 from awaitly_nb.config import get_session
 from awaitly_nb.sharing.bundle import BundleReport, Progress, export_bundle, import_bundle
-from awaitly_nb.sharing.signing import load_key
 from awaitly_nb.storage.base import StepStore, StoredStep
+from awaitly_nb.storage.signing import load_key
 
 __all__ = ["export_state", "export_steps", "import_state", "import_steps", "progress_bar"]
 

@@ -15,20 +15,23 @@ count and upload time; ``blob:<name>:<i>`` its bytes, in parts of at most 64 MB
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
-from awaitly_nb.errors import StateFormatError, StorageError
+from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError, TrustError, warn
 from awaitly_nb.storage.adapters import FsspecAdapter, KeyValueAdapter, RedisAdapter
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import BlobStore, GcReport
 from awaitly_nb.storage.manifest import ValueRecord
+from awaitly_nb.storage.signing import ENV_KEY, sign, signature_matches
 
 __all__ = ["ReadThroughBlobs", "SharedStore", "adapter_for_url", "open_shared_store"]
 
@@ -72,6 +75,8 @@ class ReadThroughBlobs(BlobStore):
     def __init__(self, directory: str | os.PathLike[str], adapter: Any) -> None:
         super().__init__(directory)
         self.remote = _Remote(adapter)
+        self.expected: dict[str, str] = {}
+        """SHA-256 of blobs named by signed records: a download must match it."""
 
     @staticmethod
     def _meta_key(name: str) -> str:
@@ -120,7 +125,7 @@ class ReadThroughBlobs(BlobStore):
                 f"blob {name}: its record in the shared store is damaged"
             ) from exc
         fd, staged = self.stage()
-        digest, seen = xxhash.xxh3_128(), 0
+        digest, sha, seen = xxhash.xxh3_128(), hashlib.sha256(), 0
         try:
             with os.fdopen(fd, "wb") as out:
                 for i in range(parts):
@@ -128,10 +133,16 @@ class ReadThroughBlobs(BlobStore):
                     if chunk is None:
                         raise StateFormatError(f"blob {name} is incomplete in the shared store")
                     digest.update(chunk)
+                    sha.update(chunk)
                     out.write(chunk)
                     seen += len(chunk)
             if seen != size or digest.hexdigest() != name:
                 raise StateFormatError(f"blob {name} in the shared store is damaged")
+            expected = self.expected.get(name)
+            if expected is not None and sha.hexdigest() != expected:
+                raise StateFormatError(
+                    f"blob {name} in the shared store is not the one its signed record names"
+                )
             super().adopt(staged, name)
         except BaseException:
             staged.unlink(missing_ok=True)
@@ -174,17 +185,45 @@ class ReadThroughBlobs(BlobStore):
 
 
 class SharedStore(StepStore):
-    """Steps shared through a key/value adapter; blobs cached in a local folder."""
+    """Steps shared through a key/value adapter; blobs cached in a local folder.
 
-    def __init__(self, adapter: KeyValueAdapter, cache_dir: str | os.PathLike[str]) -> None:
+    With a team ``key`` every record it writes is signed: an HMAC-SHA256 over the
+    record (manifest and value record, whose inline pickle stream is in it) and
+    the SHA-256 of every blob it names. A record read is used only if its
+    signature matches, and a blob downloaded only if its SHA-256 is the signed
+    one: checked before anything is unpickled, since unpickling runs code. A
+    record that fails is treated as not saved (a :class:`CacheWarning` names
+    it): the step runs here and its signed result replaces the record. Without
+    a key, records are read unchecked, which :func:`open_shared_store` allows
+    only when asked to (``trust_unsigned``).
+    """
+
+    blobs: ReadThroughBlobs
+
+    def __init__(
+        self,
+        adapter: KeyValueAdapter,
+        cache_dir: str | os.PathLike[str],
+        *,
+        key: bytes | None = None,
+    ) -> None:
         self.adapter = adapter
         self.remote = _Remote(adapter)
         self.directory = Path(cache_dir)
         self.blobs = ReadThroughBlobs(self.directory / "blobs", adapter)
+        self.key = key
 
     @staticmethod
     def _name(workflow: str, key: str) -> str:
         return _STEP + json.dumps([workflow, key], ensure_ascii=False)
+
+    @staticmethod
+    def _signed(workflow: str, key: str, data: dict[str, Any]) -> bytes:
+        """What the signature covers: where the record is filed and all it says."""
+        body = {k: v for k, v in data.items() if k != "signature"}
+        return json.dumps(
+            {"workflow": workflow, "key": key, **body}, sort_keys=True, ensure_ascii=False
+        ).encode()
 
     def read(self, workflow: str, key: str) -> Any:
         raw = self.remote.get(self._name(workflow, key))
@@ -192,18 +231,78 @@ class SharedStore(StepStore):
             return None
         try:
             data = json.loads(raw)
+            if self.key is not None:
+                why = self._refused(workflow, key, data)
+                if why is not None:
+                    warn(
+                        f"shared step {key!r} of {workflow!r} is refused: {why}. It is "
+                        "treated as not saved: the step runs here and its signed result "
+                        "replaces it"
+                    )
+                    return None
             record = ValueRecord.from_json(data["value"], f"shared step {key!r}")
-            return {"manifest": data["manifest"], "value": record.to_dict()}
         except (ValueError, KeyError, TypeError, StateFormatError):
             return None  # a damaged record is a miss; verify reports it
+        if self.key is not None:
+            self.blobs.expected.update(data["sha256"]["blobs"])
+        found = {"manifest": data["manifest"], "value": record.to_dict()}
+        if isinstance(data.get("variants"), list):
+            found["variants"] = data["variants"]
+        return found
+
+    def _refused(self, workflow: str, key: str, data: Any) -> str | None:
+        """Why a record may not be used with this store's key (None: it may)."""
+        assert self.key is not None
+        if not isinstance(data, dict) or not isinstance(data.get("signature"), str):
+            return "it is not signed (saved without a team key)"
+        if not signature_matches(self._signed(workflow, key, data), data["signature"], self.key):
+            return "its signature does not match the team key (AWAITLY_NB_KEY)"
+        hashes = data.get("sha256")
+        if not isinstance(hashes, dict) or not isinstance(hashes.get("blobs"), dict):
+            return "it names no blob hashes"
+        return None
 
     def write(self, workflow: str, key: str, record: dict[str, Any]) -> None:
-        value = ValueRecord.from_dict(record["value"]).to_json()
-        data = {"manifest": record["manifest"], "value": value}
+        value = ValueRecord.from_dict(record["value"])
+        data: dict[str, Any] = {"manifest": record["manifest"], "value": value.to_json()}
+        if isinstance(record.get("variants"), list):
+            data["variants"] = record["variants"]
+        if self.key is not None:
+            data["sha256"] = {"blobs": {ref.name: self._sha256(ref.name) for ref in value.blobs()}}
+            data["signature"] = sign(self._signed(workflow, key, data), self.key)
         self.remote.set(self._name(workflow, key), json.dumps(data, ensure_ascii=False))
+
+    def _sha256(self, name: str) -> str:
+        """A blob's SHA-256, from its local copy (every blob written is there)."""
+        known = self.blobs.expected.get(name)
+        if known is None:
+            sha = hashlib.sha256()
+            with open(self.blobs.path(name), "rb") as f:
+                while chunk := f.read(1 << 22):
+                    sha.update(chunk)
+            known = self.blobs.expected[name] = sha.hexdigest()
+        return known
 
     def remove(self, workflow: str, key: str) -> bool:
         return bool(self.remote.delete(self._name(workflow, key)))
+
+    def verify(self) -> list[str]:
+        """Check every record's signature (with a key), then every hash; unpickles nothing."""
+        refused: dict[str, str] = {}
+        if self.key is not None:
+            for workflow, key in self.record_keys(None):
+                raw = self.remote.get(self._name(workflow, key))
+                try:
+                    data = json.loads(raw) if raw is not None else None
+                except ValueError:
+                    continue  # reported as damaged below
+                why = self._refused(workflow, key, data)
+                if why is not None:
+                    refused[f"{workflow} / {key}: "] = why
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CacheWarning)
+            others = [p for p in super().verify() if not p.startswith(tuple(refused))]
+        return [f"{where}refused: {why}" for where, why in refused.items()] + others
 
     def record_keys(self, workflow: str | None = None) -> list[tuple[str, str]]:
         found = []
@@ -220,17 +319,41 @@ class SharedStore(StepStore):
         return f"SharedStore({self.adapter!r})"
 
 
-def open_shared_store(url: str, cache_dir: str | os.PathLike[str]) -> SharedStore:
+def open_shared_store(
+    url: str,
+    cache_dir: str | os.PathLike[str],
+    *,
+    key: bytes | None = None,
+    trust_unsigned: bool = False,
+) -> SharedStore:
     """A step store shared through ``url``, caching blobs in ``cache_dir``.
 
+    Args:
+        key: the team key: records are signed with it, and only records signed
+            with it are used.
+        trust_unsigned: use the store without a key, reading whatever anyone with
+            write access put there (unpickling runs code: only for a store no one
+            else can write to).
+
+    Raises:
+        TrustError: no key, and ``trust_unsigned`` is not set.
+        StorageError: the store cannot be opened.
+
     >>> import tempfile
-    >>> store = open_shared_store("memory://awaitly-shared-doc", tempfile.mkdtemp())
-    >>> _ = store.save("nb", "k", {}, {"x": 1})
-    >>> open_shared_store("memory://awaitly-shared-doc", tempfile.mkdtemp()).load("nb", "k")
+    >>> url = "memory://awaitly-shared-doc"
+    >>> _ = open_shared_store(url, tempfile.mkdtemp(), key=b"team").save("nb", "k", {}, {"x": 1})
+    >>> open_shared_store(url, tempfile.mkdtemp(), key=b"team").load("nb", "k")
     {'x': 1}
     """
     try:
         adapter = adapter_for_url(url)
     except (OSError, ImportError) as exc:
         raise StorageError(f"cannot open the shared store {url}: {exc}") from exc
-    return SharedStore(adapter, cache_dir)
+    if key is None and not trust_unsigned:
+        raise TrustError(
+            f"the shared store {url} needs a team key: loading a step unpickles it, and "
+            "unpickling runs code, so a store anyone else can write to must be signed. "
+            f"Set ${ENV_KEY} (or configure(key=...)) to the team's key; to use it "
+            "unsigned anyway, set $AWAITLY_NB_TRUST_UNSIGNED=1 (or configure(trust_unsigned=True))"
+        )
+    return SharedStore(adapter, cache_dir, key=key)

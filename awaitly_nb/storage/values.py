@@ -92,6 +92,25 @@ def _descriptors_to_spare(wanted: int) -> bool:
     return soft == resource.RLIM_INFINITY or in_use + wanted <= soft // 2
 
 
+def check_value(record: ValueRecord, blobs: BlobReader) -> None:
+    """Check a record's stream and every blob against their hashes, unpickling nothing
+    (unpickling runs code: checking what someone else saved must not).
+
+    Raises:
+        StateFormatError: the stream or a blob is damaged or missing.
+    """
+    stream: Any = record.stream
+    if stream is None:
+        if record.stream_ref is None:
+            raise StateFormatError("record is damaged: no pickle stream")
+        stream = blobs.open(record.stream_ref.name, record.stream_ref.size)
+    if xxhash.xxh3_128_hexdigest(stream) != record.stream_xxh3:
+        raise StateFormatError("record is damaged: the pickle stream's checksum does not match")
+    for ref in record.buffers:
+        if xxhash.xxh3_128_hexdigest(blobs.open(ref.name, ref.size)) != ref.name:
+            raise StateFormatError(f"blob {ref.name} is damaged: its content does not match")
+
+
 def read_value(record: ValueRecord, blobs: BlobReader, *, verify_limit: int = VERIFY_LIMIT) -> Any:
     """Load the value of a record made by :func:`write_value`.
 

@@ -301,10 +301,10 @@ def test_file_url_shared_store_keeps_any_key_inside_its_folders(root: Path, key:
     key = real_key(key, root)
     shared, cache = store_dir(root, "shared"), store_dir(root, "cache")
     with only_inside(root, shared, cache):
-        store = open_shared_store(shared.as_uri(), cache)
+        store = open_shared_store(shared.as_uri(), cache, key=b"team")
         value = [key, bytes(70_000)]
         store.save(WF, key, {}, value)
-        fresh = open_shared_store(shared.as_uri(), store_dir(root, "cache") / "other")
+        fresh = open_shared_store(shared.as_uri(), store_dir(root, "cache") / "other", key=b"team")
         assert fresh.load(WF, key) == value
         assert [m.key for m in fresh.manifests()] == [key]
         assert fresh.verify() == []

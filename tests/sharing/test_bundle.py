@@ -33,9 +33,9 @@ from awaitly_testing import blob_files, flip_byte, memory_map_under
 
 import awaitly_nb
 from awaitly_nb import AwaitlyError, CacheWarning, StateFormatError, TrustError
-from awaitly_nb.sharing.signing import ENV_KEY
 from awaitly_nb.storage.codec import versions
 from awaitly_nb.storage.local import LocalStore
+from awaitly_nb.storage.signing import ENV_KEY
 
 MANIFEST = "awaitly-bundle.json"
 SIGNATURE = "awaitly-bundle.sig"

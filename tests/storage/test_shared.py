@@ -25,6 +25,8 @@ from awaitly_nb.storage.adapters import FsspecAdapter, RedisAdapter
 from awaitly_nb.storage.shared import PART, adapter_for_url, open_shared_store
 
 REDIS = shutil.which("redis-server")
+KEY = b"team-key"
+"""The team key every test here uses (``$AWAITLY_NB_KEY`` for the session's stores)."""
 
 
 def _free_port() -> int:
@@ -103,7 +105,8 @@ def ip() -> Iterator[Any]:
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
+def _reset(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("AWAITLY_NB_KEY", KEY.decode())
     yield
     awaitly_nb.configure(dir=None, workflow=None, store=None)
 
@@ -204,13 +207,13 @@ def test_big_blobs_are_stored_in_parts(redis_db: str, tmp_path: Path, monkeypatc
     import awaitly_nb.storage.shared as shared
 
     monkeypatch.setattr(shared, "PART", 100_000)
-    store = open_shared_store(redis_db, tmp_path / "a")
+    store = open_shared_store(redis_db, tmp_path / "a", key=KEY)
     array = np.random.default_rng(0).random(50_000)  # 400 KB: 4 parts of 100 KB
     store.save("wf", "k", {}, array)
     adapter = RedisAdapter(redis_db)
     assert len(adapter.keys("blob:*:[0-9]*")) == 4
     np.testing.assert_array_equal(
-        open_shared_store(redis_db, tmp_path / "b").load("wf", "k"), array
+        open_shared_store(redis_db, tmp_path / "b", key=KEY).load("wf", "k"), array
     )
     assert PART == 64 * 1024 * 1024
 
@@ -234,7 +237,7 @@ def test_damaged_shared_blob_is_a_miss_with_a_warning(redis_db: str, tmp_path: P
 
 
 def test_gc_of_a_shared_store_removes_unreferenced_blobs(shared_url: str, tmp_path: Path) -> None:
-    store = open_shared_store(shared_url, tmp_path / "cache")
+    store = open_shared_store(shared_url, tmp_path / "cache", key=KEY)
     store.save("wf", "keep", {}, np.arange(100_000.0))
     store.save("wf", "drop", {}, np.ones(100_000))
     assert len(list(store.blobs.names())) == 2
@@ -243,7 +246,7 @@ def test_gc_of_a_shared_store_removes_unreferenced_blobs(shared_url: str, tmp_pa
     report = store.gc(min_age=0)
     assert report.blobs == 1 and report.bytes == 800_000
     assert len(list(store.blobs.names())) == 1
-    fresh = open_shared_store(shared_url, tmp_path / "other")
+    fresh = open_shared_store(shared_url, tmp_path / "other", key=KEY)
     np.testing.assert_array_equal(fresh.load("wf", "keep"), np.arange(100_000.0))
     assert fresh.verify() == []
 
@@ -255,7 +258,7 @@ def test_export_and_import_through_a_shared_store(shared_url: str, tmp_path: Pat
     awaitly_nb.configure(dir=tmp_path / "team-cache", store=shared_url)
     awaitly_nb.import_state(tmp_path / "b.awnb", trust=True)
 
-    fresh = open_shared_store(shared_url, tmp_path / "elsewhere")
+    fresh = open_shared_store(shared_url, tmp_path / "elsewhere", key=KEY)
     np.testing.assert_array_equal(fresh.load("w", "arr")["value"], np.arange(200_000.0))
 
 
@@ -269,7 +272,7 @@ def test_store_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("AWAITLY_NB_STORE", url)
     awaitly_nb.configure(dir=tmp_path / "x", workflow="w")
     awaitly_nb.step(lambda: 5, key="five")
-    assert open_shared_store(url, tmp_path / "y").load("w", "five") == {"value": 5}
+    assert open_shared_store(url, tmp_path / "y", key=KEY).load("w", "five") == {"value": 5}
 
 
 def test_the_cli_reaches_a_shared_store_from_the_environment_or_store(
@@ -297,5 +300,5 @@ def test_the_cli_reaches_a_shared_store_from_the_environment_or_store(
 
     forgot = runner.invoke(main, ["--store", shared_url, "forget", "features:v1"])
     assert forgot.exit_code == 0, forgot.output
-    assert open_shared_store(shared_url, tmp_path / "bob").manifests() == []
+    assert open_shared_store(shared_url, tmp_path / "bob", key=KEY).manifests() == []
     assert runner.invoke(main, ["ls"]).exit_code == 1  # the local store was never made

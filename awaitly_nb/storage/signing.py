@@ -1,8 +1,9 @@
-"""Team keys: bundles signed with HMAC-SHA256 are trusted by whoever holds the same key.
+"""Team keys: bundles and shared-store records signed with HMAC-SHA256 are trusted by
+whoever holds the same key.
 
-Loading a saved step unpickles it, and unpickling runs code; so an import
-accepts a bundle only if it is signed with the team key, or if the user says
-they trust it.
+Loading a saved step unpickles it, and unpickling runs code; so an import or a
+shared store accepts what someone else saved only if it is signed with the team
+key, or if the user says they trust it.
 """
 
 from __future__ import annotations
