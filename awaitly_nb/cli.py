@@ -26,6 +26,7 @@ from awaitly_nb.config import (
     ENV_STORE,
     default_directory,
     open_store,
+    store_options_from_env,
     store_url,
     trust_unsigned_from_env,
 )
@@ -78,7 +79,11 @@ def _store(ctx: click.Context, *, create: bool = False) -> StepStore:
             sys.exit(EXIT_PROBLEMS)
         try:
             store = ctx.obj["store"] = open_store(
-                directory, url, key=load_key(), trust_unsigned=trust_unsigned_from_env()
+                directory,
+                url,
+                key=load_key(),
+                trust_unsigned=trust_unsigned_from_env(),
+                storage_options=store_options_from_env(),
             )
         except (StorageError, TrustError, ValueError) as exc:
             click.echo(f"error: {exc}", err=True)

@@ -12,6 +12,7 @@ form in scripts and the ``awaitly-nb`` command. The process-wide
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ __all__ = [
 ENV_DIR = "AWAITLY_NB_DIR"
 ENV_STORE = "AWAITLY_NB_STORE"
 ENV_TRUST = "AWAITLY_NB_TRUST_UNSIGNED"
+ENV_STORE_OPTIONS = "AWAITLY_NB_STORE_OPTIONS"
 DEFAULT_DIR = ".awaitly"
 
 
@@ -57,6 +59,24 @@ def store_url(environ: Mapping[str, str] = os.environ) -> str | None:
     return environ.get(ENV_STORE) or None
 
 
+def store_options_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """``$AWAITLY_NB_STORE_OPTIONS``: the shared store's options as a JSON object.
+
+    Raises:
+        ValueError: it is not a JSON object.
+    """
+    text = environ.get(ENV_STORE_OPTIONS, "").strip()
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"${ENV_STORE_OPTIONS} is not JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"${ENV_STORE_OPTIONS} must be a JSON object, got {text[:40]!r}")
+    return options
+
+
 def trust_unsigned_from_env(environ: Mapping[str, str] = os.environ) -> bool:
     """``$AWAITLY_NB_TRUST_UNSIGNED`` set to 1 (or true/yes): use a shared store unsigned."""
     return environ.get(ENV_TRUST, "").strip().lower() in {"1", "true", "yes"}
@@ -68,6 +88,7 @@ def open_store(
     *,
     key: bytes | None = None,
     trust_unsigned: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> StepStore:
     """The local store in ``directory``, or the shared store at ``url`` (blobs cached in it).
 
@@ -85,7 +106,11 @@ def open_store(
     from awaitly_nb.storage.shared import open_shared_store
 
     return open_shared_store(
-        url, directory / "shared-cache", key=key, trust_unsigned=trust_unsigned
+        url,
+        directory / "shared-cache",
+        key=key,
+        trust_unsigned=trust_unsigned,
+        storage_options=storage_options,
     )
 
 
@@ -133,6 +158,8 @@ class Session:
     """The team key (else ``$AWAITLY_NB_KEY``): signs and checks shared-store records."""
     trust_unsigned: bool | None = None
     """Use a shared store without a key (else ``$AWAITLY_NB_TRUST_UNSIGNED``)."""
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
+    """The shared store's driver options (else ``$AWAITLY_NB_STORE_OPTIONS``)."""
     _stores: dict[tuple[Path, str | None], StepStore] = field(default_factory=dict, repr=False)
     _default: tuple[str, Path] | None = field(default=None, repr=False)
 
@@ -167,10 +194,12 @@ class Session:
         store = self._stores.get(where)
         if store is None:
             trust = self.trust_unsigned
+            options = self.storage_options
             store = self._stores[where] = open_store(
                 *where,
                 key=self.key or load_key(),
                 trust_unsigned=trust_unsigned_from_env() if trust is None else trust,
+                storage_options=store_options_from_env() if options is None else options,
             )
         return store
 
@@ -241,6 +270,7 @@ def configure(
     variants: Any = _UNSET,
     key: Any = _UNSET,
     trust_unsigned: Any = _UNSET,
+    storage_options: Any = _UNSET,
 ) -> Session:
     """Choose where notebook steps are saved and the workflow they belong to.
 
@@ -258,6 +288,11 @@ def configure(
         key: the team key (text or bytes; default ``$AWAITLY_NB_KEY``): a shared
             store's records are signed with it, and only records signed with it
             are used, checked before anything is unpickled.
+        storage_options: options for the shared store's driver (default
+            ``$AWAITLY_NB_STORE_OPTIONS``, a JSON object): fsspec's
+            ``storage_options`` (``{"client_kwargs": {"endpoint_url": ...}, "key":
+            ..., "secret": ...}``) or redis-py's ``from_url`` keywords
+            (``password``, ``ssl_ca_certs``, ``socket_timeout``).
         trust_unsigned: use a shared store without a key (default
             ``$AWAITLY_NB_TRUST_UNSIGNED``): whoever can write to it can then run
             code in your kernel.
@@ -300,6 +335,11 @@ def configure(
             raise TypeError(f"key must be the team key as text or bytes, got {key!r:.20}")
         _SESSION.close_stores()
         _SESSION.key = key.encode() if isinstance(key, str) else key
+    if storage_options is not _UNSET:
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            raise TypeError(f"storage_options must be a dict, got {type(storage_options).__name__}")
+        _SESSION.close_stores()
+        _SESSION.storage_options = None if storage_options is None else dict(storage_options)
     if trust_unsigned is not _UNSET:
         if trust_unsigned is not None and not isinstance(trust_unsigned, bool):
             raise TypeError(f"trust_unsigned must be True or False, got {trust_unsigned!r}")

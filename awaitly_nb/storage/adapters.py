@@ -123,18 +123,22 @@ class RedisAdapter:
         url: ``redis://host:port/db`` (or ``rediss://``, ``unix://``), or a
             ready ``redis.Redis`` client.
         prefix: put before every key, to share one database between projects.
+        options: for ``redis.Redis.from_url`` (password, ``ssl_ca_certs``, timeouts;
+            connecting waits at most 5 s and a reply 60 s unless they say otherwise).
 
     Values come back as ``bytes``; keys are listed with ``SCAN`` (never ``KEYS``).
     """
 
-    def __init__(self, url: Any, *, prefix: str = "") -> None:
+    def __init__(self, url: Any, *, prefix: str = "", **options: Any) -> None:
         self.client: Any
         if isinstance(url, str):
             try:
                 import redis
             except ImportError as exc:  # pragma: no cover - an optional dependency
                 raise ImportError("RedisAdapter needs redis-py: pip install redis") from exc
-            self.client = redis.Redis.from_url(url)
+            # Bounded waits: an unreachable server is reported within seconds, not hung on.
+            options = {"socket_connect_timeout": 5, "socket_timeout": 60, **options}
+            self.client = redis.Redis.from_url(url, **options)
             self.url = url
         else:
             self.client, self.url = url, repr(url)
@@ -169,6 +173,16 @@ def _redis_escape(text: str) -> str:
 _MAX_NAME = 200  # file names longer than about 255 bytes are refused by most file systems
 
 
+S3_TIMEOUTS = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}}
+"""botocore settings for S3 unless ``storage_options`` say otherwise: an unreachable
+endpoint is reported within seconds (botocore waits 60 s to connect, with retries)."""
+
+
+def _bounded_s3(options: dict[str, Any]) -> dict[str, Any]:
+    config = {**S3_TIMEOUTS, **options.get("config_kwargs", {})}
+    return {**options, "config_kwargs": config}
+
+
 class FsspecAdapter:
     """An adapter on any fsspec file system: ``file://``, ``memory://``, ``s3://``, ``gs://``...
 
@@ -188,9 +202,15 @@ class FsspecAdapter:
         except ImportError as exc:  # pragma: no cover - an optional dependency
             raise ImportError("FsspecAdapter needs fsspec: pip install fsspec") from exc
         self.url = url
+        # A teammate's new entries must show at the next look: no listing cache.
+        options = {"use_listings_cache": False, **options}
+        if url.startswith(("s3://", "s3a://")):
+            options = _bounded_s3(options)
         self.fs, root = fsspec.core.url_to_fs(url, **options)
         self.root = root.rstrip("/")
-        self.fs.makedirs(self.root, exist_ok=True)
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        if "file" in protocols or "memory" in protocols:
+            self.fs.makedirs(self.root, exist_ok=True)  # object stores have no folders
 
     def _path(self, key: str) -> str:
         raw = key.encode("utf-8", "surrogatepass")
@@ -235,7 +255,11 @@ class FsspecAdapter:
 
     def keys(self, pattern: str) -> list[str]:
         found = []
-        for path in self.fs.ls(self.root, detail=False):
+        try:
+            paths = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            return []  # an empty prefix is an empty store
+        for path in paths:
             name = str(path).rstrip("/").rsplit("/", 1)[-1]
             if ".tmp-" in name or name.endswith(".key"):
                 continue

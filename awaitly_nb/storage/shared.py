@@ -20,7 +20,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +39,20 @@ PART = 64 * 1024 * 1024
 _STEP = "step:"
 
 
-def adapter_for_url(url: str) -> KeyValueAdapter:
-    """``redis://``, ``rediss://`` and ``unix://`` URLs get a Redis adapter; others fsspec."""
+def adapter_for_url(url: str, options: Mapping[str, Any] | None = None) -> KeyValueAdapter:
+    """``redis://``, ``rediss://`` and ``unix://`` URLs get a Redis adapter; others fsspec.
+
+    ``options`` go to the driver: redis-py's ``from_url`` (password, TLS files,
+    timeouts) or the fsspec file system (``storage_options``: endpoint, credentials).
+    """
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisAdapter(url)
+        return RedisAdapter(url, **(options or {}))
     if "://" not in url:
         raise ValueError(
             f"a shared store is a URL (redis://host:6379/0, s3://bucket/path, file:///path, "
             f"memory://name); for a local folder use configure(dir={url!r})"
         )
-    return FsspecAdapter(url)
+    return FsspecAdapter(url, **(options or {}))
 
 
 class _Remote:
@@ -325,10 +329,12 @@ def open_shared_store(
     *,
     key: bytes | None = None,
     trust_unsigned: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> SharedStore:
     """A step store shared through ``url``, caching blobs in ``cache_dir``.
 
     Args:
+        storage_options: for the driver (see :func:`adapter_for_url`).
         key: the team key: records are signed with it, and only records signed
             with it are used.
         trust_unsigned: use the store without a key, reading whatever anyone with
@@ -346,9 +352,11 @@ def open_shared_store(
     {'x': 1}
     """
     try:
-        adapter = adapter_for_url(url)
-    except (OSError, ImportError) as exc:
-        raise StorageError(f"cannot open the shared store {url}: {exc}") from exc
+        adapter = adapter_for_url(url, storage_options)
+    except ValueError:
+        raise
+    except Exception as exc:  # a driver missing, a server down, bad options
+        raise StorageError(f"cannot open the shared store {url}: {exc!r}") from exc
     if key is None and not trust_unsigned:
         raise TrustError(
             f"the shared store {url} needs a team key: loading a step unpickles it, and "

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,77 +19,8 @@ from awaitly_nb.errors import CacheWarning
 from awaitly_nb.storage.adapters import FsspecAdapter, RedisAdapter
 from awaitly_nb.storage.shared import PART, adapter_for_url, open_shared_store
 
-REDIS = shutil.which("redis-server")
 KEY = b"team-key"
 """The team key every test here uses (``$AWAITLY_NB_KEY`` for the session's stores)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on 127.0.0.1 and a free port, for this module."""
-    if REDIS is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("redis-server is missing: .ci/run must install it")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [
-            REDIS,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-@pytest.fixture
-def redis_db(redis_url: str) -> Iterator[str]:
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    yield redis_url
-
-
-@pytest.fixture(params=["redis", "memory", "file"])
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "redis":
-        return str(request.getfixturevalue("redis_db"))
-    if request.param == "memory":
-        return f"memory://awaitly-test-{uuid.uuid4().hex}"
-    return (tmp_path / "shared").as_uri()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import xxhash
-from test_shared import KEY, redis_db, redis_url, shared_url  # noqa: F401 - fixtures
+from test_shared import KEY
 
 import awaitly_nb
 from awaitly_nb.errors import CacheWarning, TrustError
@@ -70,7 +70,7 @@ def _plant(url: str, workflow: str, key: str, canary: Path, *, sign_with: bytes 
 
 @pytest.mark.parametrize("forged", ["unsigned", "other key", "old signature"])
 def test_a_planted_pickle_never_runs_and_the_step_runs_here(
-    shared_url: str,  # noqa: F811
+    shared_url: str,
     tmp_path: Path,
     forged: str,
 ) -> None:
@@ -96,7 +96,7 @@ def test_a_planted_pickle_never_runs_and_the_step_runs_here(
 
 
 def test_a_swapped_blob_is_refused_before_anything_is_unpickled(
-    redis_db: str,  # noqa: F811
+    redis_db: str,
     tmp_path: Path,
 ) -> None:
     canary = tmp_path / "canary"
@@ -121,7 +121,7 @@ def test_a_swapped_blob_is_refused_before_anything_is_unpickled(
 
 
 def test_verify_reports_forged_records_and_never_unpickles(
-    shared_url: str,  # noqa: F811
+    shared_url: str,
     tmp_path: Path,
 ) -> None:
     from click.testing import CliRunner

@@ -1,0 +1,99 @@
+"""Reaching a shared store (issue 14): driver options, unreachable servers, fresh views of
+what teammates save, empty prefixes. Real redis-server and moto's S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_shared import KEY
+
+import awaitly_nb
+from awaitly_nb.config import get_session
+from awaitly_nb.errors import CacheWarning
+from awaitly_nb.notebook.status_table import status_text
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _team_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("AWAITLY_NB_KEY", KEY.decode())
+    yield
+    awaitly_nb.configure(dir=None, workflow=None, store=None, storage_options=None)
+
+
+def test_s3_endpoint_and_credentials_come_from_storage_options(
+    s3_url: str, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)  # only the options say where and who
+    options = {"client_kwargs": {"endpoint_url": s3_endpoint}, "key": "testing", "secret": "x"}
+    awaitly_nb.configure(dir=tmp_path / "a", store=s3_url, storage_options=options, workflow="w")
+    assert awaitly_nb.step(lambda: {"n": 1}, key="k") == {"n": 1}
+    awaitly_nb.configure(dir=tmp_path / "b", storage_options=None)  # the environment form
+    monkeypatch.setenv("AWAITLY_NB_STORE_OPTIONS", json.dumps(options))
+    assert awaitly_nb.step(lambda: {"n": 2}, key="k", pin=True) == {"n": 1}
+    monkeypatch.setenv("AWAITLY_NB_STORE_OPTIONS", "[1]")
+    awaitly_nb.configure(dir=tmp_path / "c")
+    with pytest.raises(ValueError, match="AWAITLY_NB_STORE_OPTIONS must be a JSON object"):
+        awaitly_nb.step(lambda: 3, key="other")  # a mistake in the settings: said at once
+
+
+@pytest.mark.parametrize("kind", ["redis", "s3"])
+def test_an_unreachable_store_is_a_warning_and_the_step_runs_here(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import _free_port
+
+    port = _free_port()  # nothing listens there
+    if kind == "redis":
+        url = f"redis://127.0.0.1:{port}/0"
+        options = {}
+    else:
+        url = "s3://team/awaitly"
+        options = {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}, "anon": True}
+    awaitly_nb.configure(dir=tmp_path / "a", store=url, storage_options=options, workflow="w")
+    calls: list[int] = []
+    with pytest.warns(CacheWarning, match="'k'"):
+        value = awaitly_nb.step(lambda: calls.append(1) or 42, key="k")
+    assert value == 42 and calls == [1]
+
+
+TEAMMATE = """
+import awaitly_nb
+awaitly_nb.configure(store={url!r}, workflow="team")
+print(awaitly_nb.step(lambda: "from the teammate", key="fresh"))
+"""
+
+
+def test_a_teammates_new_step_shows_at_the_next_look(
+    shared_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shared_url.startswith("memory://"):
+        pytest.skip("a memory:// store lives in one process")
+    awaitly_nb.configure(dir=tmp_path / "alice", store=shared_url, workflow="team")
+    awaitly_nb.step(lambda: 1, key="mine")
+    assert [m.key for m in get_session().engine.steps()] == ["mine"]  # listed once
+    teammate = subprocess.run(
+        [sys.executable, "-c", TEAMMATE.format(url=shared_url)],
+        env={**os.environ, "AWAITLY_NB_DIR": str(tmp_path / "bob")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert teammate.returncode == 0, teammate.stderr
+    assert sorted(m.key for m in get_session().engine.steps()) == ["fresh", "mine"]
+    again = awaitly_nb.step(lambda: "computed here", key="fresh", pin=True)
+    assert again == "from the teammate"  # restored, not computed and overwritten
+
+
+def test_an_empty_s3_prefix_is_an_empty_store(s3_url: str, tmp_path: Path) -> None:
+    awaitly_nb.configure(dir=tmp_path / "a", store=s3_url + "/never-used", workflow="w")
+    assert get_session().engine.steps() == []
+    assert "0 of 0 complete" in status_text()
