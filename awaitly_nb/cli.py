@@ -12,6 +12,7 @@ Exit codes: 0 success; 1 a check found problems, or a key was not found;
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -287,9 +288,16 @@ def import_command(
     Restoring an imported step unpickles it, which runs code: a bundle must be
     signed with the team key, or you must pass --trust.
     """
-    report = import_steps(
-        _store(ctx, create=True), path, trust=trust, key=load_key(key_file), progress=progress
-    )
+    directory, url = Path(ctx.obj["dir"]), ctx.obj["url"]
+    new = url is None and not directory.exists()
+    store = _store(ctx, create=True)
+    try:
+        report = import_steps(store, path, trust=trust, key=load_key(key_file), progress=progress)
+    except BaseException:
+        if new:  # a refused import leaves no empty store behind
+            store.close()
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
     signed = "signed with the team key" if report.signed else "trusted without a signature"
     click.echo(
         f"imported {len(report.steps)} step(s), {report.blobs} blob(s) "
@@ -309,11 +317,18 @@ def import_command(
 def verify_command(ctx: click.Context, path: Path | None, key_file: Path | None) -> None:
     """Check a bundle PATH, or (without PATH) every step and blob of the store."""
     if path is not None:
-        check = verify_bundle(path, key=load_key(key_file))
+        key = load_key(key_file)
+        check = verify_bundle(path, key=key)
         problems, what = check.problems, str(path)
+        if not problems and key is not None and not check.signed:
+            click.echo(f"problem: {check.signature}")
+            click.echo(f"{what}: not signed with the team key")
+            sys.exit(EXIT_UNTRUSTED)
         if not problems:
             click.echo(
-                "signed with the team key" if check.signed else "not signed with the team key"
+                "signed with the team key"
+                if check.signed
+                else "signature not checked: no team key ($AWAITLY_NB_KEY or --key-file)"
             )
     else:
         store = _store(ctx)

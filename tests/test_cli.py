@@ -8,6 +8,7 @@ usage; 3 untrusted bundle; 4 damaged bundle.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -467,9 +468,25 @@ def test_verify_a_bundle(store: Path, tmp_path: Path) -> None:
     signed = cli("verify", bundle, "--key-file", team)
     assert signed.exit_code == 0, signed.output
     assert signed.stdout.splitlines() == ["signed with the team key", f"{bundle}: ok"]
-    unsigned = cli("verify", bundle)
-    assert unsigned.exit_code == 0
-    assert unsigned.stdout.splitlines()[0] == "not signed with the team key"
+    unchecked = cli("verify", bundle)  # no key here: only the checksums can be checked
+    assert unchecked.exit_code == 0
+    assert unchecked.stdout.splitlines()[0].startswith("signature not checked: no team key")
+    other = cli("verify", bundle, "--key-file", key_file(tmp_path, "another key", "other.key"))
+    assert other.exit_code == 3, other.output
+    assert "signed with another key, or was changed after signing" in other.stdout
+
+    # The manifest changed after signing (a step's key renamed): refused, exit 3.
+    altered = tmp_path / "altered.awnb"
+    with tarfile.open(bundle) as source, tarfile.open(altered, "w") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == "awaitly-bundle.json":
+                data = data.replace(b'"key"', b'"key" ', 1)
+                member.size = len(data)
+            target.addfile(member, io.BytesIO(data))
+    tampered = cli("verify", altered, "--key-file", team)
+    assert tampered.exit_code == 3, tampered.output
+    assert tampered.stdout.splitlines()[-1] == f"{altered}: not signed with the team key"
 
     with tarfile.open(bundle) as tar:
         biggest = max(tar.getmembers(), key=lambda m: m.size)
@@ -567,3 +584,12 @@ def test_ls_shows_when_each_step_was_saved(store: Path) -> None:
     for row in rows:
         saved_at = manifests[(row.split()[0], row.split()[1])].saved_at
         assert time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved_at)) in row
+
+
+def test_a_refused_import_leaves_no_store_behind(store: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "state.awnb"
+    assert cli("--dir", store, "export", bundle).exit_code == 0  # unsigned
+    fresh = tmp_path / "new-store"
+    refused = cli("--dir", fresh, "import", bundle)
+    assert refused.exit_code == 3, refused.output
+    assert not fresh.exists()  # no empty index/ and blobs/ folders

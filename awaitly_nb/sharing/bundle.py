@@ -404,16 +404,24 @@ class BundleCheck:
 
     problems: list[str]
     signed: bool
+    signature: str = ""
+    """What the signature check found, in words (``"it is not signed"``...)."""
 
 
 def verify_bundle(path: str | os.PathLike[str], *, key: bytes | None = None) -> BundleCheck:
     """Check a bundle without importing it: every checksum, and its signature."""
     path = Path(path)
     problems: list[str] = []
-    signed = False
+    signed, signature = False, ""
     try:
         with _open_bundle(path) as tar:
             manifest, signed = _read_manifest(tar, path, key, trust=True)
+            if key is not None and not signed:
+                signature = (
+                    "it is signed with another key, or was changed after signing"
+                    if _member_bytes(tar, SIGNATURE, path)
+                    else "it is not signed"
+                )
             _checked_steps(manifest, path)
             for name, spec in manifest["blobs"].items():
                 try:
@@ -435,4 +443,4 @@ def verify_bundle(path: str | os.PathLike[str], *, key: bytes | None = None) -> 
         problems.append(str(exc))
     except Exception as exc:  # tarfile reading garbage can raise almost anything
         problems.append(f"bundle {path} is damaged: {type(exc).__name__}: {exc}")
-    return BundleCheck(problems, signed)
+    return BundleCheck(problems, signed, signature)
