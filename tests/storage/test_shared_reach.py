@@ -97,3 +97,56 @@ def test_an_empty_s3_prefix_is_an_empty_store(s3_url: str, tmp_path: Path) -> No
     awaitly_nb.configure(dir=tmp_path / "a", store=s3_url + "/never-used", workflow="w")
     assert get_session().engine.steps() == []
     assert "0 of 0 complete" in status_text()
+
+
+WRITER = """
+import sys
+import numpy as np
+import awaitly_nb
+
+url, who = sys.argv[1:3]
+awaitly_nb.configure(store=url, workflow="team")
+common = np.arange(100_000.0)  # the same blob in both processes
+for i in range(100):
+    value = {"who": who, "i": i, "own": np.full(20_000, float(i))}
+    if i % 10 == 0:
+        value["common"] = common
+    awaitly_nb.step(lambda value=value: value, key=f"{who}:{i}")
+print(len(awaitly_nb.config.get_session().engine.steps()))
+"""
+
+
+@pytest.mark.parametrize("kind", ["redis", "s3"])
+def test_two_processes_saving_at_once_lose_nothing_and_see_each_other(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    import numpy as np
+
+    from awaitly_nb.storage.shared import open_shared_store
+
+    url = str(request.getfixturevalue("redis_db" if kind == "redis" else "s3_url"))
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, url, who],
+            env={**os.environ, "AWAITLY_NB_DIR": str(tmp_path / who)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who in ("alice", "bob")
+    ]
+    outputs = [w.communicate(timeout=300) for w in writers]
+    for writer, (out, err) in zip(writers, outputs, strict=True):
+        assert writer.returncode == 0, err
+        assert 100 <= int(out) <= 200  # its own, and the other's saved so far
+    store = open_shared_store(url, tmp_path / "carol", key=KEY)
+    keys = {m.key for m in store.manifests("team")}
+    assert keys == {f"{who}:{i}" for who in ("alice", "bob") for i in range(100)}
+    for who in ("alice", "bob"):
+        for i in (0, 7, 50, 99):
+            value = store.load("team", f"{who}:{i}")["value"]
+            assert value["who"] == who and value["i"] == i
+            np.testing.assert_array_equal(value["own"], np.full(20_000, float(i)))
+            if i % 10 == 0:
+                np.testing.assert_array_equal(value["common"], np.arange(100_000.0))
+    assert store.verify() == []
