@@ -49,9 +49,9 @@ def test_s3_endpoint_and_credentials_come_from_storage_options(
 def test_an_unreachable_store_is_a_warning_and_the_step_runs_here(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conftest import _free_port
+    from awaitly_servers import free_port
 
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     if kind == "redis":
         url = f"redis://127.0.0.1:{port}/0"
         options = {}

@@ -1,5 +1,8 @@
 """Real servers for the shared-store tests, on 127.0.0.1: redis-server (the Debian
-package) and moto's S3 server (``moto[server]``), reached through redis-py and s3fs."""
+package) and moto's S3 server (``moto[server]``), reached through redis-py and s3fs.
+
+A pytest plugin (``-p awaitly_servers``), not a ``conftest.py``: sibling conftest
+files collide, the test folders not being packages."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import pytest
 REDIS = shutil.which("redis-server")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -32,7 +35,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if os.environ.get("CI"):
             raise RuntimeError("redis-server is missing: .ci/run must install it")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     server = subprocess.Popen(
         [
@@ -82,7 +85,7 @@ def redis_db(redis_url: str) -> Iterator[str]:
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server on 127.0.0.1 and a free port, for the session."""
     pytest.importorskip("s3fs")
-    port = _free_port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
