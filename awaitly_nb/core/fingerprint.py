@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import ast
 import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
-import xxhash
-
-__all__ = ["code_fingerprint", "function_fingerprint", "global_names"]
+__all__ = ["canonical_dump", "code_fingerprint", "function_fingerprint", "global_names"]
 
 
 def _digest(text: str) -> str:
+    import xxhash  # here: the rest of this module needs only the standard library
+
     return str(xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogatepass")))
 
 
@@ -35,7 +36,53 @@ def code_fingerprint(source: str) -> str:
         # the text with blank lines and trailing spaces removed.
         lines = (line.rstrip() for line in source.splitlines())
         return _digest("\n".join(line for line in lines if line))
-    return _digest(ast.dump(tree, annotate_fields=False, include_attributes=False))
+    return _digest(canonical_dump(tree))
+
+
+def canonical_dump(node: Any) -> str:
+    """The syntax tree as text, the same on Python 3.10 to 3.13.
+
+    It is what Python 3.11's ``ast.dump(node, annotate_fields=False)`` prints,
+    which fingerprints were first taken from: later versions print more
+    (3.12's empty ``type_params``) or less (3.13 leaves out empty fields), and
+    a teammate on another Python must not see every step as changed.
+
+    >>> canonical_dump(ast.parse("f(x=None)"))
+    "Module([Expr(Call(Name('f', Load()), [], [keyword('x', Constant(None))]))], [])"
+    >>> canonical_dump(ast.parse("f'{y:>3}'")).endswith("JoinedStr([Constant('>3')]))]))], [])")
+    True
+    """
+    if isinstance(node, ast.AST):
+        cls = type(node)
+        args = []
+        keywords = False
+        for name in node._fields:
+            value: Any = getattr(node, name, _MISSING)
+            if value is _MISSING or (value is None and _optional(cls, name)):
+                keywords = True  # as 3.11 does: later fields are named
+                continue
+            if name == "type_params" and value == []:
+                continue  # 3.12's field for `def f[T]()`: absent before
+            if isinstance(node, ast.JoinedStr) and name == "values":
+                # 3.12 puts empty strings into nested f-string format specs.
+                value = [v for v in value if not (isinstance(v, ast.Constant) and v.value == "")]
+            text = canonical_dump(value)
+            args.append(f"{name}={text}" if keywords else text)
+        return f"{cls.__name__}({', '.join(args)})"
+    if isinstance(node, list):
+        return f"[{', '.join(canonical_dump(item) for item in node)}]"
+    return repr(node)
+
+
+_MISSING = object()
+
+
+def _optional(cls: type, name: str) -> bool:
+    """Whether ``cls.name`` is an optional field (``expr?`` in the grammar)."""
+    field_types = getattr(cls, "_field_types", None)  # 3.13
+    if isinstance(field_types, dict) and name in field_types:
+        return type(None) in typing.get_args(field_types[name])
+    return getattr(cls, name, ...) is None
 
 
 def _const(value: Any) -> Any:
