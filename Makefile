@@ -24,9 +24,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The main suite, and meanwhile the in-process tiers on Python 3.10 and 3.13.
 test: lint
 	bash scripts/system-deps.sh
-	$(BIN)/pytest
+	bash scripts/other-pythons.sh > .other-pythons.log 2>&1 & other=$$!; \
+	$(BIN)/pytest; main=$$?; \
+	wait $$other; others=$$?; \
+	grep -v '^WARNING: Location' .other-pythons.log | tail -40; \
+	exit $$(( main != 0 || others != 0 ))
 
 clean:
-	rm -rf $(VENV) .awaitly .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* .other-pythons.log .awaitly .pytest_cache .mypy_cache .ruff_cache

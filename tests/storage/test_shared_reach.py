@@ -56,6 +56,7 @@ def test_an_unreachable_store_is_a_warning_and_the_step_runs_here(
         url = f"redis://127.0.0.1:{port}/0"
         options = {}
     else:
+        pytest.importorskip("s3fs")
         url = "s3://team/awaitly"
         options = {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}, "anon": True}
     awaitly_nb.configure(dir=tmp_path / "a", store=url, storage_options=options, workflow="w")
