@@ -6,6 +6,7 @@ files collide, the test folders not being packages."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -28,49 +29,53 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on 127.0.0.1 and a free port, for this module."""
+@contextlib.contextmanager
+def _redis_server(workdir: Path, *options: str) -> Iterator[int]:
+    """A redis-server on 127.0.0.1 and a free port (yields the port)."""
     if REDIS is None:
         if os.environ.get("CI"):
             raise RuntimeError("redis-server is missing: .ci/run must install it")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     server = subprocess.Popen(
         [
-            REDIS,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
+            *(REDIS, "--port", str(port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--dir", str(workdir), *options),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=port)
         deadline = time.monotonic() + 30
         while True:
             try:
-                client.ping()
-                break
-            except redis.ConnectionError:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
                 time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield port
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on 127.0.0.1 and a free port, for this module."""
+    with _redis_server(tmp_path_factory.mktemp("redis")) as port:
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+REDIS_PASSWORD = "s3cret-team-pass"
+
+
+@pytest.fixture(scope="module")
+def redis_password_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server that needs ``REDIS_PASSWORD``; the URL has no password in it."""
+    with _redis_server(tmp_path_factory.mktemp("redis"), "--requirepass", REDIS_PASSWORD) as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture

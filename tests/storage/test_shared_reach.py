@@ -151,3 +151,18 @@ def test_two_processes_saving_at_once_lose_nothing_and_see_each_other(
             if i % 10 == 0:
                 np.testing.assert_array_equal(value["common"], np.arange(100_000.0))
     assert store.verify() == []
+
+
+def test_a_redis_password_in_the_url_or_the_options(
+    redis_password_url: str, tmp_path: Path
+) -> None:
+    from awaitly_servers import REDIS_PASSWORD
+
+    with_password = redis_password_url.replace("redis://", f"redis://:{REDIS_PASSWORD}@")
+    awaitly_nb.configure(dir=tmp_path / "a", store=with_password, workflow="w")
+    assert awaitly_nb.step(lambda: "saved", key="k") == "saved"
+    awaitly_nb.configure(store=redis_password_url, storage_options={"password": REDIS_PASSWORD})
+    assert awaitly_nb.step(lambda: "again", key="k", pin=True) == "saved"  # restored
+    awaitly_nb.configure(storage_options={"password": "wrong"})
+    with pytest.warns(CacheWarning, match="'k'"):  # refused by the server: runs here
+        assert awaitly_nb.step(lambda: "here", key="k", pin=True) == "here"
