@@ -228,3 +228,30 @@ def test_the_cli_reaches_a_shared_store_from_the_environment_or_store(
     assert forgot.exit_code == 0, forgot.output
     assert open_shared_store(shared_url, tmp_path / "bob", key=KEY).manifests() == []
     assert runner.invoke(main, ["ls"]).exit_code == 1  # the local store was never made
+
+
+def test_the_cli_exports_imports_clears_and_collects_a_shared_store(
+    shared_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from awaitly_nb.cli import main
+
+    awaitly_nb.configure(dir=tmp_path / "alice", workflow="team.ipynb", store=shared_url)
+    awaitly_nb.step(lambda: np.arange(100_000.0), key="features:v1")
+    awaitly_nb.configure(dir=None, workflow=None, store=None)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    store = ["--store", shared_url]
+
+    bundle = tmp_path / "team.awnb"
+    exported = runner.invoke(main, [*store, "export", str(bundle)])
+    assert exported.exit_code == 0 and "(signed)" in exported.output, exported.output
+    cleared = runner.invoke(main, [*store, "clear", "--yes"])
+    assert cleared.exit_code == 0, cleared.output
+    assert open_shared_store(shared_url, tmp_path / "x", key=KEY).manifests() == []
+    assert runner.invoke(main, [*store, "gc", "--min-age", "0"]).exit_code == 0
+    imported = runner.invoke(main, [*store, "import", str(bundle)])
+    assert imported.exit_code == 0 and "signed with the team key" in imported.output
+    back = open_shared_store(shared_url, tmp_path / "y", key=KEY).load("team.ipynb", "features:v1")
+    np.testing.assert_array_equal(back["value"], np.arange(100_000.0))
