@@ -11,6 +11,7 @@ as restoring a 1 KB one.
 from __future__ import annotations
 
 import os
+import pickletools
 import sys
 from typing import Any, Protocol
 
@@ -106,9 +107,30 @@ def check_value(record: ValueRecord, blobs: BlobReader) -> None:
         stream = blobs.open(record.stream_ref.name, record.stream_ref.size)
     if xxhash.xxh3_128_hexdigest(stream) != record.stream_xxh3:
         raise StateFormatError("record is damaged: the pickle stream's checksum does not match")
+    wanted = _buffers_wanted(stream)
+    if wanted != len(record.buffers):
+        raise StateFormatError(
+            f"record is damaged: its pickle stream takes {wanted} buffer(s), "
+            f"the record names {len(record.buffers)}"
+        )
     for ref in record.buffers:
         if xxhash.xxh3_128_hexdigest(blobs.open(ref.name, ref.size)) != ref.name:
             raise StateFormatError(f"blob {ref.name} is damaged: its content does not match")
+
+
+def _buffers_wanted(stream: Any) -> int:
+    """How many out-of-band buffers a pickle stream takes, read by pickletools' opcode
+    parser (which runs none of the stream's code).
+
+    Raises:
+        StateFormatError: the stream is not a well-formed pickle.
+    """
+    try:
+        return sum(op.name == "NEXT_BUFFER" for op, _, _ in pickletools.genops(bytes(stream)))
+    except Exception as exc:  # ValueError and friends from a malformed stream
+        raise StateFormatError(
+            f"record is damaged: its pickle stream is malformed ({exc})"
+        ) from None
 
 
 def read_value(record: ValueRecord, blobs: BlobReader, *, verify_limit: int = VERIFY_LIMIT) -> Any:

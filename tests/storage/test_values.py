@@ -729,3 +729,18 @@ def test_big_blobs_are_read_when_descriptors_run_short(blobs: BlobStore) -> None
         np.testing.assert_array_equal(restored, original)
     again = decode(record, blobs)  # with descriptors to spare: mapped
     assert all(isinstance(memory_map_under(a), mmap.mmap) for a in again)
+
+
+def test_check_value_finds_a_record_short_of_buffers_without_unpickling(tmp_path: Path) -> None:
+    import dataclasses
+
+    from awaitly_nb.errors import StateFormatError
+    from awaitly_nb.storage.blobs import BlobStore
+    from awaitly_nb.storage.values import check_value, write_value
+
+    blobs = BlobStore(tmp_path)
+    record = write_value({"a": big_array()}, blobs)
+    check_value(record, blobs)  # whole: fine
+    short = dataclasses.replace(record, buffers=())
+    with pytest.raises(StateFormatError, match=r"takes 1 buffer\(s\), the record names 0"):
+        check_value(short, blobs)
