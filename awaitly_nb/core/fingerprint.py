@@ -9,16 +9,30 @@ from __future__ import annotations
 import ast
 import types
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["canonical_dump", "code_fingerprint", "function_fingerprint", "global_names"]
+__all__ = ["canonical_dump", "code_fingerprint", "function_fingerprint", "global_names", "parse"]
 
 
 def _digest(text: str) -> str:
     import xxhash  # here: the rest of this module needs only the standard library
 
     return str(xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogatepass")))
+
+
+def parse(source: str) -> ast.Module:
+    """``ast.parse``, without the warnings the user's own run already shows once
+    (``SyntaxWarning: invalid escape sequence``...): parsing is our bookkeeping.
+
+    Raises:
+        SyntaxError, ValueError: as ``ast.parse``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ast.parse(source)
 
 
 def code_fingerprint(source: str) -> str:
@@ -30,7 +44,7 @@ def code_fingerprint(source: str) -> str:
     False
     """
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except SyntaxError:
         # Not plain Python (e.g. untransformed IPython syntax): fall back to
         # the text with blank lines and trailing spaces removed.

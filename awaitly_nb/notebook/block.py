@@ -24,7 +24,12 @@ from typing import Any, TypeVar, overload
 
 from awaitly_nb.core.digest import value_digest
 from awaitly_nb.core.engine import StepSpec
-from awaitly_nb.core.fingerprint import code_fingerprint, function_fingerprint, global_names
+from awaitly_nb.core.fingerprint import (
+    code_fingerprint,
+    function_fingerprint,
+    global_names,
+    parse,
+)
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import ReadRecorder, literal_paths
@@ -62,7 +67,7 @@ def _with_body(frame: FrameType) -> list[ast.stmt] | None:
     if not lines:
         return None
     try:
-        tree = ast.parse("".join(lines))
+        tree = parse("".join(lines))
     except (SyntaxError, ValueError):
         return None
     line = frame.f_lineno

@@ -26,7 +26,7 @@ from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
 from awaitly_nb.config import get_session
 from awaitly_nb.core.engine import StepSpec
-from awaitly_nb.core.fingerprint import code_fingerprint
+from awaitly_nb.core.fingerprint import code_fingerprint, parse
 from awaitly_nb.core.payload import NOTHING
 from awaitly_nb.errors import AwaitlyError, InvalidKeyError
 from awaitly_nb.files import literal_paths
@@ -76,7 +76,7 @@ def _name_list(option: str, value: str) -> list[str]:
 def _statements(source: str) -> list[ast.stmt]:
     """The cell's statements (none if it is not plain Python: the run will say why)."""
     try:
-        return ast.parse(source).body
+        return parse(source).body
     except SyntaxError:
         return []
 
