@@ -93,12 +93,11 @@ def _descriptors_to_spare(wanted: int) -> bool:
     return soft == resource.RLIM_INFINITY or in_use + wanted <= soft // 2
 
 
-def check_value(record: ValueRecord, blobs: BlobReader) -> None:
-    """Check a record's stream and every blob against their hashes, unpickling nothing
-    (unpickling runs code: checking what someone else saved must not).
+def _checked_stream(record: ValueRecord, blobs: BlobReader) -> Any:
+    """The record's pickle stream (inline or a blob), checked against its hash.
 
     Raises:
-        StateFormatError: the stream or a blob is damaged or missing.
+        StateFormatError: it is missing or damaged.
     """
     stream: Any = record.stream
     if stream is None:
@@ -107,6 +106,17 @@ def check_value(record: ValueRecord, blobs: BlobReader) -> None:
         stream = blobs.open(record.stream_ref.name, record.stream_ref.size)
     if xxhash.xxh3_128_hexdigest(stream) != record.stream_xxh3:
         raise StateFormatError("record is damaged: the pickle stream's checksum does not match")
+    return stream
+
+
+def check_value(record: ValueRecord, blobs: BlobReader) -> None:
+    """Check a record's stream and every blob against their hashes, unpickling nothing
+    (unpickling runs code: checking what someone else saved must not).
+
+    Raises:
+        StateFormatError: the stream or a blob is damaged or missing.
+    """
+    stream = _checked_stream(record, blobs)
     wanted = _buffers_wanted(stream)
     if wanted != len(record.buffers):
         raise StateFormatError(
@@ -140,13 +150,7 @@ def read_value(record: ValueRecord, blobs: BlobReader, *, verify_limit: int = VE
         StateFormatError: one of its blobs is damaged or missing, or the value
             cannot be unpickled here.
     """
-    stream: Any = record.stream
-    if stream is None:
-        if record.stream_ref is None:
-            raise StateFormatError("record is damaged: no pickle stream")
-        stream = blobs.open(record.stream_ref.name, record.stream_ref.size)
-    if xxhash.xxh3_128_hexdigest(stream) != record.stream_xxh3:
-        raise StateFormatError("record is damaged: the pickle stream's checksum does not match")
+    stream = _checked_stream(record, blobs)
     refs = record.buffers
     by_size = sorted(range(len(refs)), key=lambda i: -refs[i].size)
     mapped = {i for i in by_size[:MAX_MAPS] if refs[i].size >= MAP_MIN}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from awaitly_servers import free_port
 from nbformat.v4 import new_code_cell, new_notebook
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,18 +44,12 @@ if not os.path.exists(CHROMIUM):
 playwright = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A JupyterLab server on 127.0.0.1 with a token, isolated in tmp_path."""
     root = tmp_path / "root"
     root.mkdir()
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
         "AWAITLY_NB_DIR": str(tmp_path / "store"),
