@@ -44,6 +44,9 @@ _SCALARS = (type(None), bool, int, float, complex, str, bytes, bytearray)
 _MAX_DEPTH = 200
 
 
+_BY_VALUE = (type, types.FunctionType)
+
+
 class _Unhashable(Exception):
     """The value (or something inside it) cannot be fingerprinted."""
 
@@ -196,6 +199,18 @@ class _Hasher:
         class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             def persistent_id(self, obj: Any) -> str | None:
                 return hasher.main_id(obj)
+
+            def reducer_override(self, obj: Any) -> Any:
+                """Without the memo (fast mode), a class or function pickled by value reaches itself
+                again through its methods and would recurse to the interpreter's limit:
+                a second sighting goes to the memo pass at once instead."""
+                reduced = super().reducer_override(obj)
+                if self.fast and reduced is not NotImplemented and isinstance(obj, _BY_VALUE):
+                    seen: set[int] = self.__dict__.setdefault("by_value", set())
+                    if id(obj) in seen:
+                        raise _Unhashable("a definition pickled by value inside itself")
+                    seen.add(id(obj))
+                return reduced
 
         try:
             return self._stream(

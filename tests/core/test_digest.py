@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+import cloudpickle
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -160,6 +161,30 @@ def test_an_object_counts_its_class_code_and_sets_inside_it_in_any_order() -> No
 
     assert value_digest(Holder({"a", "b", "c"})) == value_digest(Holder({"c", "b", "a"}))
     assert value_digest(Holder({"a", "b"})) != value_digest(Holder({"a", "c"}))
+
+
+def test_a_class_pickled_by_value_is_fingerprinted_without_recursing_to_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without pickle's memo, cloudpickle reaches a class pickled by value again and
+    again until the recursion limit, where any finalizer the garbage collector runs
+    fails ("Exception ignored ... RecursionError"), in the user's kernel too."""
+
+    class Local:
+        def again(self) -> Local:
+            return Local()
+
+    reduced: list[Any] = []
+    original = cloudpickle.Pickler.reducer_override
+
+    def counting(pickler: Any, obj: Any) -> Any:
+        if obj is Local:
+            reduced.append(obj)
+        return original(pickler, obj)
+
+    monkeypatch.setattr(cloudpickle.Pickler, "reducer_override", counting)
+    assert value_digest(Local()) == value_digest(Local())
+    assert 0 < len(reduced) < 20
 
 
 def test_summaries_are_short() -> None:
