@@ -26,9 +26,9 @@ from awaitly_testing import flip_byte
 from click.testing import CliRunner, Result
 
 import awaitly_nb
+from awaitly_nb import progress as progress_module
 from awaitly_nb.cli import main
 from awaitly_nb.core.payload import StepPayload
-from awaitly_nb.sharing import transfer as sharing_transfer
 from awaitly_nb.storage.local import LocalStore
 from awaitly_nb.storage.manifest import StepManifest
 
@@ -532,7 +532,7 @@ def test_small_bundles_show_no_bar_unless_asked(arrays_only: Path, tmp_path: Pat
 def test_big_bundles_show_a_bar_by_default(
     arrays_only: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sharing_transfer, "PROGRESS_MIN_BYTES", 1024)  # "big" = over 1 KB here
+    monkeypatch.setattr(progress_module, "PROGRESS_MIN_BYTES", 1024)  # "big" = over 1 KB here
     bundle = tmp_path / "state.awnb"
     exported = cli("--dir", arrays_only, "export", bundle)
     assert exported.exit_code == 0

@@ -25,7 +25,7 @@ import os
 import socket
 import tarfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +41,7 @@ from awaitly_nb.errors import (
     TrustError,
     warn,
 )
+from awaitly_nb.progress import Progress
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.codec import versions
 from awaitly_nb.storage.manifest import StepManifest, ValueRecord
@@ -62,9 +63,6 @@ BUNDLE_VERSION = 1
 MANIFEST = "awaitly-bundle.json"
 SIGNATURE = "awaitly-bundle.sig"
 _CHUNK = 4 * 1024 * 1024
-
-Progress = Callable[[int], Any]
-"""Called with the number of blob bytes just processed."""
 
 
 @dataclass(frozen=True)

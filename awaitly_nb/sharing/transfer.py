@@ -8,30 +8,15 @@ use the store :func:`~awaitly_nb.configure` chose.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 from awaitly_nb.config import get_session
-from awaitly_nb.sharing.bundle import BundleReport, Progress, export_bundle, import_bundle
+from awaitly_nb.progress import progress_bar
+from awaitly_nb.sharing.bundle import BundleReport, export_bundle, import_bundle
 from awaitly_nb.storage.base import StepStore, StoredStep
 from awaitly_nb.storage.signing import load_key
 
 __all__ = ["export_state", "export_steps", "import_state", "import_steps", "progress_bar"]
-
-PROGRESS_MIN_BYTES = 64 * 1024 * 1024
-"""Bundles with at least this many blob bytes show a progress bar."""
-
-
-@contextmanager
-def progress_bar(total: int, what: str, show: bool | None) -> Iterator[Progress | None]:
-    """A tqdm bar over ``total`` bytes (shown if ``show``, or if None and the bundle is big)."""
-    if show is False or (show is None and total < PROGRESS_MIN_BYTES):
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what) as bar:
-        yield bar.update
 
 
 def _blob_bytes(entries: Iterable[StoredStep]) -> int:

@@ -5,6 +5,8 @@ An adapter (:class:`KeyValueAdapter`) has ``get(key)``, ``set(key, value)``,
 as ``"workflow:state:*"``). Four ship with the package: in memory (or over
 any dict), diskcache, Redis and fsspec. Any object or mapping of functions
 with the same names works with ``create_state_persistence``, sync or async.
+An adapter whose ``concurrent`` attribute is true may be called from several
+threads at once: a shared store then moves a big blob's parts in parallel.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ class RedisAdapter:
     Values come back as ``bytes``; keys are listed with ``SCAN`` (never ``KEYS``).
     """
 
+    concurrent = True  # redis-py's client keeps a pool of connections
+
     def __init__(self, url: Any, *, prefix: str = "", **options: Any) -> None:
         self.client: Any
         if isinstance(url, str):
@@ -195,6 +199,8 @@ class FsspecAdapter:
     >>> adapter.keys("workflow:state:*"), adapter.get("workflow:state:wf-1")
     (['workflow:state:wf-1'], b'{}')
     """
+
+    concurrent = True  # fsspec's sync calls from any thread run on its own event loop
 
     def __init__(self, url: str, **options: Any) -> None:
         try:

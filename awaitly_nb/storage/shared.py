@@ -9,24 +9,29 @@ memory-mapped from the local copy like any other.
 
 Remote layout (adapter keys): ``step:["<workflow>", "<key>"]`` holds a step's
 manifest and record as JSON; ``blob:<name>:meta`` holds a blob's size, part
-count and upload time; ``blob:<name>:<i>`` its bytes, in parts of at most 64 MB
-(Redis values are limited to 512 MB).
+count, part size and upload time; ``blob:<name>:<i>`` its bytes, in parts of
+8 MB (64 MB before 0.3; the meta says which). Parts move on several threads at
+once, in a bounded window: a big blob is never held whole in memory, and is
+hashed and written to the local cache in order as its parts arrive.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
 from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError, TrustError, warn
+from awaitly_nb.progress import progress_bar
 from awaitly_nb.storage.adapters import FsspecAdapter, KeyValueAdapter, RedisAdapter
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import BlobStore, GcReport
@@ -35,8 +40,34 @@ from awaitly_nb.storage.signing import ENV_KEY, sign, signature_matches
 
 __all__ = ["ReadThroughBlobs", "SharedStore", "adapter_for_url", "open_shared_store"]
 
-PART = 64 * 1024 * 1024
+PART = 8 * 1024 * 1024
+"""Blobs are uploaded in parts of this size (the last one shorter)."""
+_OLD_PART = 64 * 1024 * 1024  # a meta without "part" was written with this size
+WORKERS = 8
+"""Parts moving at once, per blob (and parts held in memory at most, plus one)."""
 _STEP = "step:"
+
+
+def _in_order(move: Callable[[int], bytes], count: int, workers: int) -> Iterator[bytes]:
+    """``move(0)``, ``move(1)``, ... ``move(count - 1)``'s results, in order, with up to
+    ``workers`` of them running at once on threads (a window: later parts wait)."""
+    if count <= 1 or workers <= 1:
+        for i in range(count):
+            yield move(i)
+        return
+    pool = ThreadPoolExecutor(max_workers=min(workers, count), thread_name_prefix="awaitly-blob")
+    window: collections.deque[Future[bytes]] = collections.deque()
+    try:
+        for i in range(count):
+            window.append(pool.submit(move, i))
+            if len(window) >= workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    finally:
+        # An error or an interrupt: parts not started are dropped, running ones end
+        # on their own (their results unused); the caller is not kept waiting.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def adapter_for_url(url: str, options: Mapping[str, Any] | None = None) -> KeyValueAdapter:
@@ -81,26 +112,70 @@ class ReadThroughBlobs(BlobStore):
         self.remote = _Remote(adapter)
         self.expected: dict[str, str] = {}
         """SHA-256 of blobs named by signed records: a download must match it."""
+        self.signing = False
+        """Whether records are signed: uploads then take each blob's SHA-256 on the way."""
 
     @staticmethod
     def _meta_key(name: str) -> str:
         return f"blob:{name}:meta"
 
+    def _meta(self, name: str) -> dict[str, Any] | None:
+        """A blob's meta (size, parts, part size) in the shared store; None if absent.
+
+        Raises:
+            StateFormatError: it is there but damaged.
+        """
+        raw = self.remote.get(self._meta_key(name))
+        if raw is None:
+            return None
+        try:
+            meta = json.loads(raw)
+            size, parts = int(meta["size"]), int(meta["parts"])
+            part = int(meta.get("part", _OLD_PART))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateFormatError(
+                f"blob {name}: its record in the shared store is damaged"
+            ) from exc
+        if size < 0 or part <= 0 or parts != max(1, -(-size // part)):
+            raise StateFormatError(f"blob {name}: its record in the shared store is damaged")
+        return {"size": size, "parts": parts, "part": part}
+
+    @property
+    def _workers(self) -> int:
+        """Threads per transfer: only for adapters that say they are thread-safe."""
+        return WORKERS if getattr(self.remote.adapter, "concurrent", False) else 1
+
     def _upload(self, name: str) -> None:
-        meta_key = self._meta_key(name)
         path = self.path(name)
         size = path.stat().st_size
-        parts = max(1, -(-size // PART))
-        complete = self.remote.exists(meta_key) and all(
-            self.remote.exists(f"blob:{name}:{i}") for i in range(parts)
-        )
-        if not complete:
-            with open(path, "rb") as f:
-                for i in range(parts):
-                    self.remote.set(f"blob:{name}:{i}", f.read(PART))
+        try:
+            meta = self._meta(name)
+        except StateFormatError:
+            meta = None  # damaged: upload again
+        if meta is None or meta["size"] != size:
+            parts = max(1, -(-size // PART))
+            sha = hashlib.sha256() if self.signing else None
+            fd = os.open(path, os.O_RDONLY)
+            try:
+
+                def send(i: int) -> bytes:
+                    data = os.pread(fd, PART, i * PART)
+                    self.remote.set(f"blob:{name}:{i}", data)
+                    return data
+
+                with progress_bar(size, f"upload {name[:8]}", transient=True) as bar:
+                    for data in _in_order(send, parts, self._workers):
+                        if sha is not None:
+                            sha.update(data)
+                        if bar is not None:
+                            bar(len(data))
+            finally:
+                os.close(fd)
+            if sha is not None:
+                self.expected[name] = sha.hexdigest()
+            meta = {"size": size, "parts": parts, "part": PART}
         # Written last (and again when the blob is reused): its time keeps gc away.
-        meta = {"size": size, "parts": parts, "uploaded_at": time.time()}
-        self.remote.set(meta_key, json.dumps(meta))
+        self.remote.set(self._meta_key(name), json.dumps({**meta, "uploaded_at": time.time()}))
 
     def put(self, data: memoryview) -> str:
         name = super().put(data)
@@ -112,38 +187,52 @@ class ReadThroughBlobs(BlobStore):
         self._upload(name)
 
     def ensure(self, name: str, size: int) -> Path:
-        """Download the blob into the local cache unless it is there; return its path."""
+        """Download the blob into the local cache unless it is there; return its path.
+
+        Parts are fetched on several threads; each is hashed (xxh3, which names
+        the blob, and SHA-256 when a signed record named the blob) and written
+        to a staged file in order as it arrives. Only a blob that matches both
+        is moved into the cache.
+        """
         path = self.path(name)
         try:
             if path.stat().st_size == size:
                 return path
         except FileNotFoundError:
             pass
-        raw = self.remote.get(self._meta_key(name))
-        if raw is None:
+        meta = self._meta(name)
+        if meta is None:
             raise StateFormatError(f"blob {name} is missing from the shared store")
-        try:
-            parts = int(json.loads(raw)["parts"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StateFormatError(
-                f"blob {name}: its record in the shared store is damaged"
-            ) from exc
-        fd, staged = self.stage()
-        digest, sha, seen = xxhash.xxh3_128(), hashlib.sha256(), 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for i in range(parts):
-                    chunk = self.remote.get(f"blob:{name}:{i}")
-                    if chunk is None:
-                        raise StateFormatError(f"blob {name} is incomplete in the shared store")
-                    digest.update(chunk)
-                    sha.update(chunk)
-                    out.write(chunk)
-                    seen += len(chunk)
-            if seen != size or digest.hexdigest() != name:
+        if meta["size"] != size:
+            raise StateFormatError(f"blob {name} in the shared store is damaged")
+        part, parts = meta["part"], meta["parts"]
+        expected = self.expected.get(name)
+
+        def fetch(i: int) -> bytes:
+            chunk = self.remote.get(f"blob:{name}:{i}")
+            if chunk is None:
+                raise StateFormatError(f"blob {name} is incomplete in the shared store")
+            if len(chunk) != min(part, size - i * part):
                 raise StateFormatError(f"blob {name} in the shared store is damaged")
-            expected = self.expected.get(name)
-            if expected is not None and sha.hexdigest() != expected:
+            return bytes(chunk)
+
+        fd, staged = self.stage()
+        digest, sha = xxhash.xxh3_128(), hashlib.sha256() if expected is not None else None
+        try:
+            with (
+                os.fdopen(fd, "wb", buffering=0) as out,
+                progress_bar(size, f"download {name[:8]}", transient=True) as bar,
+            ):
+                for chunk in _in_order(fetch, parts, self._workers):
+                    digest.update(chunk)
+                    if sha is not None:
+                        sha.update(chunk)
+                    out.write(chunk)
+                    if bar is not None:
+                        bar(len(chunk))
+            if digest.hexdigest() != name:
+                raise StateFormatError(f"blob {name} in the shared store is damaged")
+            if sha is not None and sha.hexdigest() != expected:
                 raise StateFormatError(
                     f"blob {name} in the shared store is not the one its signed record names"
                 )
@@ -165,7 +254,10 @@ class ReadThroughBlobs(BlobStore):
         raw = self.remote.get(self._meta_key(name))
         if raw is None:
             return super().delete(name)
-        parts = int(json.loads(raw).get("parts", 1))
+        try:
+            parts = int(json.loads(raw).get("parts", 1))
+        except (ValueError, TypeError, AttributeError):
+            parts = 1  # a damaged meta: its parts are left for nobody; remove what we can
         self.remote.delete(self._meta_key(name))  # first: an incomplete blob is never listed
         for i in range(parts):
             self.remote.delete(f"blob:{name}:{i}")
@@ -215,6 +307,7 @@ class SharedStore(StepStore):
         self.remote = _Remote(adapter)
         self.directory = Path(cache_dir)
         self.blobs = ReadThroughBlobs(self.directory / "blobs", adapter)
+        self.blobs.signing = key is not None
         self.key = key
 
     @staticmethod

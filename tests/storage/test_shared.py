@@ -141,7 +141,7 @@ def test_big_blobs_are_stored_in_parts(redis_db: str, tmp_path: Path, monkeypatc
     np.testing.assert_array_equal(
         open_shared_store(redis_db, tmp_path / "b", key=KEY).load("wf", "k"), array
     )
-    assert PART == 64 * 1024 * 1024
+    assert PART == 8 * 1024 * 1024
 
 
 def test_damaged_shared_blob_is_a_miss_with_a_warning(redis_db: str, tmp_path: Path) -> None:
