@@ -20,6 +20,7 @@ __all__ = [
     "StateFormatError",
     "StorageError",
     "TrustError",
+    "reason",
     "warn",
 ]
 
@@ -50,6 +51,19 @@ class TrustError(AwaitlyError):
 
 class CacheWarning(UserWarning):
     """A saved entry could not be used; the step is treated as not saved and runs again."""
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as a user reads it: its class and message (some drivers' reprs
+    say only ``network:ConnectionError``).
+
+    >>> reason(ConnectionRefusedError(111, "Connection refused"))
+    'ConnectionRefusedError: [Errno 111] Connection refused'
+    >>> reason(TimeoutError())
+    'TimeoutError'
+    """
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def warn(message: str, category: type[Warning] = CacheWarning) -> None:

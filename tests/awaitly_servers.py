@@ -7,6 +7,7 @@ files collide, the test folders not being packages."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,16 +32,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def _redis_server(workdir: Path, *options: str) -> Iterator[int]:
-    """A redis-server on 127.0.0.1 and a free port (yields the port)."""
+def _redis_server(workdir: Path, *options: str, tls: bool = False) -> Iterator[int]:
+    """A redis-server on 127.0.0.1 and a free port (yields the port); with ``tls``
+    it speaks only TLS there (``options`` name its certificate files)."""
     if REDIS is None:
         if os.environ.get("CI"):
             raise RuntimeError("redis-server is missing: .ci/run must install it")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
+    ports = ("--port", "0", "--tls-port", str(port)) if tls else ("--port", str(port))
     server = subprocess.Popen(
         [
-            *(REDIS, "--port", str(port), "--bind", "127.0.0.1"),
+            *(REDIS, *ports, "--bind", "127.0.0.1"),
             *("--save", "", "--appendonly", "no", "--dir", str(workdir), *options),
         ],
         stdout=subprocess.DEVNULL,
@@ -76,6 +80,69 @@ def redis_password_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     """A redis-server that needs ``REDIS_PASSWORD``; the URL has no password in it."""
     with _redis_server(tmp_path_factory.mktemp("redis"), "--requirepass", REDIS_PASSWORD) as port:
         yield f"redis://127.0.0.1:{port}/0"
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a certificate it signed for 127.0.0.1: (ca, cert, key) PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    valid = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=1))
+
+    def issue(subject: str, key: Any, issuer: Any, signer: Any, ca: bool) -> Any:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0])
+            .not_valid_after(valid[1])
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            ip = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+            builder = builder.add_extension(x509.SubjectAlternativeName([ip]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = issue("awaitly test CA", ca_key, None, ca_key, True)
+    cert = issue("127.0.0.1", key, ca.subject, ca_key, False)
+    files = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+@pytest.fixture(scope="module")
+def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A redis-server that speaks only TLS, its certificate signed by a test CA:
+    yields its ``rediss://`` URL and the CA's file."""
+    folder = tmp_path_factory.mktemp("redis-tls")
+    ca, cert, key = _certificates(folder)
+    files = (
+        "--tls-cert-file",
+        str(cert),
+        "--tls-key-file",
+        str(key),
+        "--tls-ca-cert-file",
+        str(ca),
+    )
+    with _redis_server(folder, *files, "--tls-auth-clients", "no", tls=True) as port:
+        yield f"rediss://127.0.0.1:{port}/0", ca
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import diskcache
 
-from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError, warn
+from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError, reason, warn
 from awaitly_nb.storage.blobs import BlobStore, GcReport
 from awaitly_nb.storage.local import open_index
 from awaitly_nb.storage.manifest import ValueRecord
@@ -76,7 +76,7 @@ class FileCache:
         except Exception as exc:  # a damaged database or record (diskcache unpickles it)
             warn(
                 f"the file cache entry {key!r} in {self.directory} cannot be read and is "
-                f"treated as not saved: {exc!r}",
+                f"treated as not saved: {reason(exc)}",
                 CacheWarning,
             )
             return default

@@ -19,7 +19,7 @@ from typing import Any
 
 import diskcache
 
-from awaitly_nb.errors import AwaitlyError, CacheWarning, StorageError, warn
+from awaitly_nb.errors import AwaitlyError, CacheWarning, StorageError, reason, warn
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import BlobStore
 
@@ -144,11 +144,11 @@ class LocalStore(StepStore):
             ):
                 warn(
                     f"the saved record of step {args[0][2]!r} in {self.directory} is damaged; "
-                    f"it is treated as not saved and runs again: {exc!r}",
+                    f"it is treated as not saved and runs again: {reason(exc)}",
                     CacheWarning,
                 )
                 return None
-            raise StorageError(f"the store refused {op}: {exc!r}") from exc
+            raise StorageError(f"the store refused {op}: {reason(exc)}") from exc
 
     # --- the primitives ---------------------------------------------------------
     def read(self, workflow: str, key: str) -> Any:

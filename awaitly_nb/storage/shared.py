@@ -30,7 +30,7 @@ from typing import Any
 
 import xxhash
 
-from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError, TrustError, warn
+from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError, TrustError, reason, warn
 from awaitly_nb.progress import progress_bar
 from awaitly_nb.storage.adapters import FsspecAdapter, KeyValueAdapter, RedisAdapter
 from awaitly_nb.storage.base import StepStore
@@ -99,7 +99,7 @@ class _Remote:
             try:
                 return method(*args)
             except Exception as exc:
-                raise StorageError(f"the shared store refused {op}: {exc!r}") from exc
+                raise StorageError(f"the shared store refused {op}: {reason(exc)}") from exc
 
         return call
 
@@ -449,7 +449,7 @@ def open_shared_store(
     except ValueError:
         raise
     except Exception as exc:  # a driver missing, a server down, bad options
-        raise StorageError(f"cannot open the shared store {url}: {exc!r}") from exc
+        raise StorageError(f"cannot open the shared store {url}: {reason(exc)}") from exc
     if key is None and not trust_unsigned:
         raise TrustError(
             f"the shared store {url} needs a team key: loading a step unpickles it, and "

@@ -166,3 +166,22 @@ def test_a_redis_password_in_the_url_or_the_options(
     awaitly_nb.configure(storage_options={"password": "wrong"})
     with pytest.warns(CacheWarning, match="'k'"):  # refused by the server: runs here
         assert awaitly_nb.step(lambda: "here", key="k", pin=True) == "here"
+
+
+def test_a_redis_server_over_tls_with_the_team_ca(
+    redis_tls: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, ca = redis_tls
+    awaitly_nb.configure(
+        dir=tmp_path / "a", store=url, workflow="w", storage_options={"ssl_ca_certs": str(ca)}
+    )
+    assert awaitly_nb.step(lambda: "saved", key="k") == "saved"
+    awaitly_nb.configure(dir=tmp_path / "b")  # a teammate: nothing cached
+    assert awaitly_nb.step(lambda: "again", key="k", pin=True) == "saved"  # restored
+
+    awaitly_nb.configure(storage_options={})  # the system's CAs do not know this server
+    with pytest.warns(CacheWarning, match="'k'.*(?i:certificate)"):
+        assert awaitly_nb.step(lambda: "here", key="k", pin=True) == "here"
+    awaitly_nb.configure(store=url.replace("rediss://", "redis://"))  # TLS port, plain client
+    with pytest.warns(CacheWarning, match="'k'"):
+        assert awaitly_nb.step(lambda: "here", key="k", pin=True) == "here"

@@ -17,7 +17,7 @@ from test_shared import KEY
 import awaitly_nb.progress as progress
 import awaitly_nb.storage.shared as shared
 from awaitly_nb.errors import StateFormatError
-from awaitly_nb.storage.adapters import FsspecAdapter, MemoryAdapter
+from awaitly_nb.storage.adapters import MemoryAdapter
 from awaitly_nb.storage.shared import SharedStore, open_shared_store
 
 PART = 64 * 1024
