@@ -195,7 +195,7 @@ def test_big_transfers_show_a_progress_bar_and_small_ones_do_not(
     assert "upload" in capsys.readouterr().err
     SharedStore(adapter, tmp_path / "b", key=KEY).load("wf", "big")
     drawn = capsys.readouterr().err
-    assert "download" in drawn and "512k" in drawn.lower()
+    assert "[awaitly_nb] download" in drawn and "512k" in drawn.lower()
 
 
 def test_a_many_part_value_round_trips_through_every_shared_store(
