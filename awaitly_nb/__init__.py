@@ -10,47 +10,109 @@ The awaitly workflow API in Python::
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from awaitly_nb._version import __version__
-from awaitly_nb.config import configure, gc, step_cache
-from awaitly_nb.core.collector import StepCollector, create_step_collector
-from awaitly_nb.core.events import (
-    Event,
-    StepCacheHit,
-    StepCacheMiss,
-    StepComplete,
-    StepError,
-    StepStart,
-    StepSuccess,
-    WorkflowError,
-    WorkflowStart,
-    WorkflowSuccess,
-)
-from awaitly_nb.core.persistence import StatePersistence, create_state_persistence
-from awaitly_nb.core.process import register_process_state
-from awaitly_nb.core.state import (
-    StepEntry,
-    StepMeta,
-    WorkflowState,
-    is_step_complete,
-    parse_state,
-    stringify_state,
-)
-from awaitly_nb.core.workflow import StepCache, Workflow, create_workflow
-from awaitly_nb.errors import (
-    AwaitlyError,
-    CacheWarning,
-    InvalidKeyError,
-    SerializationError,
-    StateFormatError,
-    StorageError,
-    TrustError,
-)
-from awaitly_nb.notebook.block import step
-from awaitly_nb.sharing.transfer import export_state, import_state
-from awaitly_nb.storage.adapters import DiskCacheAdapter, MemoryAdapter
-from awaitly_nb.storage.filecache import FileCache, create_file_cache
+
+if TYPE_CHECKING:
+    from awaitly_nb.config import configure, gc, step_cache
+    from awaitly_nb.core.collector import StepCollector, create_step_collector
+    from awaitly_nb.core.events import (
+        Event,
+        StepCacheHit,
+        StepCacheMiss,
+        StepComplete,
+        StepError,
+        StepStart,
+        StepSuccess,
+        WorkflowError,
+        WorkflowStart,
+        WorkflowSuccess,
+    )
+    from awaitly_nb.core.persistence import StatePersistence, create_state_persistence
+    from awaitly_nb.core.process import register_process_state
+    from awaitly_nb.core.state import (
+        StepEntry,
+        StepMeta,
+        WorkflowState,
+        is_step_complete,
+        parse_state,
+        stringify_state,
+    )
+    from awaitly_nb.core.workflow import StepCache, Workflow, create_workflow
+    from awaitly_nb.errors import (
+        AwaitlyError,
+        CacheWarning,
+        InvalidKeyError,
+        SerializationError,
+        StateFormatError,
+        StorageError,
+        TrustError,
+    )
+    from awaitly_nb.notebook.block import step
+    from awaitly_nb.sharing.transfer import export_state, import_state
+    from awaitly_nb.storage.adapters import DiskCacheAdapter, MemoryAdapter
+    from awaitly_nb.storage.filecache import FileCache, create_file_cache
+
+# Where each public name lives: a module is imported when one of its names is
+# first used, so `import awaitly_nb` costs a script next to nothing and a lookup
+# loads only what it needs (not sharing, the CLI, asyncio or the widget).
+_HOMES = {
+    "awaitly_nb.config": ("configure", "gc", "step_cache"),
+    "awaitly_nb.core.collector": ("StepCollector", "create_step_collector"),
+    "awaitly_nb.core.events": (
+        "Event",
+        "StepCacheHit",
+        "StepCacheMiss",
+        "StepComplete",
+        "StepError",
+        "StepStart",
+        "StepSuccess",
+        "WorkflowError",
+        "WorkflowStart",
+        "WorkflowSuccess",
+    ),
+    "awaitly_nb.core.persistence": ("StatePersistence", "create_state_persistence"),
+    "awaitly_nb.core.process": ("register_process_state",),
+    "awaitly_nb.core.state": (
+        "StepEntry",
+        "StepMeta",
+        "WorkflowState",
+        "is_step_complete",
+        "parse_state",
+        "stringify_state",
+    ),
+    "awaitly_nb.core.workflow": ("StepCache", "Workflow", "create_workflow"),
+    "awaitly_nb.errors": (
+        "AwaitlyError",
+        "CacheWarning",
+        "InvalidKeyError",
+        "SerializationError",
+        "StateFormatError",
+        "StorageError",
+        "TrustError",
+    ),
+    "awaitly_nb.notebook.block": ("step",),
+    "awaitly_nb.sharing.transfer": ("export_state", "import_state"),
+    "awaitly_nb.storage.adapters": ("DiskCacheAdapter", "MemoryAdapter"),
+    "awaitly_nb.storage.filecache": ("FileCache", "create_file_cache"),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'awaitly_nb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next use is a plain global
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
+
 
 __all__ = [
     "AwaitlyError",

@@ -5,6 +5,12 @@ under the key ``("step", workflow, key)``. ``blobs/`` holds the big buffers
 (:mod:`awaitly_nb.storage.blobs`). A damaged index database is moved aside
 and replaced; a damaged record reads as absent; Ctrl-C never leaves a
 transaction open.
+
+Opening a ``diskcache.Cache`` runs about 70 SQL statements (its settings and
+schema, checked each time); a process that only restores pays none of them:
+records are read with one plain SQLite connection and diskcache's own ``Disk``
+(the same query and decoding as ``Cache.get``), and the ``Cache`` opens at the
+first write, or whenever anything goes wrong on the fast path.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import os
 import pickle
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,7 @@ from awaitly_nb.storage.blobs import BlobStore
 __all__ = ["LocalStore", "open_index"]
 
 _STEP = "step"
+_SLOW = object()
 
 
 class _IndexDisk(diskcache.Disk):  # type: ignore[misc]
@@ -86,6 +94,47 @@ def quarantine(directory: Path, error: Exception, *, what: str) -> Any:
     return diskcache.Cache(str(directory), eviction_policy="none", disk=_IndexDisk)
 
 
+class _IndexReader:
+    """Reads records from an existing index as ``diskcache.Cache.get`` does, without
+    opening the ``Cache``: one connection, the disk settings read once."""
+
+    _SELECT = (
+        "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = ?"
+        " AND (expire_time IS NULL OR expire_time > ?)"
+    )
+
+    def __init__(self, directory: Path) -> None:
+        database = directory / "cache.db"
+        if not database.exists():
+            raise FileNotFoundError(database)
+        self._con = sqlite3.connect(
+            str(database), timeout=60, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.Lock()
+        try:
+            rows = self._con.execute(
+                "SELECT key, value FROM Settings WHERE key IN"
+                " ('disk_pickle_protocol', 'disk_min_file_size')"
+            ).fetchall()
+            settings = {str(k)[len("disk_") :]: v for k, v in rows}
+            self._disk = _IndexDisk(str(directory), **settings)
+        except BaseException:
+            self._con.close()
+            raise
+
+    def get(self, key: Any) -> Any:
+        db_key, raw = self._disk.put(key)
+        with self._lock:
+            rows = self._con.execute(self._SELECT, (db_key, raw, time.time())).fetchall()
+        if not rows:
+            return None
+        ((mode, filename, value),) = rows
+        return self._disk.fetch(mode, filename, value, False)
+
+    def close(self) -> None:
+        self._con.close()
+
+
 class LocalStore(StepStore):
     """Saved steps in a directory: ``index/`` (diskcache) and ``blobs/``.
 
@@ -98,8 +147,47 @@ class LocalStore(StepStore):
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self.index = self._open_index()
+        self._cache: Any = None
+        self._reader: _IndexReader | None = None
         self.blobs = BlobStore(self.directory / "blobs")
+        self._check_folder()
+
+    def _check_folder(self) -> None:
+        """Fail now, as opening the index would, if the folder cannot hold a store."""
+        index = self.directory / "index"
+        if (index / "cache.db").exists():
+            return
+        self.index  # noqa: B018 - a new store: create it (and see that it can be)
+
+    @property
+    def index(self) -> Any:
+        """The ``diskcache.Cache`` of records, opened when first needed."""
+        if self._cache is None:
+            self._cache = self._open_index()
+            self._close_reader()
+        return self._cache
+
+    @index.setter
+    def index(self, cache: Any) -> None:
+        self._cache = cache
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                reader.close()
+
+    def _fast_read(self, key: tuple[str, str, str]) -> Any:
+        """A record through the light reader; ``_SLOW`` to take the Cache's path."""
+        if self._cache is not None:
+            return _SLOW
+        try:
+            if self._reader is None:
+                self._reader = _IndexReader(self.directory / "index")
+            return self._reader.get(key)
+        except Exception:  # no table yet, locked, damaged...: the Cache's path handles it
+            self._close_reader()
+            return _SLOW
 
     # --- the index, guarded ---------------------------------------------------
     def _open_index(self) -> Any:
@@ -152,7 +240,8 @@ class LocalStore(StepStore):
 
     # --- the primitives ---------------------------------------------------------
     def read(self, workflow: str, key: str) -> Any:
-        return self._index("get", (_STEP, workflow, key))
+        record = self._fast_read((_STEP, workflow, key))
+        return self._index("get", (_STEP, workflow, key)) if record is _SLOW else record
 
     def write(self, workflow: str, key: str, record: dict[str, Any]) -> None:
         self._index("set", (_STEP, workflow, key), record)
@@ -171,4 +260,6 @@ class LocalStore(StepStore):
         ]
 
     def close(self) -> None:
-        self.index.close()
+        self._close_reader()
+        if self._cache is not None:
+            self._cache.close()

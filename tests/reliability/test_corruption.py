@@ -289,9 +289,9 @@ def test_a_damaged_index_file_is_moved_aside_and_replaced(tmp_path: Path) -> Non
     store.close()
     damage_index_file(directory / "index")
 
+    store = LocalStore(directory)  # opens the index at the first look
     with pytest.warns(CacheWarning, match="index .* is damaged"):
-        store = LocalStore(directory)
-    assert store.entry(WF, "k") is None  # the step runs again
+        assert store.entry(WF, "k") is None  # the step runs again
     assert [p.name for p in directory.glob("index/cache.db.damaged-*")]  # kept for inspection
     store.save(WF, "k", {}, value_for("buffer", 9))
     assert np.array_equal(store.load(WF, "k"), value_for("buffer", 9))
