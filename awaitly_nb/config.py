@@ -18,15 +18,17 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awaitly_nb.core.engine import VARIANTS, StepEngine
-from awaitly_nb.core.workflow import EngineCache
 from awaitly_nb.files import FileProbe
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import GcReport
 from awaitly_nb.storage.local import LocalStore
 from awaitly_nb.storage.signing import load_key
+
+if TYPE_CHECKING:
+    from awaitly_nb.core.workflow import EngineCache
 
 __all__ = [
     "DEFAULT_DIR",
@@ -256,6 +258,8 @@ def step_cache() -> EngineCache:
     42
     >>> _ = configure(dir=None, workflow=None)
     """
+    from awaitly_nb.core.workflow import EngineCache  # asyncio: only for the workflow API
+
     return EngineCache(_SESSION.engine)
 
 

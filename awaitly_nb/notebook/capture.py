@@ -8,7 +8,6 @@ usual while a copy is kept. Works without IPython too (streams only).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import html
 import re
@@ -90,8 +89,9 @@ def _recorders() -> list[OutputRecorder]:
     mine = _RECORDING.get()
     if mine:
         return [r for r in mine if r.active]
+    asyncio = sys.modules.get("asyncio")  # not imported: no task can be running
     try:
-        if asyncio.current_task() is not None:
+        if asyncio is not None and asyncio.current_task() is not None:
             return []
     except RuntimeError:  # no event loop running in this thread
         pass
