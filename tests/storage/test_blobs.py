@@ -118,6 +118,53 @@ def test_a_blob_is_named_by_the_xxh3_128_hash_of_its_content(tmp_path: Path) -> 
     assert temporaries(tmp_path) == []
 
 
+def test_a_big_blob_is_hashed_on_a_second_thread_while_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blobs_module, "_HASH_BESIDE", 1024 * 1024)
+    monkeypatch.setattr(blobs_module, "_HASH_SLICE", 256 * 1024)  # several slices
+    hashed_on: set[str] = set()
+    real = xxhash.xxh3_128
+
+    class Watched:
+        def __init__(self) -> None:
+            self.inner = real()
+
+        def update(self, data: Any) -> None:
+            hashed_on.add(threading.current_thread().name)
+            self.inner.update(data)
+
+        def hexdigest(self) -> str:
+            return str(self.inner.hexdigest())
+
+    monkeypatch.setattr(blobs_module.xxhash, "xxh3_128", Watched)
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    name = BlobStore(tmp_path).put(memoryview(data))
+    assert name == xxhash.xxh3_128_hexdigest(data)
+    assert BlobStore(tmp_path).path(name).read_bytes() == data
+    assert hashed_on == {"awaitly-blob-hash"}
+    assert temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()]
+)
+def test_a_big_blob_whose_write_fails_leaves_nothing_and_no_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    monkeypatch.setattr(blobs_module, "_HASH_BESIDE", 1024 * 1024)
+    FailingWrites(monkeypatch, tmp_path, error)
+    monkeypatch.setattr(
+        blobs_module,
+        "_write_all",
+        lambda fd, view: (os.write(fd, view[:10]), os.write(fd, view[10:])),
+    )
+    with pytest.raises((StorageError, KeyboardInterrupt)):
+        BlobStore(tmp_path).put(memoryview(os.urandom(2 * 1024 * 1024)))
+    assert all_files(tmp_path) == []
+    assert not [t for t in threading.enumerate() if t.name == "awaitly-blob-hash"]
+
+
 def test_put_takes_typed_multidimensional_views_without_changing_the_bytes(
     tmp_path: Path,
 ) -> None:
