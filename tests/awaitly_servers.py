@@ -106,9 +106,36 @@ def _certificates(folder: Path) -> tuple[Path, Path, Path]:
             .not_valid_after(valid[1])
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         )
-        if not ca:
+        # What strict verification (Python 3.13's default) asks of a certificate.
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        ).add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+            critical=False,
+        )
+        if ca:
+            usage = dict.fromkeys(
+                ("digital_signature", "content_commitment", "key_encipherment"), False
+            )
+            builder = builder.add_extension(
+                x509.KeyUsage(
+                    **usage,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+        else:
             ip = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
-            builder = builder.add_extension(x509.SubjectAlternativeName([ip]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([ip]), critical=False
+            ).add_extension(
+                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
         return builder.sign(signer, hashes.SHA256())
 
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
