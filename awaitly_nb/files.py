@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import ast
 import functools
-import glob
 import os
 import re
 import sys
-import sysconfig
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
@@ -148,6 +145,8 @@ def _shown(path: str) -> str:
 
 def expand_deps(patterns: Iterable[str]) -> list[str]:
     """Absolute paths of the existing files ``deps=`` names (globs expanded, sorted)."""
+    import glob
+
     found: set[str] = set()
     for pattern in patterns:
         found.update(
@@ -188,6 +187,8 @@ def _roots(paths: Iterable[str]) -> tuple[str, ...]:
 @functools.cache
 def _installed_roots() -> tuple[str, ...]:
     """The interpreter and installed packages: never a step's data."""
+    import sysconfig
+
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}
     for name in ("stdlib", "platstdlib", "purelib", "platlib"):
         roots.add(sysconfig.get_paths().get(name, ""))
@@ -196,6 +197,8 @@ def _installed_roots() -> tuple[str, ...]:
 
 def _system_roots() -> tuple[str, ...]:
     """Temporary, system and tool files: not data, unless in the notebook's folder."""
+    import tempfile
+
     home = os.path.expanduser("~")
     tools = [os.path.join(home, p) for p in (".cache", ".ipython", ".jupyter", ".config")]
     tools.append(os.path.join(home, ".local", "share", "jupyter"))

@@ -9,7 +9,6 @@ usual while a copy is kept. Works without IPython too (streams only).
 from __future__ import annotations
 
 import contextlib
-import html
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -301,6 +300,8 @@ def _widget_text(widget: Any) -> str:
 
 
 def _plain(markup: str) -> str:
+    import html
+
     return html.unescape(re.sub(r"<[^>]*>", "", str(markup))).replace("\xa0", " ")
 
 

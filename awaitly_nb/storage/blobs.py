@@ -14,7 +14,6 @@ import mmap
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +44,12 @@ class GcReport:
     blobs: int
     bytes: int
     temporaries: int
+
+
+def _mkstemp(directory: Path, prefix: str) -> tuple[int, str]:
+    import tempfile  # with shutil, random, bz2, lzma: only once something is saved
+
+    return tempfile.mkstemp(dir=directory, prefix=prefix)
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -106,7 +111,7 @@ class BlobStore:
         digest = xxhash.xxh3_128()
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="blob-")
+            fd, tmp = _mkstemp(self._tmp, "blob-")
         except OSError as exc:
             raise StorageError(f"cannot write to {self.directory}: {exc}") from exc
         try:
@@ -143,7 +148,7 @@ class BlobStore:
         """A new temporary file for a blob being received: ``(fd, path)``; see :meth:`adopt`."""
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="import-")
+            fd, tmp = _mkstemp(self._tmp, "import-")
         except OSError as exc:
             raise StorageError(f"cannot write to {self.directory}: {exc}") from exc
         return fd, Path(tmp)

@@ -14,15 +14,12 @@ import dataclasses
 import functools
 import io
 import pickle
-import platform
 import sys
 import types
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
-
-import cloudpickle
 
 from awaitly_nb._version import __version__
 from awaitly_nb.errors import SerializationError, StateFormatError
@@ -42,19 +39,26 @@ INLINE_BUFFER_LIMIT = 64 * 1024
 
 
 def versions() -> dict[str, str]:
-    """The versions recorded with every saved value.
+    """The versions recorded with every saved value (read once: cloudpickle is
+    imported by the first save, not by a process that only restores).
 
     >>> sorted(versions())
     ['awaitly_nb', 'cloudpickle', 'python']
     """
-    return {
-        "python": platform.python_version(),
-        "cloudpickle": str(cloudpickle.__version__),
-        "awaitly_nb": __version__,
-    }
+    return dict(_versions())
 
 
-_VERSIONS = versions()
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    import platform
+
+    import cloudpickle
+
+    return (
+        ("python", platform.python_version()),
+        ("cloudpickle", str(cloudpickle.__version__)),
+        ("awaitly_nb", __version__),
+    )
 
 
 MAIN_BY_REFERENCE: ContextVar[Callable[[Any], str | None] | None] = ContextVar(
@@ -95,34 +99,41 @@ _SENTINELS = {
 """Objects of the dataclasses module that must stay the same objects when pickled."""
 
 
-class _ReferencingPickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle, with the notebook's own definitions saved by name where asked."""
+@functools.cache
+def _pickler() -> type:
+    """cloudpickle's Pickler, with the notebook's own definitions saved by name where
+    asked (made at the first save: cloudpickle is not imported before)."""
+    import cloudpickle
 
-    def __init__(
-        self,
-        file: Any,
-        by_reference: Callable[[Any], str | None] | None,
-        buffer_callback: Callable[[pickle.PickleBuffer], Any] | None,
-    ) -> None:
-        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
-        self._by_reference = by_reference
+    class _ReferencingPickler(cloudpickle.Pickler):  # type: ignore[misc]
+        def __init__(
+            self,
+            file: Any,
+            by_reference: Callable[[Any], str | None] | None,
+            buffer_callback: Callable[[pickle.PickleBuffer], Any] | None,
+        ) -> None:
+            super().__init__(file, protocol=5, buffer_callback=buffer_callback)
+            self._by_reference = by_reference
 
-    def reducer_override(self, obj: Any) -> Any:
-        if self._by_reference is not None and isinstance(
-            obj, (type, types.FunctionType, _LRU_WRAPPER)
-        ):
-            name = self._by_reference(obj)
-            if name is not None:
-                return main_global, (name,)
-        sentinel = _SENTINELS.get(id(obj))
-        if sentinel is not None and sentinel[1] is obj:
-            # dataclasses compares these by identity (`f._field_type is _FIELD`): a copy
-            # would make fields(), asdict() and replace() see no fields after a restore
-            return getattr, (dataclasses, sentinel[0])
-        if type(obj) is _LRU_WRAPPER and getattr(obj, "__module__", None) == "__main__":
-            # pickle would name it "__main__.f", which a new kernel does not have yet
-            return lru_cached, (obj.__wrapped__, obj.cache_parameters())
-        return super().reducer_override(obj)
+        def reducer_override(self, obj: Any) -> Any:
+            if self._by_reference is not None and isinstance(
+                obj, (type, types.FunctionType, _LRU_WRAPPER)
+            ):
+                name = self._by_reference(obj)
+                if name is not None:
+                    return main_global, (name,)
+            sentinel = _SENTINELS.get(id(obj))
+            if sentinel is not None and sentinel[1] is obj:
+                # dataclasses compares these by identity (`f._field_type is _FIELD`): a
+                # copy would make fields(), asdict() and replace() see no fields after a
+                # restore
+                return getattr, (dataclasses, sentinel[0])
+            if type(obj) is _LRU_WRAPPER and getattr(obj, "__module__", None) == "__main__":
+                # pickle would name it "__main__.f", which a new kernel does not have yet
+                return lru_cached, (obj.__wrapped__, obj.cache_parameters())
+            return super().reducer_override(obj)
+
+    return _ReferencingPickler
 
 
 def lru_cached(function: Callable[..., Any], parameters: dict[str, Any]) -> Any:
@@ -146,7 +157,7 @@ def dumps_value(
     by_reference = MAIN_BY_REFERENCE.get()
     try:
         out = io.BytesIO()
-        _ReferencingPickler(out, by_reference, buffer_callback).dump(value)
+        _pickler()(out, by_reference, buffer_callback).dump(value)
         return out.getvalue()
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, AttributeError, ...
         raise SerializationError(
@@ -167,8 +178,8 @@ def loads_value(data: Any, written_by: dict[str, Any] | None = None, buffers: An
     except Exception as exc:  # any import or reduce error means "not loadable here"
         where = ""
         if written_by:
-            theirs = ", ".join(f"{k} {written_by.get(k, '?')}" for k in _VERSIONS)
-            ours = ", ".join(f"{k} {v}" for k, v in _VERSIONS.items())
+            theirs = ", ".join(f"{k} {written_by.get(k, '?')}" for k in versions())
+            ours = ", ".join(f"{k} {v}" for k, v in versions().items())
             if theirs != ours:
                 where = f" (written by {theirs}; this is {ours})"
         raise StateFormatError(

@@ -16,15 +16,15 @@ first write, or whenever anything goes wrong on the fast path.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
+import pickletools
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import diskcache
 
 from awaitly_nb.errors import AwaitlyError, CacheWarning, StorageError, reason, warn
 from awaitly_nb.storage.base import StepStore
@@ -36,26 +36,37 @@ _STEP = "step"
 _SLOW = object()
 
 
-class _IndexDisk(diskcache.Disk):  # type: ignore[misc]
-    """diskcache's ``Disk``, remembering how recent tuple keys encode.
+def _index_disk() -> type:
+    """diskcache's ``Disk``, remembering how recent tuple keys encode (made on first use:
+    a process that only reads never imports diskcache).
 
     diskcache pickles a tuple key and optimises the pickle on every call,
     which costs more than the SQLite lookup itself; the stored bytes are the same.
     """
+    global _INDEX_DISK
+    if _INDEX_DISK is None:
+        import diskcache
 
-    def __init__(self, directory: str, **kwargs: Any) -> None:
-        super().__init__(directory, **kwargs)
-        self._keys: dict[tuple[Any, ...], Any] = {}
+        class _IndexDisk(diskcache.Disk):  # type: ignore[misc]
+            def __init__(self, directory: str, **kwargs: Any) -> None:
+                super().__init__(directory, **kwargs)
+                self._keys: dict[tuple[Any, ...], Any] = {}
 
-    def put(self, key: Any) -> Any:
-        if type(key) is not tuple:
-            return super().put(key)
-        found = self._keys.get(key)
-        if found is None:
-            if len(self._keys) >= 4096:
-                self._keys.clear()
-            found = self._keys[key] = super().put(key)
-        return found
+            def put(self, key: Any) -> Any:
+                if type(key) is not tuple:
+                    return super().put(key)
+                found = self._keys.get(key)
+                if found is None:
+                    if len(self._keys) >= 4096:
+                        self._keys.clear()
+                    found = self._keys[key] = super().put(key)
+                return found
+
+        _INDEX_DISK = _IndexDisk
+    return _INDEX_DISK
+
+
+_INDEX_DISK: type | None = None
 
 
 def open_index(directory: Path, *, what: str) -> Any:
@@ -66,7 +77,9 @@ def open_index(directory: Path, *, what: str) -> Any:
     """
     try:
         # Never evict: a saved entry stays until it is forgotten.
-        return diskcache.Cache(str(directory), eviction_policy="none", disk=_IndexDisk)
+        import diskcache
+
+        return diskcache.Cache(str(directory), eviction_policy="none", disk=_index_disk())
     except sqlite3.OperationalError as exc:
         raise StorageError(f"cannot open {what} in {directory}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
@@ -91,45 +104,65 @@ def quarantine(directory: Path, error: Exception, *, what: str) -> Any:
         "new one started: saved entries run again (`awaitly-nb gc` frees their blobs)",
         CacheWarning,
     )
-    return diskcache.Cache(str(directory), eviction_policy="none", disk=_IndexDisk)
+    import diskcache
+
+    return diskcache.Cache(str(directory), eviction_policy="none", disk=_index_disk())
 
 
 class _IndexReader:
     """Reads records from an existing index as ``diskcache.Cache.get`` does, without
-    opening the ``Cache``: one connection, the disk settings read once."""
+    opening the ``Cache`` (or importing diskcache): one connection, the same query,
+    and diskcache's encoding of tuple keys and of pickled values. Anything else it
+    meets raises, and the caller takes the ``Cache``'s own path."""
 
     _SELECT = (
         "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = ?"
         " AND (expire_time IS NULL OR expire_time > ?)"
     )
+    _MODE_PICKLE = 4  # diskcache.core.MODE_PICKLE: how it stores our record dicts
 
     def __init__(self, directory: Path) -> None:
         database = directory / "cache.db"
         if not database.exists():
             raise FileNotFoundError(database)
+        self._directory = directory
         self._con = sqlite3.connect(
             str(database), timeout=60, isolation_level=None, check_same_thread=False
         )
         self._lock = threading.Lock()
+        self._keys: dict[tuple[Any, ...], bytes] = {}
         try:
-            rows = self._con.execute(
-                "SELECT key, value FROM Settings WHERE key IN"
-                " ('disk_pickle_protocol', 'disk_min_file_size')"
-            ).fetchall()
-            settings = {str(k)[len("disk_") :]: v for k, v in rows}
-            self._disk = _IndexDisk(str(directory), **settings)
+            row = self._con.execute(
+                "SELECT value FROM Settings WHERE key = 'disk_pickle_protocol'"
+            ).fetchone()
         except BaseException:
             self._con.close()
             raise
+        self._protocol = pickle.HIGHEST_PROTOCOL if row is None else int(row[0])
 
-    def get(self, key: Any) -> Any:
-        db_key, raw = self._disk.put(key)
+    def _db_key(self, key: tuple[Any, ...]) -> bytes:
+        """``diskcache.Disk.put`` of a tuple key: its pickle, optimised."""
+        found = self._keys.get(key)
+        if found is None:
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            found = self._keys[key] = pickletools.optimize(pickle.dumps(key, self._protocol))
+        return found
+
+    def get(self, key: tuple[Any, ...]) -> Any:
         with self._lock:
-            rows = self._con.execute(self._SELECT, (db_key, raw, time.time())).fetchall()
+            rows = self._con.execute(
+                self._SELECT, (sqlite3.Binary(self._db_key(key)), False, time.time())
+            ).fetchall()
         if not rows:
             return None
         ((mode, filename, value),) = rows
-        return self._disk.fetch(mode, filename, value, False)
+        if mode != self._MODE_PICKLE:
+            raise ValueError(f"index record in mode {mode}")
+        if value is None:  # a big record: diskcache keeps it in a file beside the database
+            with open(self._directory / filename, "rb") as reader:
+                return pickle.load(reader)
+        return pickle.load(io.BytesIO(value))
 
     def close(self) -> None:
         self._con.close()

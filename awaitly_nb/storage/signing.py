@@ -8,8 +8,6 @@ key, or if the user says they trust it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from pathlib import Path
 
@@ -44,6 +42,9 @@ def sign(data: bytes, key: bytes) -> str:
     >>> sign(b"manifest", b"team-key") == sign(b"manifest", b"team-key")
     True
     """
+    import hashlib
+    import hmac
+
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
@@ -52,4 +53,6 @@ def signature_matches(data: bytes, signature: str | None, key: bytes) -> bool:
     if signature is None:
         return False
     expected = sign(data, key).encode("ascii")
+    import hmac
+
     return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))

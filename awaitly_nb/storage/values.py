@@ -43,8 +43,6 @@ VERIFY_LIMIT = 64 * 1024 * 1024
 """Blobs are hash-checked on every load while their total size is at most this;
 bigger values are checked for size only (``verify`` checks everything)."""
 
-_VERSIONS = versions()
-
 
 class BlobWriter(Protocol):
     """Where :func:`write_value` puts buffers: ``put`` returns the blob's name."""
@@ -74,7 +72,7 @@ def write_value(value: Any, blobs: BlobWriter) -> ValueRecord:
         buffers=refs,
         stream=stream if inline else None,
         stream_ref=None if inline else BlobRef(blobs.put(memoryview(stream)), len(stream)),
-        versions=_VERSIONS,
+        versions=versions(),
         nbytes=len(stream) + sum(ref.size for ref in refs),
     )
 

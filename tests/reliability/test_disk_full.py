@@ -27,6 +27,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,6 @@ from faults import (
 import awaitly_nb
 from awaitly_nb import CacheWarning, StorageError
 from awaitly_nb.config import get_session
-from awaitly_nb.storage import blobs as blobs_module
 from awaitly_nb.storage.local import LocalStore
 
 # The shared fixtures, by name, so pytest finds them in this module.
@@ -66,7 +66,7 @@ def refuse_writes(monkeypatch: pytest.MonkeyPatch, fault: str, error: BaseExcept
         def mkstemp(*args: Any, **kwargs: Any) -> Any:
             raise error
 
-        monkeypatch.setattr(blobs_module.tempfile, "mkstemp", mkstemp)
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     else:
         fail_blob_writes(monkeypatch, fault, error)
 

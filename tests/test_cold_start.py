@@ -1,0 +1,81 @@
+"""A script's cold start: what importing awaitly_nb and restoring a tiny step loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from awaitly_nb.storage.local import LocalStore
+
+HEAVY = [
+    "asyncio",
+    "diskcache",
+    "cloudpickle",
+    "tempfile",
+    "hmac",
+    "tqdm",
+    "ipywidgets",
+    "redis",
+    "fsspec",
+    "awaitly_nb.sharing",
+    "awaitly_nb.cli",
+    "awaitly_nb.notebook.widget",
+    "awaitly_nb.storage.shared",
+    "awaitly_nb.core.workflow",
+]
+"""Modules a process that only restores steps does not need."""
+
+
+def _run(code: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWAITLY_NB_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True
+    )
+    return done.stdout
+
+
+def test_import_awaitly_nb_loads_none_of_its_parts_until_used() -> None:
+    loaded = json.loads(
+        _run("import sys, json, awaitly_nb; print(json.dumps(sorted(sys.modules)))")
+    )
+    ours = [m for m in loaded if m.startswith("awaitly_nb.")]
+    assert ours == ["awaitly_nb._version"]
+    assert not [m for m in HEAVY if m in loaded]
+
+
+def test_a_script_restoring_a_step_loads_only_what_a_lookup_needs(tmp_path: Path) -> None:
+    step = (
+        "import sys, json, awaitly_nb\n"
+        "awaitly_nb.configure(dir=sys.argv[1], workflow='w')\n"
+        "value = awaitly_nb.step(lambda: {'rows': 3}, key='tiny')\n"
+        "print(json.dumps([value, sorted(sys.modules)]))\n"
+    )
+    first, _ = json.loads(_run(step, str(tmp_path)))  # computes and saves
+    value, loaded = json.loads(_run(step, str(tmp_path)))  # restores
+    assert first == value == {"rows": 3}
+    assert [m for m in HEAVY if m in loaded] == []
+
+
+def test_the_light_reader_reads_what_diskcache_wrote_small_and_big(tmp_path: Path) -> None:
+    writer = LocalStore(tmp_path)
+    big = {f"name{i}": "x" * 50 for i in range(2_000)}  # a record over diskcache's 32 KB
+    writer.save("w", "small", {}, {"a": 1})
+    writer.save("w", "big", {"variables": sorted(big)}, big)
+    writer.save("w", "array", {}, np.arange(10))
+    writer.close()
+
+    reader = LocalStore(tmp_path)
+    assert reader.load("w", "small") == {"a": 1}
+    assert reader.load("w", "big") == big
+    assert list(reader.load("w", "array")) == list(range(10))
+    assert reader.read("w", "nope") is None
+    assert reader._cache is None  # diskcache's Cache was never opened
+    reader.save("w", "small", {}, {"a": 2})  # the first write opens it
+    assert reader._cache is not None
+    assert reader.load("w", "small") == {"a": 2}
+    assert LocalStore(tmp_path).load("w", "small") == {"a": 2}
