@@ -7,9 +7,7 @@ key to a :class:`StepEntry` (``value`` and ``meta``), ``metadata`` holds what
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -168,10 +166,14 @@ def _canonical_json(value: Any) -> bytes:
 
 
 def _sha256(data: bytes) -> str:
+    import hashlib
+
     return hashlib.sha256(data).hexdigest()
 
 
 def _encode_entry(key: str, entry: StepEntry) -> dict[str, Any]:
+    import base64
+
     value = entry.value
     try:
         plain = _is_plain_json(value)
@@ -225,6 +227,8 @@ def stringify_state(state: WorkflowState, metadata: Mapping[str, Any] | None = N
 
 
 def _decode_entry(key: str, raw: Any, written_by: dict[str, Any]) -> StepEntry | None:
+    import base64
+
     if not isinstance(raw, dict):
         raise StateFormatError(f"step {key!r}: entry must be an object")
     meta = StepMeta.from_json(raw.get("meta"), key)

@@ -16,9 +16,7 @@ Formats (``tests/fixtures/`` keeps a store of each released one):
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -137,6 +135,9 @@ class ValueRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-able data (its inline stream base64, with a SHA-256), for sharing."""
+        import base64
+        import hashlib
+
         data = self.to_dict()
         data["buffers"] = [list(ref) for ref in data["buffers"]]
         if "stream_ref" in data:
@@ -154,6 +155,9 @@ class ValueRecord:
         Raises:
             StateFormatError: damaged, or the inline stream is not base64 or fails its checksum.
         """
+        import base64
+        import hashlib
+
         if not isinstance(data, dict):
             raise StateFormatError(f"{where} is damaged: the record is not an object")
         record = {k: v for k, v in data.items() if k not in ("stream_b64", "stream_sha256")}
