@@ -126,7 +126,7 @@ class RedisAdapter:
             ready ``redis.Redis`` client.
         prefix: put before every key, to share one database between projects.
         options: for ``redis.Redis.from_url`` (password, ``ssl_ca_certs``, timeouts;
-            connecting waits at most 5 s and a reply 60 s unless they say otherwise).
+            connecting waits at most 5 s and a reply 10 s unless they say otherwise).
 
     Values come back as ``bytes``; keys are listed with ``SCAN`` (never ``KEYS``).
     """
@@ -141,7 +141,7 @@ class RedisAdapter:
             except ImportError as exc:  # pragma: no cover - an optional dependency
                 raise ImportError("RedisAdapter needs redis-py: pip install redis") from exc
             # Bounded waits: an unreachable server is reported within seconds, not hung on.
-            options = {"socket_connect_timeout": 5, "socket_timeout": 60, **options}
+            options = {"socket_connect_timeout": 5, "socket_timeout": 10, **options}
             self.client = redis.Redis.from_url(url, **options)
             self.url = url
         else:
@@ -177,9 +177,14 @@ def _redis_escape(text: str) -> str:
 _MAX_NAME = 200  # file names longer than about 255 bytes are refused by most file systems
 
 
-S3_TIMEOUTS = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}}
+S3_TIMEOUTS = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 2}}
 """botocore settings for S3 unless ``storage_options`` say otherwise: an unreachable
-endpoint is reported within seconds (botocore waits 60 s to connect, with retries)."""
+endpoint is reported within seconds (botocore waits 60 s to connect, with retries).
+The read timeout is the longest silence while a reply arrives, not its whole time."""
+S3_RETRIES = 1
+"""s3fs's own attempts per call unless ``storage_options`` give ``retries``: on top of
+botocore's, its default (5, with back-off) made a server that stopped answering cost
+about 15 minutes per call."""
 
 
 def _bounded_s3(options: dict[str, Any]) -> dict[str, Any]:
@@ -210,9 +215,13 @@ class FsspecAdapter:
         self.url = url
         # A teammate's new entries must show at the next look: no listing cache.
         options = {"use_listings_cache": False, **options}
+        retries = None
         if url.startswith(("s3://", "s3a://")):
             options = _bounded_s3(options)
+            retries = options.pop("retries", S3_RETRIES)
         self.fs, root = fsspec.core.url_to_fs(url, **options)
+        if retries is not None:
+            self.fs.retries = int(retries)
         self.root = root.rstrip("/")
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         if "file" in protocols or "memory" in protocols:

@@ -86,19 +86,46 @@ def adapter_for_url(url: str, options: Mapping[str, Any] | None = None) -> KeyVa
     return FsspecAdapter(url, **(options or {}))
 
 
+RETRY_AFTER = 30.0
+"""Seconds a store that did not connect or answer is left alone: meanwhile every call
+fails at once (each step runs here with its warning) instead of waiting again."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failure to connect or to hear back (any driver's timeout or connection error),
+    as opposed to a refusal (no permission, a damaged key)."""
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    names = " ".join(kind.__name__ for kind in type(exc).__mro__)
+    return "Timeout" in names or "Connect" in names
+
+
 class _Remote:
-    """An adapter whose failures (a server down, a refused write) are StorageErrors."""
+    """An adapter whose failures (a server down, a refused write) are StorageErrors;
+    after a server did not connect or answer, calls fail at once for ``RETRY_AFTER``."""
 
     def __init__(self, adapter: Any) -> None:
         self.adapter = adapter
+        self.down: tuple[float, str] | None = None  # since when, and why
 
     def __getattr__(self, op: str) -> Any:
         method = getattr(self.adapter, op)
 
         def call(*args: Any) -> Any:
+            down = self.down
+            if down is not None:
+                since = time.monotonic() - down[0]
+                if since < RETRY_AFTER:
+                    raise StorageError(
+                        f"the shared store did not answer {since:.0f} s ago ({down[1]}); "
+                        f"it is asked again in {RETRY_AFTER - since:.0f} s"
+                    )
+                self.down = None
             try:
                 return method(*args)
             except Exception as exc:
+                if _unreachable(exc):
+                    self.down = (time.monotonic(), reason(exc))
                 raise StorageError(f"the shared store refused {op}: {reason(exc)}") from exc
 
         return call
@@ -109,7 +136,7 @@ class ReadThroughBlobs(BlobStore):
 
     def __init__(self, directory: str | os.PathLike[str], adapter: Any) -> None:
         super().__init__(directory)
-        self.remote = _Remote(adapter)
+        self.remote = adapter if isinstance(adapter, _Remote) else _Remote(adapter)
         self.expected: dict[str, str] = {}
         """SHA-256 of blobs named by signed records: a download must match it."""
         self.signing = False
@@ -306,7 +333,7 @@ class SharedStore(StepStore):
         self.adapter = adapter
         self.remote = _Remote(adapter)
         self.directory = Path(cache_dir)
-        self.blobs = ReadThroughBlobs(self.directory / "blobs", adapter)
+        self.blobs = ReadThroughBlobs(self.directory / "blobs", self.remote)  # one breaker
         self.blobs.signing = key is not None
         self.key = key
 

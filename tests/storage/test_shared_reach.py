@@ -66,6 +66,69 @@ def test_an_unreachable_store_is_a_warning_and_the_step_runs_here(
     assert value == 42 and calls == [1]
 
 
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections and never answers (a server hung or
+    stopped with SIGSTOP: the case where only timeouts help)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "s3"])
+def test_a_store_that_stops_answering_costs_one_timeout_not_one_per_step(
+    kind: str, silent_port: int, tmp_path: Path
+) -> None:
+    import time
+
+    if kind == "redis":
+        url, options = f"redis://127.0.0.1:{silent_port}/0", {"socket_timeout": 1}
+    else:
+        pytest.importorskip("s3fs")
+        url = "s3://team/awaitly"
+        options = {
+            "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{silent_port}"},
+            "config_kwargs": {"read_timeout": 1},
+            "anon": True,
+        }
+    awaitly_nb.configure(dir=tmp_path / "a", store=url, storage_options=options, workflow="w")
+    start = time.monotonic()
+    with pytest.warns(CacheWarning, match="'first'") as caught:
+        assert awaitly_nb.step(lambda: 1, key="first") == 1  # waits for the timeouts once
+    waited = time.monotonic() - start
+    assert waited < 15  # s3fs's own retries (5, with back-off) took minutes
+    assert any(
+        "not saved" in str(w.message) or "could not be saved" in str(w.message) for w in caught
+    )
+
+    start = time.monotonic()
+    with pytest.warns(CacheWarning, match="'second'.*did not answer"):
+        assert awaitly_nb.step(lambda: 2, key="second") == 2
+    assert time.monotonic() - start < min(1.0, waited)  # not asked again: no new wait
+
+
 TEAMMATE = """
 import awaitly_nb
 awaitly_nb.configure(store={url!r}, workflow="team")
