@@ -36,7 +36,7 @@ from awaitly_nb.storage.adapters import FsspecAdapter, KeyValueAdapter, RedisAda
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import BlobStore, GcReport
 from awaitly_nb.storage.manifest import ValueRecord
-from awaitly_nb.storage.signing import ENV_KEY, sign, signature_matches
+from awaitly_nb.storage.signing import ENV_KEY, key_id, sign, signature_matches
 
 __all__ = ["ReadThroughBlobs", "SharedStore", "adapter_for_url", "open_shared_store"]
 
@@ -358,11 +358,13 @@ class SharedStore(StepStore):
             if self.key is not None:
                 why = self._refused(workflow, key, data)
                 if why is not None:
-                    warn(
-                        f"shared step {key!r} of {workflow!r} is refused: {why}. It is "
-                        "treated as not saved: the step runs here and its signed result "
-                        "replaces it"
+                    then = (
+                        "The step runs here and the record is left as it is (if your key "
+                        f"is the wrong one, fix ${ENV_KEY})"
+                        if self._other_key(data)
+                        else "The step runs here and its signed result replaces it"
                     )
+                    warn(f"shared step {key!r} of {workflow!r} is refused: {why}. {then}")
                     return None
             record = ValueRecord.from_json(data["value"], f"shared step {key!r}")
         except (ValueError, KeyError, TypeError, StateFormatError):
@@ -380,21 +382,75 @@ class SharedStore(StepStore):
         if not isinstance(data, dict) or not isinstance(data.get("signature"), str):
             return "it is not signed (saved without a team key)"
         if not signature_matches(self._signed(workflow, key, data), data["signature"], self.key):
-            return "its signature does not match the team key (AWAITLY_NB_KEY)"
+            if self._other_key(data):
+                return (
+                    f"its signature is by another team key (key id {data['key_id']}; "
+                    f"yours is {key_id(self.key)})"
+                )
+            return (
+                f"its signature does not match the team key (${ENV_KEY}): it was changed "
+                "after it was signed"
+            )
         hashes = data.get("sha256")
         if not isinstance(hashes, dict) or not isinstance(hashes.get("blobs"), dict):
             return "it names no blob hashes"
         return None
 
     def write(self, workflow: str, key: str, record: dict[str, Any]) -> None:
+        if self.key is not None:
+            self._keep_others(workflow, key)
         value = ValueRecord.from_dict(record["value"])
         data: dict[str, Any] = {"manifest": record["manifest"], "value": value.to_json()}
         if isinstance(record.get("variants"), list):
             data["variants"] = record["variants"]
         if self.key is not None:
             data["sha256"] = {"blobs": {ref.name: self._sha256(ref.name) for ref in value.blobs()}}
+            data["key_id"] = key_id(self.key)
             data["signature"] = sign(self._signed(workflow, key, data), self.key)
         self.remote.set(self._name(workflow, key), json.dumps(data, ensure_ascii=False))
+
+    def _other_key(self, data: Any) -> bool:
+        """Whether a record says it was signed with a key other than this store's (a
+        record changed after signing keeps the key id it had: it is not one of these)."""
+        return (
+            self.key is not None
+            and isinstance(data, dict)
+            and isinstance(data.get("key_id"), str)
+            and data["key_id"] != key_id(self.key)
+        )
+
+    def _keep_others(self, workflow: str, key: str) -> None:
+        """Refuse to write over a record signed with another key: with a mistyped key,
+        every step would otherwise replace the team's records with ones they refuse."""
+        raw = self.remote.get(self._name(workflow, key))
+        if raw is None:
+            return
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return  # a damaged record: replaced
+        if self._other_key(data) and self._refused(workflow, key, data) is not None:
+            raise StorageError(
+                f"the shared record of {key!r} is signed with another team key (key id "
+                f"{data['key_id']}; yours is {key_id(self.key or b'')}) and is left as it "
+                f"is: if your key (${ENV_KEY}) is the wrong one, fix it; to replace the "
+                f"record, forget it first (awaitly-nb --store URL forget {key!r})"
+            )
+
+    def referenced_blobs(self) -> set[str]:
+        """Every blob any record names, whether or not it is signed with this key: a
+        process that cannot vouch for a teammate's record must not free its blobs."""
+        names: set[str] = set()
+        for workflow, key in self.record_keys(None):
+            raw = self.remote.get(self._name(workflow, key))
+            if raw is None:
+                continue
+            try:
+                record = ValueRecord.from_json(json.loads(raw)["value"], f"shared step {key!r}")
+            except (ValueError, KeyError, TypeError, StateFormatError):
+                continue  # damaged: it can name no blob anyone could restore
+            names.update(ref.name for ref in record.blobs())
+        return names
 
     def _sha256(self, name: str) -> str:
         """A blob's SHA-256, from its local copy (every blob written is there)."""

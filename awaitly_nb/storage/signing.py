@@ -13,7 +13,7 @@ from pathlib import Path
 
 from awaitly_nb.errors import AwaitlyError
 
-__all__ = ["ENV_KEY", "load_key", "sign", "signature_matches"]
+__all__ = ["ENV_KEY", "key_id", "load_key", "sign", "signature_matches"]
 
 ENV_KEY = "AWAITLY_NB_KEY"
 
@@ -46,6 +46,15 @@ def sign(data: bytes, key: bytes) -> str:
     import hmac
 
     return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def key_id(key: bytes) -> str:
+    """A short name for a key that tells keys apart and reveals nothing of it.
+
+    >>> key_id(b"team") == key_id(b"team") != key_id(b"teem")
+    True
+    """
+    return sign(b"awaitly_nb key id", key)[:16]
 
 
 def signature_matches(data: bytes, signature: str | None, key: bytes) -> bool:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import xxhash
 from test_shared import KEY
 
 import awaitly_nb
+from awaitly_nb.config import get_session
 from awaitly_nb.errors import CacheWarning, TrustError
 from awaitly_nb.storage.shared import adapter_for_url, open_shared_store
 
@@ -50,7 +52,7 @@ def _plant(url: str, workflow: str, key: str, canary: Path, *, sign_with: bytes 
     """Replace a step's pickle with one that creates ``canary``, recomputing every plain
     hash as an intruder can; sign it with ``sign_with`` (None: drop the signature)."""
     from awaitly_nb.storage.shared import SharedStore
-    from awaitly_nb.storage.signing import sign
+    from awaitly_nb.storage.signing import key_id, sign
 
     adapter, name, data = _record(url, workflow, key)
     stream = pickle.dumps({"value": _Evil(canary)}, protocol=5)
@@ -63,7 +65,9 @@ def _plant(url: str, workflow: str, key: str, canary: Path, *, sign_with: bytes 
     )
     value.pop("stream_ref", None)
     data.pop("signature", None)
+    data.pop("key_id", None)
     if sign_with is not None:
+        data["key_id"] = key_id(sign_with)
         data["signature"] = sign(SharedStore._signed(workflow, key, data), sign_with)
     adapter.set(name, json.dumps(data))
 
@@ -81,17 +85,29 @@ def test_a_planted_pickle_never_runs_and_the_step_runs_here(
     _plant(shared_url, "team", "model:v1", canary, sign_with=None if forged == "unsigned" else b"x")
     if forged == "old signature":  # the signature alice made, over her own record
         adapter, name, data = _record(shared_url, "team", "model:v1")
-        data["signature"] = saved["signature"]
+        data["signature"], data["key_id"] = saved["signature"], saved["key_id"]
         adapter.set(name, json.dumps(data))
 
     awaitly_nb.configure(dir=tmp_path / "bob")  # a teammate: nothing cached locally
-    with pytest.warns(CacheWarning, match="'model:v1' of 'team' is refused"):
+    with pytest.warns(CacheWarning) as caught:
         value = awaitly_nb.step(lambda: {"weights": 2}, key="model:v1", pin=True)
+    assert any("'model:v1' of 'team' is refused" in str(w.message) for w in caught)
     assert not canary.exists()  # nothing was unpickled
     assert value == {"weights": 2}  # it ran here...
     awaitly_nb.configure(dir=tmp_path / "carol")
-    again = awaitly_nb.step(lambda: {"weights": 3}, key="model:v1", pin=True)
-    assert again == {"weights": 2}  # ...and its signed result replaced the planted one
+    if forged != "other key":  # unsigned, or changed after signing: replaced
+        again = awaitly_nb.step(lambda: {"weights": 3}, key="model:v1", pin=True)
+        assert again == {"weights": 2}  # ...and its signed result replaced the planted one
+    else:
+        # ...but a record signed with another key is not saved over (that key may be the
+        # team's, and this kernel's the mistyped one): it stays refused until forgotten
+        assert any("left as it is" in str(w.message) for w in caught)
+        with pytest.warns(CacheWarning):  # refused, and not saved over
+            assert awaitly_nb.step(lambda: {"weights": 3}, key="model:v1") == {"weights": 3}
+        assert get_session().engine.forget("model:v1")
+        awaitly_nb.step(lambda: {"weights": 4}, key="model:v1")
+        awaitly_nb.configure(dir=tmp_path / "dave")
+        assert awaitly_nb.step(lambda: {"weights": 5}, key="model:v1", pin=True) == {"weights": 4}
     assert not canary.exists()
 
 
@@ -155,3 +171,23 @@ def test_a_shared_store_needs_a_key_unless_unsigned_use_is_asked_for(
     awaitly_nb.configure(key="team-key", trust_unsigned=False)  # a teammate with the key
     with pytest.warns(CacheWarning, match="not signed"):
         assert awaitly_nb.step(lambda: 2, key="k", pin=True) == 2
+
+
+def test_gc_with_another_key_frees_no_blob_a_record_names(
+    shared_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    awaitly_nb.configure(dir=tmp_path / "alice", store=shared_url, workflow="team")
+    awaitly_nb.step(lambda: np.arange(50_000.0), key="big")
+    team = open_shared_store(shared_url, tmp_path / "check", key=KEY)
+    (blob,) = team.referenced_blobs()
+
+    stranger = open_shared_store(shared_url, tmp_path / "mistyped", key=b"WRONG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CacheWarning)  # its records are refused: fine
+        report = stranger.gc(min_age=0)
+    assert report.blobs == 0
+    assert blob in set(team.blobs.names())
+    awaitly_nb.configure(dir=tmp_path / "bob")
+    np.testing.assert_array_equal(
+        awaitly_nb.step(lambda: np.zeros(1), key="big", pin=True), np.arange(50_000.0)
+    )
