@@ -18,6 +18,7 @@ hashed and written to the local cache in order as its parts arrive.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -141,6 +142,8 @@ class ReadThroughBlobs(BlobStore):
         """SHA-256 of blobs named by signed records: a download must match it."""
         self.signing = False
         """Whether records are signed: uploads then take each blob's SHA-256 on the way."""
+        self.fresh = False
+        """Download even blobs cached locally (``verify`` checks the store, not the cache)."""
 
     @staticmethod
     def _meta_key(name: str) -> str:
@@ -172,11 +175,12 @@ class ReadThroughBlobs(BlobStore):
         """Threads per transfer: only for adapters that say they are thread-safe."""
         return WORKERS if getattr(self.remote.adapter, "concurrent", False) else 1
 
-    def _upload(self, name: str) -> None:
+    def _upload(self, name: str, *, again: bool = False) -> None:
+        """Upload a local blob unless the store has it (``again``: in any case)."""
         path = self.path(name)
         size = path.stat().st_size
         try:
-            meta = self._meta(name)
+            meta = None if again else self._meta(name)
         except StateFormatError:
             meta = None  # damaged: upload again
         if meta is None or meta["size"] != size:
@@ -211,7 +215,7 @@ class ReadThroughBlobs(BlobStore):
 
     def adopt(self, staged: Path, name: str) -> None:
         super().adopt(staged, name)
-        self._upload(name)
+        self._upload(name, again=True)  # an import: its checked bytes repair a damaged blob
 
     def ensure(self, name: str, size: int) -> Path:
         """Download the blob into the local cache unless it is there; return its path.
@@ -223,7 +227,7 @@ class ReadThroughBlobs(BlobStore):
         """
         path = self.path(name)
         try:
-            if path.stat().st_size == size:
+            if path.stat().st_size == size and not self.fresh:
                 return path
         except FileNotFoundError:
             pass
@@ -237,10 +241,10 @@ class ReadThroughBlobs(BlobStore):
 
         def fetch(i: int) -> bytes:
             chunk = self.remote.get(f"blob:{name}:{i}")
-            if chunk is None:
-                raise StateFormatError(f"blob {name} is incomplete in the shared store")
-            if len(chunk) != min(part, size - i * part):
-                raise StateFormatError(f"blob {name} in the shared store is damaged")
+            if chunk is None or len(chunk) != min(part, size - i * part):
+                self._forget_damaged(name)
+                what = "incomplete" if chunk is None else "damaged"
+                raise StateFormatError(f"blob {name} in the shared store is {what}")
             return bytes(chunk)
 
         fd, staged = self.stage()
@@ -258,6 +262,7 @@ class ReadThroughBlobs(BlobStore):
                     if bar is not None:
                         bar(len(chunk))
             if digest.hexdigest() != name:
+                self._forget_damaged(name)
                 raise StateFormatError(f"blob {name} in the shared store is damaged")
             if sha is not None and sha.hexdigest() != expected:
                 raise StateFormatError(
@@ -268,6 +273,13 @@ class ReadThroughBlobs(BlobStore):
             staged.unlink(missing_ok=True)
             raise
         return path
+
+    def _forget_damaged(self, name: str) -> None:
+        """A blob whose bytes do not match its name is of no use to anyone: drop its meta
+        so that the next save of it uploads it again (best effort: a reader may not
+        be allowed to write)."""
+        with contextlib.suppress(StorageError):
+            self.remote.delete(self._meta_key(name))
 
     def open(self, name: str, size: int, *, map: bool = True) -> Any:
         self.ensure(name, size)
@@ -468,6 +480,13 @@ class SharedStore(StepStore):
 
     def verify(self) -> list[str]:
         """Check every record's signature (with a key), then every hash; unpickles nothing."""
+        self.blobs.fresh = True  # the store's bytes, not this machine's cached copies
+        try:
+            return self._verify()
+        finally:
+            self.blobs.fresh = False
+
+    def _verify(self) -> list[str]:
         refused: dict[str, str] = {}
         if self.key is not None:
             for workflow, key in self.record_keys(None):

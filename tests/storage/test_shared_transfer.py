@@ -206,3 +206,50 @@ def test_a_many_part_value_round_trips_through_every_shared_store(
     reader = open_shared_store(shared_url, tmp_path / "bob", key=KEY)
     np.testing.assert_array_equal(reader.load("wf", "big"), array)
     assert reader.verify() == []
+
+
+def test_a_damaged_blob_is_uploaded_again_by_the_next_save_of_it(tmp_path: Path) -> None:
+    adapter = Watched(delay=0)
+    array = _array(4)
+    SharedStore(adapter, tmp_path / "alice", key=KEY).save("wf", "big", {}, array)
+    (part,) = adapter.keys("blob:*:2")
+    adapter.data[part] = b"\x00" * len(adapter.data[part])  # same length, other bytes
+
+    bob = SharedStore(adapter, tmp_path / "bob", key=KEY)
+    with pytest.raises(StateFormatError, match="damaged"):
+        bob.load("wf", "big")
+    bob.save("wf", "big", {}, array)  # the step ran again in bob's kernel
+    carol = SharedStore(adapter, tmp_path / "carol", key=KEY)
+    np.testing.assert_array_equal(carol.load("wf", "big"), array)  # repaired
+
+
+def test_verify_reads_the_store_not_a_cached_copy(tmp_path: Path) -> None:
+    adapter = Watched(delay=0)
+    alice = SharedStore(adapter, tmp_path / "alice", key=KEY)
+    alice.save("wf", "big", {}, _array(4))
+    assert alice.verify() == []
+    (part,) = adapter.keys("blob:*:1")
+    adapter.data[part] = b"\x01" * len(adapter.data[part])
+    problems = alice.verify()  # alice's own cached copy is fine; the store's is not
+    assert len(problems) == 1 and "damaged" in problems[0]
+
+
+def test_an_import_repairs_a_damaged_blob(tmp_path: Path) -> None:
+    from awaitly_nb.sharing.transfer import export_steps, import_steps
+    from awaitly_nb.storage.local import LocalStore
+
+    array = _array(3)
+    local = LocalStore(tmp_path / "local")
+    local.save("wf", "big", {}, array)
+    bundle = tmp_path / "b.awnb"
+    export_steps(local, bundle, key=KEY)
+    adapter = Watched(delay=0)
+    shared = SharedStore(adapter, tmp_path / "alice", key=KEY)
+    shared.save("wf", "big", {}, array)
+    (part,) = adapter.keys("blob:*:0")
+    adapter.data[part] = b"\x02" * len(adapter.data[part])
+
+    import_steps(SharedStore(adapter, tmp_path / "importer", key=KEY), bundle, key=KEY)
+    fresh = SharedStore(adapter, tmp_path / "bob", key=KEY)
+    np.testing.assert_array_equal(fresh.load("wf", "big"), array)
+    assert fresh.verify() == []
