@@ -194,7 +194,7 @@ class ReadThroughBlobs(BlobStore):
                     self.remote.set(f"blob:{name}:{i}", data)
                     return data
 
-                with progress_bar(size, f"[awaitly_nb] upload {name[:8]}", transient=True) as bar:
+                with progress_bar(size, f"upload {name[:8]}", transient=True) as bar:
                     for data in _in_order(send, parts, self._workers):
                         if sha is not None:
                             sha.update(data)
@@ -252,7 +252,7 @@ class ReadThroughBlobs(BlobStore):
         try:
             with (
                 os.fdopen(fd, "wb", buffering=0) as out,
-                progress_bar(size, f"[awaitly_nb] download {name[:8]}", transient=True) as bar,
+                progress_bar(size, f"download {name[:8]}", transient=True) as bar,
             ):
                 for chunk in _in_order(fetch, parts, self._workers):
                     digest.update(chunk)

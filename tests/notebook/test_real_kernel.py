@@ -205,3 +205,35 @@ def test_a_failing_step_cells_traceback_names_its_own_cell_and_line(tmp_path: Pa
         text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback))
         labels.append(re.findall(r"Cell In\[(\d+)\], line (\d+)", text))
     assert labels == [[("2", "1"), ("2", "2")], [("3", "1"), ("3", "3")]]
+
+
+def test_a_shared_blob_moving_shows_one_note_that_ends_done(tmp_path: Path) -> None:
+    """A big blob's upload and download show as an awaitly_nb note updated in place
+    (its last text says what moved), and the step's own outputs are as a plain run's."""
+    shared = (tmp_path / "shared").as_uri()
+    cells = [
+        "%load_ext awaitly_nb\n"
+        "import awaitly_nb, awaitly_nb.progress\n"
+        "awaitly_nb.progress.PROGRESS_MIN_BYTES = 1024  # 'big' here: over 1 KB\n"
+        f"awaitly_nb.configure(store={shared!r}, workflow='team')",
+        "%%step key=big\nimport numpy as np\narr = np.arange(400_000.0)\nprint('sum', arr.sum())",
+    ]
+    path = tmp_path / "team.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), path)
+    env_key = {"AWAITLY_NB_KEY": "team-key"}
+    runs = []
+    for who in ("alice", "bob"):  # bob: a new kernel and an empty local cache
+        os.environ.update(env_key)
+        try:
+            runs.append(_execute(path, tmp_path / who, tmp_path / "log"))
+        finally:
+            os.environ.pop("AWAITLY_NB_KEY")
+    first, second = (nb.cells[1] for nb in runs)
+    assert (
+        _visible(first) == _visible(second) == [{"stream": "stdout", "text": "sum 79999800000.0\n"}]
+    )
+    (upload,) = [n for n in _notes(first) if "upload" in n]
+    (download,) = [n for n in _notes(second) if "download" in n]
+    assert upload.startswith("[awaitly_nb] upload ") and upload.endswith("done")
+    assert download.startswith("[awaitly_nb] download ") and download.endswith("done")
+    assert "3.1 MB" in download
