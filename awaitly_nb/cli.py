@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -31,7 +32,13 @@ from awaitly_nb.config import (
     store_url,
     trust_unsigned_from_env,
 )
-from awaitly_nb.errors import AwaitlyError, StateFormatError, StorageError, TrustError
+from awaitly_nb.errors import (
+    AwaitlyError,
+    CacheWarning,
+    StateFormatError,
+    StorageError,
+    TrustError,
+)
 from awaitly_nb.formatting import format_duration, format_size, format_time, text_table
 from awaitly_nb.sharing.bundle import verify_bundle
 from awaitly_nb.sharing.transfer import export_steps, import_steps
@@ -68,6 +75,11 @@ def _errors(fn: F) -> F:
             sys.exit(EXIT_PROBLEMS)
 
     return run  # type: ignore[return-value]
+
+
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """A warning as a line of its own (the source line of a library is no use here)."""
+    click.echo(f"warning: {message}", err=True)
 
 
 def _store(ctx: click.Context, *, create: bool = False) -> StepStore:
@@ -127,6 +139,8 @@ def _find(store: StepStore, key: str, workflow: str | None) -> tuple[str, StepMa
 @click.pass_context
 def main(ctx: click.Context, directory: Path, url: str | None) -> None:
     """Inspect, prune, verify and share awaitly_nb step stores."""
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("always", CacheWarning)  # said each time, never raised
     ctx.ensure_object(dict)
     ctx.obj["dir"] = directory
     ctx.obj["url"] = url or None

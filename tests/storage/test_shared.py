@@ -224,6 +224,11 @@ def test_the_cli_reaches_a_shared_store_from_the_environment_or_store(
     verified = runner.invoke(main, ["--store", shared_url, "verify"])
     assert verified.exit_code == 0 and verified.output.endswith(f"{shared_url}: ok\n")
 
+    wrong = runner.invoke(main, ["--store", shared_url, "ls"], env={"AWAITLY_NB_KEY": "WRONG"})
+    assert wrong.exit_code == 0 and "no saved steps" in wrong.stdout
+    assert wrong.stderr.startswith("warning: shared step 'features:v1' of 'team.ipynb' is refused")
+    assert "click" not in wrong.stderr  # no library source lines
+
     forgot = runner.invoke(main, ["--store", shared_url, "forget", "features:v1"])
     assert forgot.exit_code == 0, forgot.output
     assert open_shared_store(shared_url, tmp_path / "bob", key=KEY).manifests() == []
