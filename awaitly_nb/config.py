@@ -205,6 +205,21 @@ class Session:
             )
         return store
 
+    def check_trust(self) -> None:
+        """Raise now if the shared store in use would be refused for want of a key.
+
+        Raises:
+            TrustError: a shared store, and neither a key nor ``trust_unsigned``.
+        """
+        url = self.shared or store_url()
+        trust = self.trust_unsigned
+        if trust is None:
+            trust = trust_unsigned_from_env()
+        if url and not (self.key or load_key() or trust):
+            from awaitly_nb.storage.shared import untrusted
+
+            raise untrusted(url)
+
     def workflow_id(self) -> str:
         """The workflow steps belong to: configured, else the notebook's name, else ``default``."""
         if self.workflow:
@@ -351,4 +366,6 @@ def configure(
         _SESSION.trust_unsigned = trust_unsigned
     if variants is not _UNSET:
         _SESSION.engine.variants = variants
+    if store is not _UNSET and store is not None:
+        _SESSION.check_trust()  # said now, not as a traceback at the first step
     return _SESSION

@@ -518,6 +518,16 @@ class SharedStore(StepStore):
         return f"SharedStore({self.adapter!r})"
 
 
+def untrusted(url: str) -> TrustError:
+    """The error for a shared store used with no key and no ``trust_unsigned``."""
+    return TrustError(
+        f"the shared store {url} needs a team key: loading a step unpickles it, and "
+        "unpickling runs code, so a store anyone else can write to must be signed. "
+        f"Set ${ENV_KEY} (or configure(key=...)) to the team's key; to use it "
+        "unsigned anyway, set $AWAITLY_NB_TRUST_UNSIGNED=1 (or configure(trust_unsigned=True))"
+    )
+
+
 def open_shared_store(
     url: str,
     cache_dir: str | os.PathLike[str],
@@ -553,10 +563,5 @@ def open_shared_store(
     except Exception as exc:  # a driver missing, a server down, bad options
         raise StorageError(f"cannot open the shared store {url}: {reason(exc)}") from exc
     if key is None and not trust_unsigned:
-        raise TrustError(
-            f"the shared store {url} needs a team key: loading a step unpickles it, and "
-            "unpickling runs code, so a store anyone else can write to must be signed. "
-            f"Set ${ENV_KEY} (or configure(key=...)) to the team's key; to use it "
-            "unsigned anyway, set $AWAITLY_NB_TRUST_UNSIGNED=1 (or configure(trust_unsigned=True))"
-        )
+        raise untrusted(url)
     return SharedStore(adapter, cache_dir, key=key)

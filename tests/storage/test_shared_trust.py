@@ -162,9 +162,10 @@ def test_a_shared_store_needs_a_key_unless_unsigned_use_is_asked_for(
 ) -> None:
     url = f"memory://awaitly-trust-{tmp_path.name}"
     monkeypatch.delenv("AWAITLY_NB_KEY")
-    awaitly_nb.configure(dir=tmp_path / "a", store=url, workflow="w")
     with pytest.raises(TrustError, match=r"needs a team key.*AWAITLY_NB_KEY"):
-        awaitly_nb.step(lambda: 1, key="k")
+        awaitly_nb.configure(dir=tmp_path / "a", store=url, workflow="w")  # said at once
+    with pytest.raises(TrustError, match=r"needs a team key"):
+        awaitly_nb.step(lambda: 1, key="k")  # and again if one goes on
     monkeypatch.setenv("AWAITLY_NB_TRUST_UNSIGNED", "1")
     awaitly_nb.configure(dir=tmp_path / "a")
     assert awaitly_nb.step(lambda: 1, key="k") == 1  # saved unsigned, at the user's word
