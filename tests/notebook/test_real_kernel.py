@@ -237,3 +237,19 @@ def test_a_shared_blob_moving_shows_one_note_that_ends_done(tmp_path: Path) -> N
     assert upload.startswith("[awaitly_nb] upload ") and upload.endswith("done")
     assert download.startswith("[awaitly_nb] download ") and download.endswith("done")
     assert "3.1 MB" in download
+
+
+def test_a_cache_warning_in_a_notebook_is_its_message_alone(tmp_path: Path) -> None:
+    cells = [
+        "%load_ext awaitly_nb",
+        "%%step key=lock\nimport threading\nlock = threading.Lock()\nprint('made')",
+        "import warnings\nwarnings.warn('plain', UserWarning)",
+    ]
+    path = tmp_path / "warn.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), path)
+    nb = _execute(path, tmp_path / "store", tmp_path / "log")
+    stderr = "".join(o.text for o in nb.cells[1].outputs if o.get("name") == "stderr")
+    assert stderr.startswith("CacheWarning: ") and "lock" in stderr
+    assert "run_cell_magic" not in stderr  # not the cell's source, as the source line
+    other = "".join(o.text for o in nb.cells[2].outputs if o.get("name") == "stderr")
+    assert "UserWarning: plain" in other and "warnings.warn(" in other  # others as before
