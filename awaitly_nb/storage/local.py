@@ -182,6 +182,7 @@ class LocalStore(StepStore):
         self.directory = Path(directory)
         self._cache: Any = None
         self._reader: _IndexReader | None = None
+        self._opening = threading.Lock()
         self.blobs = BlobStore(self.directory / "blobs")
         self._check_folder()
 
@@ -196,8 +197,10 @@ class LocalStore(StepStore):
     def index(self) -> Any:
         """The ``diskcache.Cache`` of records, opened when first needed."""
         if self._cache is None:
-            self._cache = self._open_index()
-            self._close_reader()
+            with self._opening:  # two threads' first writes open one Cache
+                if self._cache is None:
+                    self._cache = self._open_index()
+                    self._close_reader()
         return self._cache
 
     @index.setter
@@ -215,9 +218,11 @@ class LocalStore(StepStore):
         if self._cache is not None:
             return _SLOW
         try:
-            if self._reader is None:
-                self._reader = _IndexReader(self.directory / "index")
-            return self._reader.get(key)
+            reader = self._reader
+            if reader is None:
+                with self._opening:
+                    reader = self._reader = self._reader or _IndexReader(self.directory / "index")
+            return reader.get(key)
         except Exception:  # no table yet, locked, damaged...: the Cache's path handles it
             self._close_reader()
             return _SLOW
