@@ -195,15 +195,22 @@ class Session:
         where = (self.resolved_directory(), self.shared or store_url())
         store = self._stores.get(where)
         if store is None:
-            trust = self.trust_unsigned
             options = self.storage_options
             store = self._stores[where] = open_store(
                 *where,
-                key=self.key or load_key(),
-                trust_unsigned=trust_unsigned_from_env() if trust is None else trust,
+                key=self.team_key(),
+                trust_unsigned=self.trusts_unsigned(),
                 storage_options=store_options_from_env() if options is None else options,
             )
         return store
+
+    def team_key(self) -> bytes | None:
+        """The key configured, else ``$AWAITLY_NB_KEY``."""
+        return self.key or load_key()
+
+    def trusts_unsigned(self) -> bool:
+        """``trust_unsigned`` as configured, else ``$AWAITLY_NB_TRUST_UNSIGNED``."""
+        return trust_unsigned_from_env() if self.trust_unsigned is None else self.trust_unsigned
 
     def check_trust(self) -> None:
         """Raise now if the shared store in use would be refused for want of a key.
@@ -212,10 +219,7 @@ class Session:
             TrustError: a shared store, and neither a key nor ``trust_unsigned``.
         """
         url = self.shared or store_url()
-        trust = self.trust_unsigned
-        if trust is None:
-            trust = trust_unsigned_from_env()
-        if url and not (self.key or load_key() or trust):
+        if url and self.team_key() is None and not self.trusts_unsigned():
             from awaitly_nb.storage.shared import untrusted
 
             raise untrusted(url)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-__all__ = ["format_duration", "format_size", "format_time", "text_table"]
+__all__ = [
+    "NOTE_METADATA",
+    "format_duration",
+    "format_size",
+    "format_time",
+    "note_data",
+    "text_table",
+]
+
+NOTE_METADATA = {"awaitly_nb": {"note": True}}
+"""The metadata of every note awaitly_nb displays in a notebook (tools can leave them out)."""
 
 
 def format_duration(ms: float) -> str:
@@ -46,6 +56,19 @@ def format_time(ts: float | None, *, seconds: bool = False) -> str:
     if not ts:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def note_data(text: str) -> dict[str, str]:
+    """A short awaitly_nb note as display data: plain text and small, faint HTML.
+
+    >>> note_data("a < b")["text/plain"]
+    '[awaitly_nb] a < b'
+    """
+    html = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return {
+        "text/plain": f"[awaitly_nb] {text}",
+        "text/html": f'<div style="font-size:smaller;opacity:0.7">awaitly_nb: {html}</div>',
+    }
 
 
 def text_table(rows: Sequence[Sequence[str]]) -> str:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from awaitly_nb.formatting import NOTE_METADATA, format_size, note_data
+
 __all__ = ["PROGRESS_MIN_BYTES", "Progress", "progress_bar"]
 
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
@@ -63,14 +65,7 @@ def _note_bar(total: int, what: str) -> Iterator[Progress]:
 
     start = last = time.monotonic()
     done = 0
-
-    def note(text: str) -> dict[str, str]:
-        return {"text/plain": f"[awaitly_nb] {text}", "text/html": _html(text)}
-
-    def mb(n: int) -> str:
-        return f"{n / 2**20:.1f} MB"
-
-    meta = {"awaitly_nb": {"note": True}}
+    note, mb, meta = note_data, format_size, NOTE_METADATA
     handle = display(  # type: ignore[no-untyped-call]
         note(f"{what}: 0 of {mb(total)}"), raw=True, display_id=True, metadata=meta
     )
@@ -95,8 +90,3 @@ def _note_bar(total: int, what: str) -> Iterator[Progress]:
             handle.update(
                 note(f"{what}: {mb(done)} in {took:.1f} s, {ended}"), raw=True, metadata=meta
             )
-
-
-def _html(text: str) -> str:
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return f'<div style="font-size:smaller;opacity:0.7">awaitly_nb: {text}</div>'

@@ -26,16 +26,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,39 +39,15 @@ import numpy as np
 import s3fs
 
 from awaitly_nb import progress as awaitly_progress
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from awaitly_servers import moto_server
+
 from awaitly_nb.storage.local import LocalStore
 from awaitly_nb.storage.shared import open_shared_store
 
 MB = 1024 * 1024
 KEY = b"benchmark-team-key"
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's S3 server on a free 127.0.0.1 port; yields its endpoint URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("moto's S3 server did not start") from None
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def timed(

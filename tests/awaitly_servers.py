@@ -180,12 +180,11 @@ def redis_db(redis_url: str) -> Iterator[str]:
     yield redis_url
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1 and a free port, for the session."""
-    pytest.importorskip("s3fs")
+@contextlib.contextmanager
+def moto_server(log: Any = subprocess.DEVNULL) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 and a free port; yields its endpoint URL.
+    (Also started by ``benchmarks/shared_restore.py``.)"""
     port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
@@ -206,7 +205,14 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
-        log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 and a free port, for the session."""
+    pytest.importorskip("s3fs")
+    with (tmp_path_factory.mktemp("moto") / "moto.log").open("w") as log, moto_server(log) as url:
+        yield url
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from awaitly_nb.core.digest import VALUE, value_digest
 from awaitly_nb.core.engine import Decision, Run, StepSpec, unsaveable
 from awaitly_nb.core.payload import NOTHING, StepPayload
 from awaitly_nb.files import ReadRecorder
-from awaitly_nb.formatting import format_duration, format_time
+from awaitly_nb.formatting import NOTE_METADATA, format_duration, format_time, note_data
 from awaitly_nb.notebook.capture import (
     LIVE_WIDGET_HINT,
     WIDGET_MIME,
@@ -79,15 +79,7 @@ def show_note(text: str, shell: Any = None) -> None:
     if pub is None:
         print(f"[awaitly_nb] {text}", file=sys.stderr)
         return
-    html = f'<div style="font-size:smaller;opacity:0.7">awaitly_nb: {_escape(text)}</div>'
-    pub.publish(
-        data={"text/plain": f"[awaitly_nb] {text}", "text/html": html},
-        metadata={"awaitly_nb": {"note": True}},
-    )
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    pub.publish(data=note_data(text), metadata=NOTE_METADATA)
 
 
 def restored_note(decision: Decision) -> str:

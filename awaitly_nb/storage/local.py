@@ -16,6 +16,7 @@ first write, or whenever anything goes wrong on the fast path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import pickle
@@ -36,37 +37,29 @@ _STEP = "step"
 _SLOW = object()
 
 
-def _index_disk() -> type:
-    """diskcache's ``Disk``, remembering how recent tuple keys encode (made on first use:
-    a process that only reads never imports diskcache).
+@functools.lru_cache(maxsize=4096)
+def _tuple_key(key: tuple[Any, ...], protocol: int) -> bytes:
+    """A tuple key as diskcache's ``Disk.put`` stores it: its pickle, optimised.
 
-    diskcache pickles a tuple key and optimises the pickle on every call,
-    which costs more than the SQLite lookup itself; the stored bytes are the same.
+    diskcache does this on every call, which costs more than the SQLite lookup
+    itself; the bytes are the same each time, so they are remembered.
     """
-    global _INDEX_DISK
-    if _INDEX_DISK is None:
-        import diskcache
-
-        class _IndexDisk(diskcache.Disk):  # type: ignore[misc]
-            def __init__(self, directory: str, **kwargs: Any) -> None:
-                super().__init__(directory, **kwargs)
-                self._keys: dict[tuple[Any, ...], Any] = {}
-
-            def put(self, key: Any) -> Any:
-                if type(key) is not tuple:
-                    return super().put(key)
-                found = self._keys.get(key)
-                if found is None:
-                    if len(self._keys) >= 4096:
-                        self._keys.clear()
-                    found = self._keys[key] = super().put(key)
-                return found
-
-        _INDEX_DISK = _IndexDisk
-    return _INDEX_DISK
+    return pickletools.optimize(pickle.dumps(key, protocol))
 
 
-_INDEX_DISK: type | None = None
+@functools.cache
+def _index_disk() -> type:
+    """diskcache's ``Disk`` with remembered tuple keys (made on first use: a process
+    that only reads never imports diskcache)."""
+    import diskcache
+
+    class _IndexDisk(diskcache.Disk):  # type: ignore[misc]
+        def put(self, key: Any) -> Any:
+            if type(key) is not tuple:
+                return super().put(key)
+            return sqlite3.Binary(_tuple_key(key, self.pickle_protocol)), False
+
+    return _IndexDisk
 
 
 def open_index(directory: Path, *, what: str) -> Any:
@@ -130,7 +123,6 @@ class _IndexReader:
             str(database), timeout=60, isolation_level=None, check_same_thread=False
         )
         self._lock = threading.Lock()
-        self._keys: dict[tuple[Any, ...], bytes] = {}
         try:
             row = self._con.execute(
                 "SELECT value FROM Settings WHERE key = 'disk_pickle_protocol'"
@@ -140,19 +132,10 @@ class _IndexReader:
             raise
         self._protocol = pickle.HIGHEST_PROTOCOL if row is None else int(row[0])
 
-    def _db_key(self, key: tuple[Any, ...]) -> bytes:
-        """``diskcache.Disk.put`` of a tuple key: its pickle, optimised."""
-        found = self._keys.get(key)
-        if found is None:
-            if len(self._keys) >= 4096:
-                self._keys.clear()
-            found = self._keys[key] = pickletools.optimize(pickle.dumps(key, self._protocol))
-        return found
-
     def get(self, key: tuple[Any, ...]) -> Any:
         with self._lock:
             rows = self._con.execute(
-                self._SELECT, (sqlite3.Binary(self._db_key(key)), False, time.time())
+                self._SELECT, (sqlite3.Binary(_tuple_key(key, self._protocol)), False, time.time())
             ).fetchall()
         if not rows:
             return None

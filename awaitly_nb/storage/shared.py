@@ -290,13 +290,13 @@ class ReadThroughBlobs(BlobStore):
             yield key[len("blob:") : -len(":meta")]
 
     def delete(self, name: str) -> bool:
-        raw = self.remote.get(self._meta_key(name))
-        if raw is None:
-            return super().delete(name)
         try:
-            parts = int(json.loads(raw).get("parts", 1))
-        except (ValueError, TypeError, AttributeError):
-            parts = 1  # a damaged meta: its parts are left for nobody; remove what we can
+            meta = self._meta(name)
+        except StateFormatError:
+            meta = {"parts": 1}  # damaged: its other parts are left for nobody
+        if meta is None:
+            return super().delete(name)
+        parts = meta["parts"]
         self.remote.delete(self._meta_key(name))  # first: an incomplete blob is never listed
         for i in range(parts):
             self.remote.delete(f"blob:{name}:{i}")
