@@ -12,11 +12,9 @@ form in scripts and the ``awaitly-nb`` command. The process-wide
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +68,8 @@ def store_options_from_env(environ: Mapping[str, str] = os.environ) -> dict[str,
     text = environ.get(ENV_STORE_OPTIONS, "").strip()
     if not text:
         return {}
+    import json
+
     try:
         options = json.loads(text)
     except ValueError as exc:
@@ -142,31 +142,35 @@ def default_workflow(user_ns: Mapping[str, Any] | None = None) -> str:
     return "default"
 
 
-@dataclass
 class Session:
     """Where steps are saved and under which workflow; see :func:`configure`."""
 
-    directory: Path | None = None
-    shared: str | None = None
-    """A shared store's URL (Redis or fsspec); None keeps steps in ``directory`` only."""
-    workflow: str | None = None
-    workflow_detector: Callable[[], str | None] | None = None
-    """Set by the notebook layer: tells the notebook's name."""
-    current_cell: str | None = None
-    """The id of the cell running now, when the front end sends one (Jupyter does)."""
-    step_cells: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
-    """Which cell last ran or restored each ``(workflow, key)`` this session."""
-    key: bytes | None = field(default=None, repr=False)
-    """The team key (else ``$AWAITLY_NB_KEY``): signs and checks shared-store records."""
-    trust_unsigned: bool | None = None
-    """Use a shared store without a key (else ``$AWAITLY_NB_TRUST_UNSIGNED``)."""
-    storage_options: dict[str, Any] | None = field(default=None, repr=False)
-    """The shared store's driver options (else ``$AWAITLY_NB_STORE_OPTIONS``)."""
-    _stores: dict[tuple[Path, str | None], StepStore] = field(default_factory=dict, repr=False)
-    _default: tuple[str, Path] | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
+        self.directory: Path | None = None
+        self.shared: str | None = None
+        """A shared store's URL (Redis or fsspec); None keeps steps in ``directory`` only."""
+        self.workflow: str | None = None
+        self.workflow_detector: Callable[[], str | None] | None = None
+        """Set by the notebook layer: tells the notebook's name."""
+        self.current_cell: str | None = None
+        """The id of the cell running now, when the front end sends one (Jupyter does)."""
+        self.step_cells: dict[tuple[str, str], str] = {}
+        """Which cell last ran or restored each ``(workflow, key)`` this session."""
+        self.key: bytes | None = None
+        """The team key (else ``$AWAITLY_NB_KEY``): signs and checks shared-store records."""
+        self.trust_unsigned: bool | None = None
+        """Use a shared store without a key (else ``$AWAITLY_NB_TRUST_UNSIGNED``)."""
+        self.storage_options: dict[str, Any] | None = None
+        """The shared store's driver options (else ``$AWAITLY_NB_STORE_OPTIONS``)."""
+        self._stores: dict[tuple[Path, str | None], StepStore] = {}
+        self._default: tuple[str, Path] | None = None
         self.engine = StepEngine(lambda: self.store, self.workflow_id, FileProbe())
+
+    def __repr__(self) -> str:
+        return (
+            f"Session(directory={self.directory!r}, shared={self.shared!r}, "
+            f"workflow={self.workflow!r}, trust_unsigned={self.trust_unsigned!r})"
+        )
 
     def close_stores(self) -> None:
         """Close the stores opened so far (they reopen on next use)."""

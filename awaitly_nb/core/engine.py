@@ -24,21 +24,13 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from dataclasses import replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import xxhash
 
 from awaitly_nb.core.digest import VALUE, summary, value_digest
-from awaitly_nb.core.events import (
-    Event,
-    StepCacheHit,
-    StepCacheMiss,
-    StepComplete,
-    StepError,
-    StepStart,
-    StepSuccess,
-)
 from awaitly_nb.core.lineage import Lineage
 from awaitly_nb.core.memo import Known, ValueMemo
 from awaitly_nb.core.payload import StepPayload
@@ -52,6 +44,9 @@ from awaitly_nb.storage.base import StepStore, StoredStep, variant_key
 from awaitly_nb.storage.codec import dumps_value
 from awaitly_nb.storage.manifest import StepManifest
 from awaitly_nb.storage.names import check_name
+
+if TYPE_CHECKING:
+    from awaitly_nb.core.events import Event
 
 __all__ = [
     "Decision",
@@ -69,10 +64,10 @@ Kind = Literal["cell", "block", "call"]
 VARIANTS = 4
 """Variants kept per key by default: running with n=3, then 4, then 3 again replays n=3."""
 Status = Literal["hit", "miss", "stale", "forced", "unreadable"]
+_NONE: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class StepSpec:
+class StepSpec(NamedTuple):
     """A step as a front end sees it before running it.
 
     Attributes:
@@ -93,14 +88,19 @@ class StepSpec:
     kind: Kind
     code: str | None = None
     reads: frozenset[str] = frozenset()
-    values: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    values: Mapping[str, Any] | None = None
     deps: tuple[str, ...] = ()
     pin: bool = False
     force: bool = False
 
+    def __repr__(self) -> str:  # not ``values``: a whole namespace
+        return (
+            f"StepSpec(key={self.key!r}, kind={self.kind!r}, code={self.code!r}, "
+            f"reads={self.reads!r}, deps={self.deps!r}, pin={self.pin}, force={self.force})"
+        )
 
-@dataclass(frozen=True)
-class Decision:
+
+class Decision(NamedTuple):
     """What :meth:`StepEngine.lookup` decided, and why.
 
     ``status`` is ``hit`` (``payload`` holds the saved results), ``miss``
@@ -114,15 +114,15 @@ class Decision:
 
     spec: StepSpec
     status: Status
-    inputs: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, str] = _NONE
     manifest: StepManifest | None = None
     payload: StepPayload | None = None
     reason: str = ""
-    summaries: Mapping[str, str] = field(default_factory=dict)
+    summaries: Mapping[str, str] = _NONE
     unchecked: tuple[str, ...] = ()
-    trusted: Mapping[str, str] = field(default_factory=dict)
+    trusted: Mapping[str, str] = _NONE
     """Inputs not in the namespace, vouched for by saved steps: ``{name: step key}``."""
-    sources: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, str] = _NONE
     """Inputs that are exactly a saved step's value: ``{name: origin}`` (:mod:`.memo`)."""
 
     @property
@@ -130,14 +130,13 @@ class Decision:
         return self.status == "hit"
 
 
-@dataclass(frozen=True)
-class Run:
+class Run(NamedTuple):
     """A step that is running: what :meth:`StepEngine.finish` needs to save it."""
 
     decision: Decision
     started: float
     written: frozenset[str] = frozenset()
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = _NONE
 
     @property
     def key(self) -> str:
@@ -298,9 +297,12 @@ def _meta(manifest: StepManifest) -> StepMeta:
     return StepMeta(saved_at=manifest.saved_at, duration_ms=manifest.duration_ms)
 
 
-@dataclass(frozen=True)
 class StepEvents:
     """awaitly's step events for one workflow, in awaitly's order (see :mod:`.events`).
+
+    An event is made only when ``emit`` is given (someone listens), so a
+    script that nobody watches never builds one; ``tracker``, when given, is
+    told what each step did either way.
 
     >>> seen = []
     >>> events = StepEvents("wf", seen.append)
@@ -310,8 +312,17 @@ class StepEvents:
     ['step_start', 'step_success']
     """
 
-    workflow_id: str
-    emit: Callable[[Event], Any]
+    __slots__ = ("emit", "tracker", "workflow_id")
+
+    def __init__(
+        self,
+        workflow_id: str,
+        emit: Callable[[Event], Any] | None,
+        tracker: StatusTracker | None = None,
+    ) -> None:
+        self.workflow_id = workflow_id
+        self.emit = emit
+        self.tracker = tracker
 
     def hit(
         self,
@@ -322,17 +333,22 @@ class StepEvents:
         duration_ms: float = 0.0,
         name: str | None = None,
     ) -> None:
-        self.emit(
-            StepCacheHit(
-                workflow_id=self.workflow_id,
-                ts=time.time(),
-                step_key=key,
-                name=name,
-                value=value,
-                meta=meta,
-                duration_ms=duration_ms,
+        if self.tracker is not None:
+            self.tracker.restored(self.workflow_id, key, duration_ms, meta.duration_ms)
+        if self.emit is not None:
+            from awaitly_nb.core.events import StepCacheHit
+
+            self.emit(
+                StepCacheHit(
+                    workflow_id=self.workflow_id,
+                    ts=time.time(),
+                    step_key=key,
+                    name=name,
+                    value=value,
+                    meta=meta,
+                    duration_ms=duration_ms,
+                )
             )
-        )
 
     def miss(
         self,
@@ -342,65 +358,90 @@ class StepEvents:
         name: str | None = None,
         detail: str | None = None,
     ) -> None:
-        self.emit(
-            StepCacheMiss(
-                workflow_id=self.workflow_id,
-                ts=time.time(),
-                step_key=key,
-                name=name,
-                reason=reason,
-                detail=detail,
+        if self.tracker is not None and reason == "stale":
+            self.tracker.stale(self.workflow_id, key, detail)
+        if self.emit is not None:
+            from awaitly_nb.core.events import StepCacheMiss
+
+            self.emit(
+                StepCacheMiss(
+                    workflow_id=self.workflow_id,
+                    ts=time.time(),
+                    step_key=key,
+                    name=name,
+                    reason=reason,
+                    detail=detail,
+                )
             )
-        )
 
     def start(self, key: str | None, *, name: str | None = None) -> float:
         """``step_start``; returns the start time for :meth:`fail` and :meth:`success`."""
-        self.emit(StepStart(workflow_id=self.workflow_id, ts=time.time(), step_key=key, name=name))
+        if self.tracker is not None and key is not None:
+            self.tracker.started(self.workflow_id, key)
+        if self.emit is not None:
+            from awaitly_nb.core.events import StepStart
+
+            self.emit(
+                StepStart(workflow_id=self.workflow_id, ts=time.time(), step_key=key, name=name)
+            )
         return time.perf_counter()
 
     def fail(
         self, key: str | None, started: float, error: BaseException, *, name: str | None = None
     ) -> None:
-        self.emit(
-            StepError(
-                workflow_id=self.workflow_id,
-                ts=time.time(),
-                duration_ms=(time.perf_counter() - started) * 1000,
-                error=error,
-                step_key=key,
-                name=name,
+        if self.tracker is not None and key is not None:
+            self.tracker.failed(self.workflow_id, key, error)
+        if self.emit is not None:
+            from awaitly_nb.core.events import StepError
+
+            self.emit(
+                StepError(
+                    workflow_id=self.workflow_id,
+                    ts=time.time(),
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    error=error,
+                    step_key=key,
+                    name=name,
+                )
             )
-        )
 
     def success(
         self, key: str | None, started: float, value: Any = None, *, name: str | None = None
     ) -> float:
         """``step_success``; returns the step's duration in ms."""
         duration_ms = (time.perf_counter() - started) * 1000
-        self.emit(
-            StepSuccess(
-                workflow_id=self.workflow_id,
-                ts=time.time(),
-                duration_ms=duration_ms,
-                step_key=key,
-                name=name,
-                value=value,
+        if self.emit is not None:
+            from awaitly_nb.core.events import StepSuccess
+
+            self.emit(
+                StepSuccess(
+                    workflow_id=self.workflow_id,
+                    ts=time.time(),
+                    duration_ms=duration_ms,
+                    step_key=key,
+                    name=name,
+                    value=value,
+                )
             )
-        )
         return duration_ms
 
     def complete(self, key: str, value: Any, meta: StepMeta, *, name: str | None = None) -> None:
-        self.emit(
-            StepComplete(
-                workflow_id=self.workflow_id,
-                ts=time.time(),
-                step_key=key,
-                duration_ms=meta.duration_ms,
-                value=value,
-                meta=meta,
-                name=name,
+        if self.tracker is not None:
+            self.tracker.completed(self.workflow_id, key)
+        if self.emit is not None:
+            from awaitly_nb.core.events import StepComplete
+
+            self.emit(
+                StepComplete(
+                    workflow_id=self.workflow_id,
+                    ts=time.time(),
+                    step_key=key,
+                    duration_ms=meta.duration_ms,
+                    value=value,
+                    meta=meta,
+                    name=name,
+                )
             )
-        )
 
 
 class StepEngine:
@@ -462,7 +503,6 @@ class StepEngine:
 
     # --- events -------------------------------------------------------------------
     def emit(self, event: Event) -> None:
-        self.tracker.handle_event(event)
         for listener in list(self.listeners):
             try:
                 listener(event)
@@ -473,7 +513,7 @@ class StepEngine:
                 )
 
     def events(self) -> StepEvents:
-        return StepEvents(self.workflow_id(), self.emit)
+        return StepEvents(self.workflow_id(), self.emit if self.listeners else None, self.tracker)
 
     def notify_changed(self) -> None:
         """Tell ``on_change`` callbacks (the widget) that saved steps changed."""
@@ -605,7 +645,7 @@ class StepEngine:
             or self._files_changed(spec, found.manifest)
         ):
             return None
-        return replace(found, manifest=replace(found.manifest, key=spec.key))
+        return found._replace(manifest=replace(found.manifest, key=spec.key))
 
     def _files_changed(self, spec: StepSpec, manifest: StepManifest) -> str:
         """Why the files the step read (or declared) differ from when it was saved; "" if not."""
@@ -746,11 +786,11 @@ class StepEngine:
         """
         key, events = run.key, self.events()
         duration_ms = events.success(key, run.started)
-        run = replace(run, written=frozenset(written), extra=dict(extra or {}))
+        run = run._replace(written=frozenset(written), extra=dict(extra or {}))
         if inputs:
             decision = run.decision
             merged = {**decision.inputs, **{n: VALUE + d for n, d in inputs.items()}}
-            run = replace(run, decision=replace(decision, inputs=merged))
+            run = run._replace(decision=decision._replace(inputs=merged))
         manifest, (message, reason) = self._save_or_explain(
             run, payload, duration_ms, set(optional), hint, files or {}
         )

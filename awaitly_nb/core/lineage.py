@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 __all__ = ["Lineage"]
 
 
-@dataclass
 class Lineage:
     """Which step (``key@saved_at``) last produced each variable this session.
 
@@ -24,7 +22,8 @@ class Lineage:
     {'df': 'raw@100.000000'}
     """
 
-    produced_by: dict[str, str] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.produced_by: dict[str, str] = {}
 
     def inputs(self, names: Iterable[str]) -> dict[str, str]:
         """Which of ``names`` steps produced, as ``{name: "key@saved_at"}``."""

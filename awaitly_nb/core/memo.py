@@ -23,7 +23,6 @@ memoised: their digests follow other globals that a restore may rebind.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from awaitly_nb.core.digest import namespace_free
@@ -31,14 +30,22 @@ from awaitly_nb.core.digest import namespace_free
 __all__ = ["Known", "ValueMemo"]
 
 
-@dataclass
 class Known:
     """A value as last seen: the object, its digest and summary (once computed), its origin."""
 
-    value: Any
-    digest: str | None = None
-    summary: str | None = None
-    origin: str | None = None
+    __slots__ = ("digest", "origin", "summary", "value")
+
+    def __init__(
+        self,
+        value: Any,
+        digest: str | None = None,
+        summary: str | None = None,
+        origin: str | None = None,
+    ) -> None:
+        self.value = value
+        self.digest = digest
+        self.summary = summary
+        self.origin = origin
 
 
 class ValueMemo:

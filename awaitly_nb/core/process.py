@@ -20,12 +20,10 @@ their module is imported). A library adds its own with
 from __future__ import annotations
 
 import os
-import random
 import sys
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from awaitly_nb.core.digest import value_digest
 
@@ -43,8 +41,7 @@ INPUT_PREFIX = "@"
 """Inputs named ``@<state>`` are process states a step read (``@numpy.random``)."""
 
 
-@dataclass(frozen=True)
-class ProcessState:
+class ProcessState(NamedTuple):
     """One piece of process-wide state.
 
     Attributes:
@@ -95,6 +92,17 @@ def _apply_path(added: Any) -> None:
     for path in added:
         if path not in sys.path:
             sys.path.append(path)
+
+
+def _random_state() -> Any:
+    random = sys.modules.get("random")
+    return None if random is None else random.getstate()
+
+
+def _set_random_state(state: Any) -> None:
+    import random
+
+    random.setstate(state)
 
 
 def _numpy_state() -> Any:
@@ -192,7 +200,7 @@ def register_process_state(
 
 def _builtin() -> None:
     for state in (
-        ProcessState("random", random.getstate, _replaced, random.setstate, is_input=True),
+        ProcessState("random", _random_state, _replaced, _set_random_state, is_input=True),
         ProcessState("numpy.random", _numpy_state, _replaced, _set_numpy_state, is_input=True),
         ProcessState("os.environ", lambda: dict(os.environ), _mapping_delta, _apply_environ),
         ProcessState("cwd", os.getcwd, _replaced, os.chdir),

@@ -8,7 +8,6 @@ key to a :class:`StepEntry` (``value`` and ``meta``), ``metadata`` holds what
 from __future__ import annotations
 
 import binascii
-import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -161,6 +160,8 @@ def _is_utf8(text: str) -> bool:
 
 
 def _canonical_json(value: Any) -> bytes:
+    import json  # only once state is written or read as text
+
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8", "surrogatepass")
 
@@ -220,6 +221,8 @@ def stringify_state(state: WorkflowState, metadata: Mapping[str, Any] | None = N
         "metadata": meta,
         "steps": {key: _encode_entry(key, entry) for key, entry in state.steps.items()},
     }
+    import json  # only once state is written or read as text
+
     try:
         return json.dumps(doc, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -282,6 +285,8 @@ def parse_state(text: str | bytes) -> WorkflowState:
             raise StateFormatError(f"state text is not UTF-8: {exc}") from exc
     if not isinstance(text, str):
         raise StateFormatError(f"parse_state() takes a str, got {type(text).__name__}")
+    import json  # only once state is written or read as text
+
     try:
         doc = json.loads(text)
     except RecursionError as exc:

@@ -1,17 +1,18 @@
 """What state each step is in this session: the data behind ``%steps`` and the widget.
 
-A :class:`StatusTracker` follows the session's events; :meth:`StatusTracker.rows`
-merges what it saw with the saved manifests into one :class:`StepStatus` per step.
+The engine tells a :class:`StatusTracker` what each step did (the same moments as
+awaitly's events, which are made only when someone listens);
+:meth:`StatusTracker.rows` merges what it saw with the saved manifests into one
+:class:`StepStatus` per step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from awaitly_nb.core.events import Event
-from awaitly_nb.storage.manifest import StepManifest
+if TYPE_CHECKING:
+    from awaitly_nb.storage.manifest import StepManifest
 
 __all__ = ["STATES", "State", "StatusTracker", "StepStatus"]
 
@@ -19,8 +20,7 @@ State = Literal["complete", "running", "restored", "stale", "failed", "not run y
 STATES: tuple[State, ...] = ("complete", "running", "restored", "stale", "failed", "not run yet")
 
 
-@dataclass(frozen=True)
-class StepStatus:
+class StepStatus(NamedTuple):
     """One row of the status view.
 
     Attributes:
@@ -51,30 +51,39 @@ class StepStatus:
     variants: int = 0
 
 
-@dataclass
 class _Seen:
-    state: State
-    replay_ms: float | None = None
-    error: str | None = None
-    order: int = 0
-    why: str | None = None
+    __slots__ = ("error", "order", "replay_ms", "state", "why")
+
+    def __init__(
+        self,
+        state: State,
+        *,
+        order: int,
+        replay_ms: float | None = None,
+        error: str | None = None,
+        why: str | None = None,
+    ) -> None:
+        self.state = state
+        self.order = order
+        self.replay_ms = replay_ms
+        self.error = error
+        self.why = why
 
 
-@dataclass
 class StatusTracker:
-    """Follows step events; knows each step's state and the time replays saved.
+    """Knows each step's state this session and the time replays saved.
 
-    >>> from awaitly_nb.core.events import StepStart
     >>> tracker = StatusTracker()
-    >>> tracker.handle_event(StepStart(workflow_id="nb", ts=0.0, step_key="load"))
+    >>> tracker.started("nb", "load")
     >>> [(row.key, row.state) for row in tracker.rows("nb", [])]
     [('load', 'running')]
     """
 
-    seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
-    time_saved_ms: float = 0.0
-    restores: int = 0
-    _order: int = 0
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], _Seen] = {}
+        self.time_saved_ms = 0.0
+        self.restores = 0
+        self._order = 0
 
     def _set(self, workflow: str, key: str, state: State, **extra: Any) -> None:
         self._order += 1
@@ -83,24 +92,27 @@ class StatusTracker:
             extra["why"] = before.why  # the run a stale entry started: keep why it ran
         self.seen[(workflow, key)] = _Seen(state, order=self._order, **extra)
 
-    def handle_event(self, event: Event) -> None:
-        """Update the state of the step the event is about."""
-        key = getattr(event, "step_key", None)
-        if key is None:
-            return
-        workflow = event.workflow_id
-        if event.type == "step_start":
-            self._set(workflow, key, "running")
-        elif event.type == "step_complete":
-            self._set(workflow, key, "complete")
-        elif event.type == "step_error":
-            self._set(workflow, key, "failed", error=f"{type(event.error).__name__}: {event.error}")
-        elif event.type == "step_cache_hit":
-            self._set(workflow, key, "restored", replay_ms=event.duration_ms)
-            self.restores += 1
-            self.time_saved_ms += max(0.0, event.meta.duration_ms - event.duration_ms)
-        elif event.type == "step_cache_miss" and event.reason == "stale":
-            self._set(workflow, key, "stale", why=event.detail)
+    def started(self, workflow: str, key: str) -> None:
+        """The step's body is running (``step_start``)."""
+        self._set(workflow, key, "running")
+
+    def completed(self, workflow: str, key: str) -> None:
+        """The step ran and was saved (``step_complete``)."""
+        self._set(workflow, key, "complete")
+
+    def failed(self, workflow: str, key: str, error: BaseException) -> None:
+        """The step raised (``step_error``)."""
+        self._set(workflow, key, "failed", error=f"{type(error).__name__}: {error}")
+
+    def restored(self, workflow: str, key: str, replay_ms: float, original_ms: float) -> None:
+        """The step was restored in ``replay_ms``; running it took ``original_ms``."""
+        self._set(workflow, key, "restored", replay_ms=replay_ms)
+        self.restores += 1
+        self.time_saved_ms += max(0.0, original_ms - replay_ms)
+
+    def stale(self, workflow: str, key: str, why: str | None) -> None:
+        """A saved entry is not used because ``why`` changed; the step runs again."""
+        self._set(workflow, key, "stale", why=why)
 
     def not_saved(self, workflow: str, key: str, reason: str) -> None:
         """The step ran but could not be saved."""
@@ -152,5 +164,5 @@ class StatusTracker:
         )
         for key, seen in unsaved:
             state = seen.state if seen.state in ("running", "failed") else "not run yet"
-            rows.append(replace(StepStatus(key=key, state=state), error=seen.error))
+            rows.append(StepStatus(key=key, state=state, error=seen.error))
         return rows

@@ -19,7 +19,6 @@ and why it could not be trusted, so the ``NameError`` that follows is clear.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from awaitly_nb.core.digest import VALUE, value_digest
@@ -34,7 +33,6 @@ __all__ = ["Upstream"]
 _MAX_DEPTH = 50
 
 
-@dataclass
 class Upstream:
     """Vouches for missing inputs with the saved steps of ``workflow`` (one lookup's worth).
 
@@ -46,13 +44,21 @@ class Upstream:
         module_version: passed to :func:`~awaitly_nb.core.digest.value_digest`.
     """
 
-    store: StepStore
-    workflow: str
-    values: Mapping[str, Any]
-    file_change: Callable[[str, Mapping[str, Any]], str | None] | None = None
-    module_version: Callable[[str], str] | None = None
-    _manifests: list[StepManifest] | None = field(default=None, repr=False)
-    _valid: dict[str, str] = field(default_factory=dict, repr=False)
+    def __init__(
+        self,
+        store: StepStore,
+        workflow: str,
+        values: Mapping[str, Any],
+        file_change: Callable[[str, Mapping[str, Any]], str | None] | None = None,
+        module_version: Callable[[str], str] | None = None,
+    ) -> None:
+        self.store = store
+        self.workflow = workflow
+        self.values = values
+        self.file_change = file_change
+        self.module_version = module_version
+        self._manifests: list[StepManifest] | None = None
+        self._valid: dict[str, str] = {}
 
     def vouch(self, reader: str, name: str, saved: str, depth: int = 0) -> tuple[str | None, str]:
         """``(key, "")`` of a valid saved step that made exactly ``saved``; else ``(None, why)``."""

@@ -14,7 +14,6 @@ import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
-from dataclasses import replace
 from typing import Any, Protocol, TypeAlias, TypeVar, cast, overload, runtime_checkable
 
 from awaitly_nb.core.engine import StepEngine, StepEvents, StepSpec
@@ -73,7 +72,7 @@ class EngineCache:
         value = value.value if isinstance(value, StepEntry) else value
         run = self.engine.begin(self.engine.lookup(self._spec(key, force=True)))
         if meta is not None:  # the workflow timed the run; the engine only the save
-            run = replace(run, started=run.started - meta.duration_ms / 1000)
+            run = run._replace(started=run.started - meta.duration_ms / 1000)
         self.engine.finish(run, StepPayload(value=value))
 
     def has(self, key: str) -> bool:
@@ -137,12 +136,13 @@ class _Run:
 
     def __init__(self, workflow: Workflow, resume: WorkflowState | None) -> None:
         self.workflow_id = workflow.workflow_id or uuid.uuid4().hex
-        self.events = StepEvents(self.workflow_id, workflow._emit)
+        self.events = StepEvents(self.workflow_id, workflow._emit if workflow.on_event else None)
+        self._emit = workflow._emit
         self.resume = resume
         self.cache = workflow._cache
 
     def emit(self, event: Event) -> None:
-        self.events.emit(event)
+        self._emit(event)
 
     def lookup(self, key: str, name: str | None) -> StepEntry | None:
         entry = None

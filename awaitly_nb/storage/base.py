@@ -24,9 +24,9 @@ import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError, warn
 from awaitly_nb.storage.blobs import BlobStore, GcReport
@@ -46,8 +46,7 @@ def variant_key(key: str, fingerprint: str) -> str:
     return f"{key}{VARIANT}{fingerprint}"
 
 
-@dataclass(frozen=True)
-class StoredStep:
+class StoredStep(NamedTuple):
     """A saved step as found in a store; :meth:`load` reads its value.
 
     The value record is checked when it is used (:attr:`record`, :meth:`load`),

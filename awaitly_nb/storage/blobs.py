@@ -17,9 +17,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -37,8 +36,7 @@ _HASH_SLICE = 64 * 1024 * 1024
 _NO_FD: dict[str, bool] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 
-@dataclass(frozen=True)
-class GcReport:
+class GcReport(NamedTuple):
     """What a garbage collection removed: blobs, their bytes, temporary files."""
 
     blobs: int

@@ -18,8 +18,7 @@ import sys
 import types
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from awaitly_nb._version import __version__
 from awaitly_nb.errors import SerializationError, StateFormatError
@@ -187,8 +186,7 @@ def loads_value(data: Any, written_by: dict[str, Any] | None = None, buffers: An
         ) from exc
 
 
-@dataclass(frozen=True)
-class Encoded:
+class Encoded(NamedTuple):
     """A value as bytes: the pickle stream and, in order, its out-of-band buffers."""
 
     stream: bytes
