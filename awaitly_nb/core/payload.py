@@ -80,9 +80,12 @@ class StepPayload:
     def to_saved(self) -> dict[str, Any]:
         """The dict that is serialised (the stored format)."""
         if self.value is not NOTHING:
+            call: dict[str, Any] = {"value": self.value}
             if self.outputs:  # what the call printed or displayed
-                return {"value": self.value, "outputs": [dict(o) for o in self.outputs]}
-            return {"value": self.value}
+                call["outputs"] = [dict(o) for o in self.outputs]
+            if self.process:  # the random generators it drew from, the variables it set
+                call["process"] = dict(self.process)
+            return call
         saved: dict[str, Any] = {
             "variables": dict(self.variables),
             "deleted": list(self.deleted),
@@ -114,7 +117,11 @@ class StepPayload:
         if call:
             if "value" not in saved:
                 raise StateFormatError("the saved step holds no value")
-            return cls(value=saved["value"], outputs=tuple(saved.get("outputs") or ()))
+            return cls(
+                value=saved["value"],
+                outputs=tuple(saved.get("outputs") or ()),
+                process=_process(saved),
+            )
         variables = saved.get("variables")
         if not isinstance(variables, dict):
             raise StateFormatError("the saved step holds no variables")
@@ -132,5 +139,10 @@ class StepPayload:
             result=result,
             result_bundle=bundle,
             skipped=tuple(saved.get("skipped") or ()),
-            process=saved["process"] if isinstance(saved.get("process"), dict) else {},
+            process=_process(saved),
         )
+
+
+def _process(saved: dict[str, Any]) -> Mapping[str, Any]:
+    process = saved.get("process")
+    return process if isinstance(process, dict) else {}

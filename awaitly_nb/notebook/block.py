@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, TypeVar, overload
 
+from awaitly_nb.core import process
 from awaitly_nb.core.digest import value_digest
 from awaitly_nb.core.engine import StepSpec
 from awaitly_nb.core.fingerprint import (
@@ -36,7 +37,12 @@ from awaitly_nb.files import ReadRecorder, literal_paths
 from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
 from awaitly_nb.notebook.many import map_steps
 from awaitly_nb.notebook.namespace import input_names, is_internal_name, user_inputs
-from awaitly_nb.notebook.running import NotebookStep
+from awaitly_nb.notebook.running import (
+    NotebookStep,
+    code_calls_seed,
+    reapply_process,
+    state_inputs,
+)
 from awaitly_nb.notebook.shell import session_for_shell
 from awaitly_nb.storage.names import check_name
 
@@ -369,10 +375,12 @@ def call_step(
         assert decision.payload is not None and decision.manifest is not None
         if decision.manifest.extra.get("awaitable"):  # saved from `await step(lambda: coro())`
             return _ready(decision.payload, shell)  # type: ignore[return-value]
+        reapply_process(key, decision.payload, shell)
         replay_outputs(list(decision.payload.outputs), shell)
         return decision.payload.value  # type: ignore[no-any-return]
     run = engine.begin(decision)
     shown = OutputRecorder(shell)
+    before = process.snapshot()
     try:
         with ReadRecorder(ignore=[session.store.directory]) as opened, shown:
             value = fn(*args, **kwargs)
@@ -381,11 +389,21 @@ def call_step(
         raise
     if inspect.isawaitable(value):  # step(lambda: fetch(x), key=...) to be awaited
         return _finish_async(value, run, engine, opened, shown)  # type: ignore[return-value]
+    # What it changed in the process (it drew random numbers, set os.environ) is
+    # saved and set again on a replay, as the code after the step sees it now.
+    changed = process.changes(before, process.snapshot())
+    code = getattr(target, "__code__", None)
     engine.finish(
         run,
-        StepPayload(value=value, outputs=tuple(shown.outputs)),
+        StepPayload(value=value, outputs=tuple(shown.outputs), process=changed),
         files=opened.files(),
         written=opened.written,
+        inputs=state_inputs(
+            before,
+            changed,
+            seeds=isinstance(code, types.CodeType) and code_calls_seed(code),
+            namespace=getattr(target, "__globals__", {}),
+        ),
     )
     return value
 

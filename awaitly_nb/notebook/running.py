@@ -12,7 +12,7 @@ import ast
 import re
 import sys
 import types
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,35 @@ def _calls_seed(statements: Iterable[ast.stmt]) -> bool:
                 if name == "seed":
                     return True
     return False
+
+
+def code_calls_seed(code: types.CodeType) -> bool:
+    """True if compiled code (or code nested in it) calls something named ``seed``."""
+    return "seed" in code.co_names or any(
+        isinstance(const, types.CodeType) and code_calls_seed(const) for const in code.co_consts
+    )
+
+
+def state_inputs(
+    before: Mapping[str, Any], changed: Mapping[str, Any], *, seeds: bool, namespace: Any
+) -> dict[str, str]:
+    """The process states a step's result depends on: a random generator's state before
+    the step drew from it, when code run earlier seeded it and the step does not seed
+    it itself (``seeds``)."""
+    if seeds or not _seeded(namespace):
+        return {}
+    return process.input_states(before, changed)
+
+
+def reapply_process(key: str, payload: StepPayload, shell: Any = None) -> None:
+    """Set again the process state a replayed step changed (random generators,
+    ``os.environ``, ...); a note says what cannot be set here."""
+    problems = process.apply_changes(payload.process)
+    if problems:
+        show_note(
+            f"{key!r} changed process state that cannot be set again here: " + "; ".join(problems),
+            shell,
+        )
 
 
 def show_note(text: str, shell: Any = None) -> None:
@@ -176,13 +205,7 @@ class NotebookStep:
         payload = self.decision.payload
         assert payload is not None
         restore(self.namespace, payload)
-        problems = process.apply_changes(payload.process)
-        if problems:
-            show_note(
-                f"{self.spec.key!r} changed process state that cannot be set again here: "
-                + "; ".join(problems),
-                self.shell,
-            )
+        reapply_process(self.spec.key, payload, self.shell)
         manifest = self.decision.manifest
         if self.spec.kind == "cell" and manifest is not None:
             self._bound(payload.variables, manifest)
@@ -273,9 +296,9 @@ class NotebookStep:
             process=changed_state,
             **self._result_fields(result, variables),
         )
-        # A step that seeds the generators itself does not depend on their state before.
-        seeded_before = not self._seeds and _seeded(self.namespace)
-        state_inputs = process.input_states(self._process, changed_state) if seeded_before else {}
+        implied = state_inputs(
+            self._process, changed_state, seeds=self._seeds, namespace=self.namespace
+        )
         token = MAIN_BY_REFERENCE.set(self._by_reference())
         try:
             manifest = self.engine.finish(
@@ -285,7 +308,7 @@ class NotebookStep:
                 hint=self.hint,
                 files=self._reads.files(),
                 written=self._reads.written,
-                inputs=state_inputs,
+                inputs=implied,
                 extra=self._cell_extra(),
             )
         finally:

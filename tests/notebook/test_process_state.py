@@ -115,3 +115,60 @@ def test_rcparams_sys_path_warnings_filters_and_recursion_limit_are_replayed(
             sys.path.remove(str(tmp_path))
         warnings.filters[:] = filters
         sys.setrecursionlimit(limit)
+
+
+CALL_STEP = """
+import os, random, sys
+import numpy as np
+import awaitly_nb
+awaitly_nb.configure(dir=sys.argv[1], workflow="w")
+random.seed(SEED)
+np.random.seed(SEED)
+
+def draw():
+    os.environ["AWAITLY_TEST_DRAWN"] = "yes"
+    return random.random(), float(np.random.rand())
+
+value = awaitly_nb.step(draw, key="draw")
+print(repr([value, random.random(), float(np.random.rand()), os.environ.get("AWAITLY_TEST_DRAWN")]))
+"""
+
+
+def _script(tmp_path: Path, seed: int, *, plain: bool = False) -> tuple[list[Any], str]:
+    import ast
+    import subprocess
+    import sys
+
+    code = CALL_STEP.replace("SEED", str(seed))
+    if plain:  # the same script without awaitly_nb: what a replay must show
+        code = code.replace("awaitly_nb.step(draw, key=\"draw\")", "draw()")
+    path = tmp_path / f"script_{seed}_{plain}.py"
+    path.write_text(code)
+    env = {k: v for k, v in os.environ.items() if k != "AWAITLY_TEST_DRAWN"}
+    done = subprocess.run(
+        [sys.executable, str(path), str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return ast.literal_eval(done.stdout.strip()), done.stderr
+
+
+def test_a_call_step_in_a_script_replays_the_generators_and_environment_it_changed(
+    tmp_path: Path,
+) -> None:
+    plain, _ = _script(tmp_path, 1, plain=True)
+    first, _ = _script(tmp_path, 1)
+    second, _ = _script(tmp_path, 1)
+    assert first == plain
+    # The step did not run (its value is the saved one), yet the code after it
+    # draws the numbers a real run draws, and sees the variable it set.
+    assert second == plain
+
+
+def test_the_seed_before_a_call_step_that_draws_is_one_of_its_inputs(tmp_path: Path) -> None:
+    _script(tmp_path, 1)
+    reseeded, _ = _script(tmp_path, 2)
+    assert reseeded == _script(tmp_path, 2, plain=True)[0]
+    assert reseeded[0] != _script(tmp_path, 1, plain=True)[0][0]
