@@ -141,7 +141,7 @@ def _script(tmp_path: Path, seed: int, *, plain: bool = False) -> tuple[list[Any
 
     code = CALL_STEP.replace("SEED", str(seed))
     if plain:  # the same script without awaitly_nb: what a replay must show
-        code = code.replace("awaitly_nb.step(draw, key=\"draw\")", "draw()")
+        code = code.replace('awaitly_nb.step(draw, key="draw")', "draw()")
     path = tmp_path / f"script_{seed}_{plain}.py"
     path.write_text(code)
     env = {k: v for k, v in os.environ.items() if k != "AWAITLY_TEST_DRAWN"}
