@@ -27,6 +27,7 @@ from typing import Any
 
 import xxhash
 
+from awaitly_nb.core.digest import OWN
 from awaitly_nb.core.fingerprint import code_fingerprint
 
 __all__ = ["FileProbe", "ReadRecorder", "expand_deps", "stamp"]
@@ -120,7 +121,7 @@ class FileProbe:
         if cached is None or cached[0] != seen:
             cached = (seen, _source_fingerprint(path))
             self._modules[path] = cached
-        return f"{version}:{cached[1]}"
+        return f"{version}{OWN}{cached[1]}"
 
 
 def _source_fingerprint(path: str) -> str:

@@ -33,14 +33,17 @@ from pathlib import Path
 MB = 1024 * 1024
 
 
-def wall(args: list[str], repeat: int) -> list[float]:
-    """Wall times of running ``python args`` ``repeat`` times (after one warm-up run)."""
-    subprocess.run([sys.executable, *args], check=True, capture_output=True)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+def interleaved(commands: dict[str, list[str]], repeat: int) -> dict[str, list[float]]:
+    """Wall times of each ``python args``, run in turn ``repeat`` times (after one warm-up
+    round), so that a slow spell of the machine weighs on all of them alike."""
+    for args in commands.values():
         subprocess.run([sys.executable, *args], check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeat):
+        for name, args in commands.items():
+            start = time.perf_counter()
+            subprocess.run([sys.executable, *args], check=True, capture_output=True)
+            times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -57,11 +60,17 @@ def ratio(times: list[float], base: float) -> str:
 
 def imports(repeat: int) -> float:
     """Section 1; returns the median extra cost of what a lookup imports (seconds)."""
-    bare = wall(["-c", "pass"], repeat)
-    package = wall(["-c", "import awaitly_nb"], repeat)
-    lookup = wall(["-c", "from awaitly_nb import step"], repeat)
+    times = interleaved(
+        {
+            "bare": ["-c", "pass"],
+            "package": ["-c", "import awaitly_nb"],
+            "lookup": ["-c", "from awaitly_nb import step"],
+        },
+        repeat,
+    )
+    bare, package, lookup = times["bare"], times["package"], times["lookup"]
     base = statistics.median(bare)
-    print(f"1. import, {repeat} new processes each (target: at most 40 ms over the bare one)")
+    print(f"1. import, {repeat} new processes each, in turn (target: at most 40 ms over bare)")
     print(f"  python -c pass                    {ms(bare)}")
     for name, times in (("import awaitly_nb", package), ("from awaitly_nb import step", lookup)):
         extra = (statistics.median(times) - base) * 1e3
@@ -131,8 +140,14 @@ def lookups(repeat: int, work: Path, imported: float) -> None:
     ):
         print(f"  {name:<33} {ms(list(times))}")
 
-    whole = wall(["-c", RESTORE, str(store)], repeat)
-    unpickle = wall(["-c", f"import pickle; pickle.load(open({str(pickled)!r}, 'rb'))"], repeat)
+    times = interleaved(
+        {
+            "whole": ["-c", RESTORE, str(store)],
+            "unpickle": ["-c", f"import pickle; pickle.load(open({str(pickled)!r}, 'rb'))"],
+        },
+        repeat,
+    )
+    whole, unpickle = times["whole"], times["unpickle"]
     base = statistics.median(unpickle) + imported
     print("  the whole process (target: within 1.5x of pickle.load plus the import above)")
     print(f"  python -c 'pickle.load(...)'      {ms(unpickle)}")

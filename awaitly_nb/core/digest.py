@@ -58,7 +58,11 @@ def _module_version(name: str) -> str:
 
 ModuleVersion = Callable[[str], str]
 """Tells what version of a module (by name) is loaded; the default reads ``__version__``.
-The engine passes one that also fingerprints the source of the user's own modules."""
+The engine passes one that also fingerprints the source of the user's own modules: their
+version holds that fingerprint after an :data:`OWN` mark."""
+
+OWN = ":"
+"""In a module's version, what marks one of the user's own modules (``"<version>:<source>"``)."""
 
 
 class _Hasher:
@@ -144,7 +148,18 @@ class _Hasher:
         module = getattr(value, "__module__", None)
         if module != "__main__":
             qualname = getattr(value, "__qualname__", repr(value))
-            self.tag(f"ref:{module}.{qualname}@{self.module_version(str(module))}")
+            version = self.module_version(str(module))
+            self.tag(f"ref:{module}.{qualname}@{version}")
+            if OWN in version and isinstance(value, types.FunctionType):
+                # A function of the user's own module: its source is in the version,
+                # but not what it reads at run time: a helper it imports from another
+                # of the user's modules, a module global a cell set (``helpers.SCALE = 2``).
+                # One that cannot be fingerprinted (a lock) counts as "?": the function
+                # itself is still compared.
+                globals_ = value.__globals__
+                for name in sorted(global_names(value.__code__)):
+                    if name in globals_:
+                        self.tag(f"global:{name}:{self._tolerant(globals_[name])}")
             return
         if isinstance(value, type):
             self.tag(f"class:{value.__qualname__}")

@@ -104,3 +104,65 @@ def test_a_file_the_step_wrote_and_another_cell_changed_makes_it_run_again(
     again = run(cell)
     assert any("out.txt changed since the step wrote it" in n for n in again.notes), again.notes
     assert marks.count() == 2 and (here / "out.txt").read_text() == "A"  # as a run leaves it
+
+
+def test_a_helper_that_imports_another_of_your_modules_reruns_when_that_one_changes(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    import importlib
+
+    inner, outer = "awaitly_probe_inner", "awaitly_probe_outer"
+    (here / f"{inner}.py").write_text("def g(x):\n    return x * 2\n")
+    (here / f"{outer}.py").write_text(f"from {inner} import g\n\ndef f(x):\n    return g(x) + 1\n")
+    sys.path.insert(0, str(here))
+    cell = "%%step key=k\nmark()\ny = f(5)"
+    try:
+        assert run(f"from {outer} import f").error is None
+        assert run(cell).error is None and ip.user_ns["y"] == 11
+        restart()
+        for name in (inner, outer):  # a new kernel imports them afresh
+            sys.modules.pop(name, None)
+        (here / f"{inner}.py").write_text("def g(x):\n    return x * 30\n")  # not f's module
+        importlib.invalidate_caches()
+        assert run(f"from {outer} import f").error is None
+        again = run(cell)
+        assert marks.count() == 2 and ip.user_ns["y"] == 151
+        assert any("f() changed" in n for n in again.notes), again.notes
+    finally:
+        sys.path.remove(str(here))
+        for name in (inner, outer):
+            sys.modules.pop(name, None)
+
+
+def test_a_global_of_your_module_set_at_run_time_is_read_by_its_functions(here: Path) -> None:
+    from awaitly_nb.core.digest import value_digest
+
+    (here / "awaitly_probe_scaled.py").write_text("SCALE = 1\n\ndef f(x):\n    return x * SCALE\n")
+    sys.path.insert(0, str(here))
+    try:
+        import awaitly_probe_scaled as helpers
+
+        probe = FileProbe()
+        before = value_digest(helpers.f, {}, probe.module_version)
+        helpers.SCALE = 2  # as a plain cell might
+        assert value_digest(helpers.f, {}, probe.module_version) != before
+    finally:
+        sys.path.remove(str(here))
+        sys.modules.pop("awaitly_probe_scaled", None)
+
+
+def test_a_lock_among_your_modules_globals_leaves_its_functions_compared(here: Path) -> None:
+    from awaitly_nb.core.digest import value_digest
+
+    source = (
+        "import threading\nLOCK = threading.Lock()\n\ndef f():\n    with LOCK:\n        return 1\n"
+    )
+    (here / "awaitly_probe_locked.py").write_text(source)
+    sys.path.insert(0, str(here))
+    try:
+        import awaitly_probe_locked as helpers
+
+        assert value_digest(helpers.f, {}, FileProbe().module_version) is not None
+    finally:
+        sys.path.remove(str(here))
+        sys.modules.pop("awaitly_probe_locked", None)
