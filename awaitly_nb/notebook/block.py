@@ -24,7 +24,7 @@ from typing import Any, TypeVar, overload
 
 from awaitly_nb.core import process
 from awaitly_nb.core.digest import value_digest
-from awaitly_nb.core.engine import StepSpec
+from awaitly_nb.core.engine import Decision, StepSpec
 from awaitly_nb.core.fingerprint import (
     code_fingerprint,
     function_fingerprint,
@@ -41,6 +41,8 @@ from awaitly_nb.notebook.running import (
     NotebookStep,
     code_calls_seed,
     reapply_process,
+    rerun_note,
+    show_note,
     state_inputs,
 )
 from awaitly_nb.notebook.shell import session_for_shell
@@ -334,6 +336,7 @@ def call_step(
     pin: bool = False,
     deps: str | Iterable[str] = (),
     like: Callable[..., Any] | None = None,
+    quiet: bool = False,
 ) -> T:
     """Run ``fn(*args, **kwargs)`` once for ``key``; later calls (and later kernels) get
     the saved value.
@@ -341,7 +344,8 @@ def call_step(
     The arguments are inputs, compared by value like the globals ``fn`` uses
     (``args[0] changed (3 → 4)``). ``like``: the function whose code and globals
     identify the step, when ``fn`` is a wrapper around it
-    (:func:`~awaitly_nb.notebook.many.map_steps`).
+    (:func:`~awaitly_nb.notebook.many.map_steps`). A step that runs again though
+    it was saved says why, unless ``quiet``.
     """
     if not callable(fn):
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
@@ -369,8 +373,9 @@ def call_step(
         force=force,
     )
     if _is_async(fn):
-        return _call_async(fn, args, kwargs, spec, session, shell)  # type: ignore[return-value]
+        return _call_async(fn, args, kwargs, spec, session, shell, quiet)  # type: ignore[return-value]
     decision = engine.lookup(spec)
+    _say_why(decision, shell, quiet)
     if decision.hit:
         assert decision.payload is not None and decision.manifest is not None
         if decision.manifest.extra.get("awaitable"):  # saved from `await step(lambda: coro())`
@@ -408,6 +413,13 @@ def call_step(
     return value
 
 
+def _say_why(decision: Decision, shell: Any, quiet: bool) -> None:
+    """A saved step that runs again says why (``running 'k' again: n changed (3 → 4)``)."""
+    note = None if quiet else rerun_note(decision)
+    if note:
+        show_note(note, shell)
+
+
 def _is_async(fn: Callable[..., Any]) -> bool:
     target = getattr(fn, "func", fn)  # functools.partial
     method = vars(type(target)).get("__call__")  # an object with `async def __call__`
@@ -427,10 +439,12 @@ async def _call_async(
     spec: StepSpec,
     session: Any,
     shell: Any,
+    quiet: bool,
 ) -> Any:
     """``await step(async_fn, key=...)``: a hit returns at once, a miss awaits and saves."""
     engine = session.engine
     decision = engine.lookup(spec)
+    _say_why(decision, shell, quiet)
     if decision.hit:
         return await _ready(decision.payload, shell)
     run = engine.begin(decision)

@@ -129,7 +129,7 @@ async def map_steps(
 
             try:
                 results[index] = await call_step(
-                    call, name, args=(item,), force=force, pin=pin, like=fn
+                    call, name, args=(item,), force=force, pin=pin, like=fn, quiet=True
                 )
             except Exception as exc:
                 errors[name] = exc

@@ -193,6 +193,29 @@ def test_call_form_changed_function_runs_again(ip: Any, run: Any, marks: Any) ->
     assert changed.result.success
     assert marks.count() == 2
     assert ip.user_ns["total"] == 48
+    assert any("running 'total:1' again: code changed" in n for n in changed.notes), changed.notes
+
+
+def test_a_call_step_in_a_script_says_why_it_runs_again(tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    code = (
+        "import sys\nfrom awaitly_nb import configure, step\n"
+        "configure(dir=sys.argv[1], workflow='w')\nN = 3\n"
+        "print(step(lambda: N * 2, key='double'))\n"
+    )
+    outs = []
+    for text in (code, code, code.replace("N = 3", "N = 4")):
+        script.write_text(text)
+        done = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "store")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outs.append((done.stdout.strip(), done.stderr))
+    assert [out for out, _ in outs] == ["6", "6", "8"]
+    assert "again" not in outs[1][1]
+    assert "[awaitly_nb] running 'double' again: N changed (3 → 4)" in outs[2][1], outs[2][1]
 
 
 def test_call_form_failure_is_not_saved(ip: Any, run: Any, marks: Any, saved: Any) -> None:

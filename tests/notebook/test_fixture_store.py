@@ -71,11 +71,15 @@ def test_cells_saved_by_the_released_format_replay_without_running(
         )
     assert result.success, result.error_in_exec or result.error_before_exec
     notes = shown.notes()
-    assert len(notes) == 2
+    assert len(notes) == 3
     assert notes[0].startswith("[awaitly_nb] restored 'cell:1' (HTML, display, rows, total)")
-    # 0.1.0 compared inputs by lineage only: the block runs again once, and says why.
+    # 0.1.0 compared inputs by lineage only: the block and the call run again once,
+    # and say why.
     assert notes[1] == (
         "[awaitly_nb] running 'block:1' again: rows was not compared by value when it was saved"
+    )
+    assert notes[2] == (
+        "[awaitly_nb] running 'call:array' again: np was not compared by value when it was saved"
     )
     events = shown.without_notes()
     assert events[0] == ("stdout", "total is 6\n")
