@@ -12,7 +12,8 @@ it run again (``the numpy.random state before it changed``).
 
 Built in (:data:`STATES`): ``random``, ``numpy.random``, ``os.environ``,
 ``cwd``, ``sys.path``, ``sys.recursionlimit``, ``warnings.filters``,
-``pandas.options`` and ``matplotlib.rcParams`` (the last three only once
+``pandas.options``, ``matplotlib.rcParams``, ``numpy.printoptions`` and
+``decimal.context`` (the last four only once
 their module is imported). A library adds its own with
 :func:`register_process_state`.
 """
@@ -116,6 +117,43 @@ def _set_numpy_state(state: Any) -> None:
     numpy.random.set_state(state)
 
 
+def _numpy_print() -> Any:
+    numpy = sys.modules.get("numpy")
+    return None if numpy is None else dict(numpy.get_printoptions())
+
+
+def _apply_numpy_print(delta: Any) -> None:
+    import numpy
+
+    numpy.set_printoptions(**delta["set"])
+
+
+_DECIMAL = ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")
+
+
+def _decimal_context() -> Any:
+    decimal = sys.modules.get("decimal")
+    if decimal is None:
+        return None
+    context = decimal.getcontext()
+    out = {name: getattr(context, name) for name in _DECIMAL}
+    out["traps"] = sorted(signal.__name__ for signal, on in context.traps.items() if on)
+    return out
+
+
+def _apply_decimal(delta: Any) -> None:
+    import decimal
+
+    context = decimal.getcontext()
+    for name, value in delta["set"].items():
+        if name == "traps":
+            traps = set(value)
+            for signal in list(context.traps):
+                context.traps[signal] = signal.__name__ in traps
+        else:
+            setattr(context, name, value)
+
+
 def _pandas_options() -> Any:
     if "pandas" not in sys.modules:
         return None
@@ -208,6 +246,8 @@ def _builtin() -> None:
         ProcessState("sys.recursionlimit", sys.getrecursionlimit, _replaced, sys.setrecursionlimit),
         ProcessState("warnings.filters", lambda: list(warnings.filters), _replaced, _set_filters),
         ProcessState("pandas.options", _pandas_options, _mapping_delta, _apply_pandas),
+        ProcessState("numpy.printoptions", _numpy_print, _mapping_delta, _apply_numpy_print),
+        ProcessState("decimal.context", _decimal_context, _mapping_delta, _apply_decimal),
         ProcessState("matplotlib.rcParams", _rc_params, _mapping_delta, _apply_rc),
     ):
         STATES[state.name] = state

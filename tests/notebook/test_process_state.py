@@ -172,3 +172,33 @@ def test_the_seed_before_a_call_step_that_draws_is_one_of_its_inputs(tmp_path: P
     reseeded, _ = _script(tmp_path, 2)
     assert reseeded == _script(tmp_path, 2, plain=True)[0]
     assert reseeded[0] != _script(tmp_path, 1, plain=True)[0][0]
+
+
+def test_numpy_print_options_and_the_decimal_context_set_by_a_step_are_replayed(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    import decimal
+
+    import numpy as np
+
+    cell = (
+        "%%step key=formats\nmark()\n"
+        "np.set_printoptions(precision=2)\ndecimal.getcontext().prec = 3\n"
+        "decimal.getcontext().traps[decimal.Inexact] = True"
+    )
+    shown = "print(np.array([1 / 3]), decimal.Decimal(1) / decimal.Decimal(8))"
+    run("import numpy as np, decimal")
+    try:
+        assert run(cell).error is None
+        first = run(shown).stdout
+        np.set_printoptions(precision=8)
+        decimal.setcontext(decimal.Context())
+        restart()
+        run("import numpy as np, decimal")
+        ran = run(cell)
+        assert marks.count() == 1 and any("restored" in n for n in ran.notes)
+        assert run(shown).stdout == first == "[0.33] 0.125\n"
+        assert decimal.getcontext().traps[decimal.Inexact]
+    finally:
+        np.set_printoptions(precision=8)
+        decimal.setcontext(decimal.Context())
