@@ -207,12 +207,20 @@ def _system_roots() -> tuple[str, ...]:
 
 
 class ReadRecorder:
-    """Records the files opened for reading while it is entered (per thread and per
-    asyncio task: steps running at once each see their own reads)."""
+    """Records the files opened for reading while it is entered.
+
+    Per thread and per asyncio task: steps running at once each see their own
+    reads. A step inside another step's function counts for both. A thread
+    that belongs to no step (a worker of a thread pool a step started) counts
+    for every step running at that moment: a read is never lost, at worst a
+    step has one input too many.
+    """
 
     _installed = False
     _current: ContextVar[ReadRecorder | None] = ContextVar("awaitly_nb_reads", default=None)
     """The recorder of the running step, per thread and per asyncio task."""
+    _active: tuple[ReadRecorder, ...] = ()
+    """Every recorder entered and not yet left, in any thread or task."""
     _lock = threading.Lock()
 
     def __init__(self, ignore: Iterable[str | os.PathLike[str]] = ()) -> None:
@@ -220,6 +228,16 @@ class ReadRecorder:
         self.paths: set[str] = set()
         self.written: set[str] = set()
         """Files opened for writing: a step's outputs, never its inputs."""
+        self.outer: ReadRecorder | None = None
+        """The recorder of the step this one runs inside, if any."""
+
+    @classmethod
+    def inherit(cls, paths: Iterable[str]) -> None:
+        """A step restored inside running steps: the files it read count for them."""
+        recorder = cls._current.get()
+        while recorder is not None:
+            recorder.paths.update(paths)
+            recorder = recorder.outer
 
     @classmethod
     def _install(cls) -> None:
@@ -233,7 +251,8 @@ class ReadRecorder:
         if event != "open":
             return
         recorder = cls._current.get()
-        if recorder is None:
+        recorders: Iterable[ReadRecorder] = cls._active if recorder is None else ()
+        if not recorders and recorder is None:
             return
         path, mode, flags = (*args, None, None, None)[:3]
         if not isinstance(path, (str, bytes, os.PathLike)):
@@ -242,15 +261,25 @@ class ReadRecorder:
             writes = any(c in mode for c in "wax+")
         else:
             writes = isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
-        (recorder.written if writes else recorder.paths).add(os.path.abspath(os.fsdecode(path)))
+        found = os.path.abspath(os.fsdecode(path))
+        while recorder is not None:  # this step and the steps it runs inside
+            (recorder.written if writes else recorder.paths).add(found)
+            recorder = recorder.outer
+        for other in recorders:
+            (other.written if writes else other.paths).add(found)
 
     def __enter__(self) -> ReadRecorder:
         self._install()
+        self.outer = self._current.get()
         self._token = self._current.set(self)
+        with self._lock:
+            ReadRecorder._active = (*ReadRecorder._active, self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._current.reset(self._token)
+        with self._lock:
+            ReadRecorder._active = tuple(r for r in ReadRecorder._active if r is not self)
 
     def files(self) -> dict[str, dict[str, Any]]:
         """Stamps of the user's files that were read.

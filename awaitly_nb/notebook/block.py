@@ -378,6 +378,7 @@ def call_step(
     _say_why(decision, shell, quiet)
     if decision.hit:
         assert decision.payload is not None and decision.manifest is not None
+        ReadRecorder.inherit([*decision.manifest.files, *decision.manifest.deps])
         if decision.manifest.extra.get("awaitable"):  # saved from `await step(lambda: coro())`
             return _ready(decision.payload, shell)  # type: ignore[return-value]
         reapply_process(key, decision.payload, shell)
@@ -446,6 +447,7 @@ async def _call_async(
     decision = engine.lookup(spec)
     _say_why(decision, shell, quiet)
     if decision.hit:
+        ReadRecorder.inherit([*decision.manifest.files, *decision.manifest.deps])
         return await _ready(decision.payload, shell)
     run = engine.begin(decision)
     shown = OutputRecorder(shell)

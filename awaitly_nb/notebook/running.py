@@ -207,6 +207,8 @@ class NotebookStep:
         restore(self.namespace, payload)
         reapply_process(self.spec.key, payload, self.shell)
         manifest = self.decision.manifest
+        if manifest is not None:  # inside a running step, what this one read counts for it
+            ReadRecorder.inherit([*manifest.files, *manifest.deps])
         if self.spec.kind == "cell" and manifest is not None:
             self._bound(payload.variables, manifest)
         if not self.quiet:

@@ -166,3 +166,46 @@ def test_a_lock_among_your_modules_globals_leaves_its_functions_compared(here: P
     finally:
         sys.path.remove(str(here))
         sys.modules.pop("awaitly_probe_locked", None)
+
+
+def test_a_file_read_by_a_thread_pool_the_step_started_is_an_input(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    (here / "part.txt").write_text("one")
+    cell = (
+        "%%step key=pool\nmark()\nfrom concurrent.futures import ThreadPoolExecutor\n"
+        "def read(name):\n    with open(name) as f:\n        return f.read()\n"
+        "with ThreadPoolExecutor(2) as pool:\n    parts = list(pool.map(read, ['part' + '.txt']))"
+    )
+    assert run(cell).error is None and ip.user_ns["parts"] == ["one"]
+    restart()
+    (here / "part.txt").write_text("two!")
+    again = run(cell)
+    assert any("part.txt changed" in n for n in again.notes), again.notes
+    assert marks.count() == 2 and ip.user_ns["parts"] == ["two!"]
+
+
+def test_a_step_restored_inside_another_passes_on_the_files_it_read(here: Path) -> None:
+    import subprocess
+
+    (here / "d.txt").write_text("one")
+    (here / "job.py").write_text(
+        "import sys\nfrom awaitly_nb import configure, step\n"
+        "configure(dir=sys.argv[1], workflow='w')\n"
+        "def load():\n    return open('d.txt').read()\n"
+        "def outer():\n    return step(load, key='load').upper()\n"
+        "print(step(load, key='load'), step(outer, key='outer'))\n"
+    )
+
+    def job() -> str:
+        done = subprocess.run(
+            [sys.executable, "job.py", str(here / "store")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert job() == "one ONE"  # 'outer' ran while 'load' was already saved: a hit inside it
+    (here / "d.txt").write_text("two")
+    assert job() == "two TWO"
