@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import xxhash
 
-from awaitly_nb.core.digest import VALUE, summary, value_digest
+from awaitly_nb.core.digest import OWN, VALUE, summary, value_digest
 from awaitly_nb.core.lineage import Lineage
 from awaitly_nb.core.memo import Known, ValueMemo
 from awaitly_nb.core.payload import StepPayload
@@ -494,6 +494,11 @@ class StepEngine:
 
     def workflow_id(self) -> str:
         return self._workflow()
+
+    def own_module(self, name: str) -> bool:
+        """True for one of the user's own modules (its source is part of its version)."""
+        version = self._module_version
+        return version is not None and OWN in version(name)
 
     def reset(self) -> None:
         """Forget what this session saw (another store was configured)."""

@@ -36,7 +36,7 @@ from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import ReadRecorder, literal_paths
 from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
 from awaitly_nb.notebook.many import map_steps
-from awaitly_nb.notebook.namespace import input_names, is_internal_name, user_inputs
+from awaitly_nb.notebook.namespace import is_internal_name, step_inputs
 from awaitly_nb.notebook.running import (
     NotebookStep,
     code_calls_seed,
@@ -144,23 +144,23 @@ class StepBlock:
             )
         self._frame = frame
         body = _with_body(frame)
-        _, shell = session_for_shell()
+        session, shell = session_for_shell()
+        reads, values = step_inputs(
+            body or [],
+            frame.f_globals,
+            getattr(shell, "user_ns_hidden", None)
+            if getattr(shell, "user_ns", None) is frame.f_globals
+            else None,
+            session.engine.own_module,
+        )
         spec = StepSpec(
             key=self.key,
             kind="block",
             code=None
             if body is None
             else code_fingerprint(ast.unparse(ast.Module(body=body, type_ignores=[]))),
-            reads=frozenset(
-                user_inputs(
-                    input_names(body or []),
-                    frame.f_globals,
-                    getattr(shell, "user_ns_hidden", None)
-                    if getattr(shell, "user_ns", None) is frame.f_globals
-                    else None,
-                )
-            ),
-            values=frame.f_globals,
+            reads=reads,
+            values=values,
             deps=(*self.deps, *literal_paths(body or [])),
             pin=self.pin,
             force=self.force,

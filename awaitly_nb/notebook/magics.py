@@ -30,7 +30,7 @@ from awaitly_nb.core.fingerprint import code_fingerprint, parse
 from awaitly_nb.core.payload import NOTHING
 from awaitly_nb.errors import AwaitlyError, InvalidKeyError
 from awaitly_nb.files import literal_paths
-from awaitly_nb.notebook.namespace import input_names, user_inputs
+from awaitly_nb.notebook.namespace import step_inputs
 from awaitly_nb.notebook.running import NotebookStep
 from awaitly_nb.notebook.status_table import status_text
 
@@ -289,12 +289,15 @@ class StepMagics(Magics):
         key, outputs, exclude, args = self._parse(line, cell)
         fingerprint = code_fingerprint(source)
         body = _statements(source)
+        reads, values = step_inputs(
+            body, shell.user_ns, shell.user_ns_hidden, get_session().engine.own_module
+        )
         spec = StepSpec(
             key=key if key is not None else f"cell:{fingerprint[:16]}",
             kind="cell",
             code=fingerprint,
-            reads=frozenset(user_inputs(input_names(body), shell.user_ns, shell.user_ns_hidden)),
-            values=shell.user_ns,
+            reads=reads,
+            values=values,
             deps=(*args.deps, *literal_paths(body)),
             pin=args.pin,
             force=args.force,

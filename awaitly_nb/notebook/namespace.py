@@ -12,7 +12,7 @@ import ast
 import gc
 import re
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from awaitly_nb.core.fingerprint import global_names
@@ -450,6 +450,65 @@ def user_inputs(
         for n in names
         if not is_internal_name(n) and not (n in hidden and hidden[n] is namespace.get(n))
     }
+
+
+def module_reads(
+    statements: Iterable[ast.stmt],
+    reads: Iterable[str],
+    namespace: Mapping[str, Any],
+    own: Callable[[str], bool],
+) -> dict[str, Any]:
+    """The attributes a step reads from the user's own modules among its inputs, as
+    inputs of their own: ``{"helpers.SCALE": 2}``. A cell may set them
+    (``helpers.SCALE = 2``), and the module's version only follows its source.
+
+    >>> import types
+    >>> helpers = types.ModuleType("helpers")
+    >>> helpers.SCALE = 2
+    >>> module_reads(ast.parse("y = helpers.SCALE * x").body, ["helpers", "x"],
+    ...              {"helpers": helpers, "x": 1}, own=lambda name: True)
+    {'helpers.SCALE': 2}
+    """
+    modules = {
+        name: module
+        for name in reads
+        if isinstance(module := namespace.get(name), types.ModuleType) and own(module.__name__)
+    }
+    found: dict[str, Any] = {}
+    if not modules:
+        return found
+    for statement in statements:
+        for node in ast.walk(statement):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Load)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+            ):
+                # The module's own dict: no module __getattr__ runs.
+                value = vars(modules[node.value.id]).get(node.attr, _ABSENT)
+                if value is not _ABSENT:
+                    found[f"{node.value.id}.{node.attr}"] = value
+    return found
+
+
+_ABSENT = object()
+
+
+def step_inputs(
+    statements: Iterable[ast.stmt],
+    namespace: Mapping[str, Any],
+    hidden: Mapping[str, Any] | None,
+    own: Callable[[str], bool],
+) -> tuple[frozenset[str], Mapping[str, Any]]:
+    """A cell's or block's inputs: the names it reads, and where their values are (the
+    namespace, with the attributes it reads from the user's modules: :func:`module_reads`)."""
+    statements = list(statements)
+    reads = user_inputs(input_names(statements), namespace, hidden)
+    extra = module_reads(statements, reads, namespace, own)
+    if not extra:
+        return frozenset(reads), namespace
+    return frozenset(reads | extra.keys()), {**namespace, **extra}
 
 
 def snapshot(namespace: Mapping[str, Any]) -> dict[str, int]:

@@ -209,3 +209,27 @@ def test_a_step_restored_inside_another_passes_on_the_files_it_read(here: Path) 
     assert job() == "one ONE"  # 'outer' ran while 'load' was already saved: a hit inside it
     (here / "d.txt").write_text("two")
     assert job() == "two TWO"
+
+
+def test_a_global_of_your_module_set_by_a_plain_cell_is_an_input_of_the_steps_using_it(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    (here / "awaitly_probe_settings.py").write_text(
+        "SCALE = 1\n\ndef scaled(x):\n    return x * SCALE\n"
+    )
+    sys.path.insert(0, str(here))
+    cell = "%%step key=k\nmark()\ny = settings.scaled(5) + settings.SCALE"
+    try:
+        run("import awaitly_probe_settings as settings\nsettings.SCALE = 2")
+        assert run(cell).error is None and ip.user_ns["y"] == 12
+        restart()
+        run("import awaitly_probe_settings as settings\nsettings.SCALE = 2")
+        assert any("restored" in n for n in run(cell).notes)
+        restart()
+        run("import awaitly_probe_settings as settings\nsettings.SCALE = 3")
+        again = run(cell)
+        assert marks.count() == 2 and ip.user_ns["y"] == 18
+        assert any("settings.SCALE changed (2 → 3)" in n for n in again.notes), again.notes
+    finally:
+        sys.path.remove(str(here))
+        sys.modules.pop("awaitly_probe_settings", None)
