@@ -52,6 +52,8 @@ class StepPayload:
         skipped: optional variables left out because they cannot be saved.
         process: the process-wide state it changed (:mod:`awaitly_nb.core.process`),
             re-applied when it replays.
+        modules: the module attributes it set (``helpers.SCALE = 5``), by module
+            name: ``{"helpers": {"SCALE": 5}}``, set again when it replays.
     """
 
     variables: Mapping[str, Any] = field(default_factory=dict)
@@ -62,6 +64,7 @@ class StepPayload:
     value: Any = NOTHING
     skipped: tuple[str, ...] = ()
     process: Mapping[str, Any] = field(default_factory=dict)
+    modules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def has_result(self) -> bool:
@@ -69,8 +72,14 @@ class StepPayload:
         return self.result is not NOTHING or self.result_bundle is not None
 
     def saved_values(self) -> dict[str, Any]:
-        """What must be serialisable: the variables, or ``{"value": ...}`` for a call."""
-        return {"value": self.value} if self.value is not NOTHING else dict(self.variables)
+        """What must be serialisable: the variables and module attributes (``helpers.SCALE``),
+        or ``{"value": ...}`` for a call."""
+        if self.value is not NOTHING:
+            return {"value": self.value}
+        attributes = {
+            f"{m}.{a}": v for m, values in self.modules.items() for a, v in values.items()
+        }
+        return {**self.variables, **attributes}
 
     def without(self, names: set[str]) -> StepPayload:
         """The payload with the variables ``names`` left out (and listed as skipped)."""
@@ -103,6 +112,8 @@ class StepPayload:
             saved["skipped"] = list(self.skipped)
         if self.process:
             saved["process"] = dict(self.process)
+        if self.modules:
+            saved["modules"] = {name: dict(values) for name, values in self.modules.items()}
         return saved
 
     @classmethod
@@ -140,7 +151,19 @@ class StepPayload:
             result_bundle=bundle,
             skipped=tuple(saved.get("skipped") or ()),
             process=_process(saved),
+            modules=_modules(saved),
         )
+
+
+def _modules(saved: dict[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    modules = saved.get("modules")
+    if not isinstance(modules, dict):
+        return {}
+    return {
+        name: values
+        for name, values in modules.items()
+        if isinstance(name, str) and isinstance(values, dict)
+    }
 
 
 def _process(saved: dict[str, Any]) -> Mapping[str, Any]:

@@ -495,6 +495,33 @@ def module_reads(
 _ABSENT = object()
 
 
+def module_stores(
+    statements: Iterable[ast.stmt], namespace: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The module attributes a step set (``helpers.SCALE = 5``), as they are now:
+    ``{"helpers": {"SCALE": 5}}``. Saving the module itself would keep only its name.
+
+    >>> import types
+    >>> helpers = types.ModuleType("helpers")
+    >>> helpers.SCALE = 5
+    >>> module_stores(ast.parse("helpers.SCALE = 5").body, {"helpers": helpers})
+    {'helpers': {'SCALE': 5}}
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for statement in statements:
+        for node in ast.walk(statement):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and isinstance(module := namespace.get(node.value.id), types.ModuleType)
+            ):
+                value = vars(module).get(node.attr, _ABSENT)
+                if value is not _ABSENT:
+                    found.setdefault(module.__name__, {})[node.attr] = value
+    return found
+
+
 def step_inputs(
     statements: Iterable[ast.stmt],
     namespace: Mapping[str, Any],

@@ -12,7 +12,7 @@ from typing import Any
 from awaitly_nb.core.payload import NOTHING, StepPayload
 from awaitly_nb.notebook.capture import replay_outputs
 
-__all__ = ["ReplayedResult", "replay", "restore"]
+__all__ = ["ReplayedResult", "replay", "restore", "set_module_attributes"]
 
 
 class ReplayedResult:
@@ -26,6 +26,23 @@ class ReplayedResult:
 
     def __repr__(self) -> str:
         return str(self._bundle.get("text/plain", "<restored output>"))
+
+
+def set_module_attributes(modules: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Set the module attributes a replayed step set (``helpers.SCALE = 5``); returns a
+    line per module that cannot be imported here."""
+    import importlib
+
+    problems = []
+    for name, values in modules.items():
+        try:
+            module = sys.modules.get(name) or importlib.import_module(name)
+        except Exception as exc:
+            problems.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        for attr, value in values.items():
+            setattr(module, attr, value)
+    return problems
 
 
 def _rebind(function: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:

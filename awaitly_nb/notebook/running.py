@@ -32,11 +32,12 @@ from awaitly_nb.notebook.capture import (
 from awaitly_nb.notebook.namespace import (
     assigned_names,
     co_variables,
+    module_stores,
     produced,
     reached_globals,
     snapshot,
 )
-from awaitly_nb.notebook.restore import replay, restore
+from awaitly_nb.notebook.restore import replay, restore, set_module_attributes
 from awaitly_nb.storage.codec import MAIN_BY_REFERENCE, main_global
 
 __all__ = ["NotebookStep", "show_note"]
@@ -206,6 +207,13 @@ class NotebookStep:
         assert payload is not None
         restore(self.namespace, payload)
         reapply_process(self.spec.key, payload, self.shell)
+        problems = set_module_attributes(payload.modules)
+        if problems:
+            show_note(
+                f"{self.spec.key!r} set module attributes that cannot be set again here: "
+                + "; ".join(problems),
+                self.shell,
+            )
         manifest = self.decision.manifest
         if manifest is not None:  # inside a running step, what this one read counts for it
             ReadRecorder.inherit([*manifest.files, *manifest.deps])
@@ -224,6 +232,7 @@ class NotebookStep:
         self._reached = self._digests(reached_globals(self.spec.reads, self.namespace))
         self._process = process.snapshot()
         self._seeds = _calls_seed(statements)
+        self._statements = statements
         self._recorder = OutputRecorder(self.shell).__enter__()
         self._reads = ReadRecorder(ignore=[get_session().store.directory]).__enter__()
         self._run = self.engine.begin(self.decision)
@@ -296,6 +305,7 @@ class NotebookStep:
             deleted=tuple(deleted),
             outputs=tuple(self._recorder.outputs),
             process=changed_state,
+            modules=module_stores(self._statements, self.namespace),
             **self._result_fields(result, variables),
         )
         implied = state_inputs(

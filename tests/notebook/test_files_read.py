@@ -233,3 +233,24 @@ def test_a_global_of_your_module_set_by_a_plain_cell_is_an_input_of_the_steps_us
     finally:
         sys.path.remove(str(here))
         sys.modules.pop("awaitly_probe_settings", None)
+
+
+def test_a_global_of_a_module_that_a_step_sets_is_set_again_by_its_replay(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    (here / "awaitly_probe_knobs.py").write_text("SCALE = 1\n")
+    sys.path.insert(0, str(here))
+    cell = "%%step key=setup\nmark()\nknobs.SCALE = 5\nknobs.NAME = 'five'"
+    try:
+        run("import awaitly_probe_knobs as knobs")
+        assert run(cell).error is None
+        restart()
+        sys.modules.pop("awaitly_probe_knobs")  # a new kernel imports it afresh
+        run("import awaitly_probe_knobs as knobs")
+        assert ip.user_ns["knobs"].SCALE == 1
+        ran = run(cell)
+        assert marks.count() == 1 and any("restored" in n for n in ran.notes)
+        assert (ip.user_ns["knobs"].SCALE, ip.user_ns["knobs"].NAME) == (5, "five")
+    finally:
+        sys.path.remove(str(here))
+        sys.modules.pop("awaitly_probe_knobs", None)
