@@ -20,6 +20,7 @@ their module is imported). A library adds its own with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -125,7 +126,107 @@ def _numpy_print() -> Any:
 def _apply_numpy_print(delta: Any) -> None:
     import numpy
 
-    numpy.set_printoptions(**delta["set"])
+    numpy.set_printoptions(**_differing(numpy.get_printoptions(), delta["set"]))
+
+
+def _numpy_errors() -> Any:
+    numpy = sys.modules.get("numpy")
+    return None if numpy is None else dict(numpy.geterr())
+
+
+def _apply_numpy_errors(delta: Any) -> None:
+    import numpy
+
+    numpy.seterr(**delta["set"])
+
+
+def _sklearn_config() -> Any:
+    sklearn = sys.modules.get("sklearn")
+    return None if sklearn is None else dict(sklearn.get_config())
+
+
+def _apply_sklearn(delta: Any) -> None:
+    import sklearn  # type: ignore[import-not-found]
+
+    sklearn.set_config(**_differing(sklearn.get_config(), delta["set"]))
+
+
+_STYLES = {"PercentStyle": "%", "StrFormatStyle": "{", "StringTemplateStyle": "$"}
+
+
+def _handler(handler: Any) -> Any:
+    """A root-logger handler as plain data: a stream or file handler and its format
+    (``logging.basicConfig`` makes these); any other handler by its type alone."""
+    import logging
+
+    formatter = handler.formatter
+    form = None
+    if formatter is not None:
+        style = _STYLES.get(type(formatter._style).__name__, "%")
+        form = (formatter._fmt, formatter.datefmt, style)
+    if type(handler) is logging.StreamHandler:
+        stream = handler.stream
+        for name in ("stderr", "stdout"):  # or the recording stand-in of a step's output
+            if stream is getattr(sys, name) or getattr(stream, "stands_for", None) == name:
+                return ("stream", name, handler.level, form)
+    if type(handler) is logging.FileHandler:
+        where = (handler.baseFilename, handler.mode, handler.encoding)
+        return ("file", where, handler.level, form)
+    return ("other", f"{type(handler).__module__}.{type(handler).__qualname__}")
+
+
+def _logging_root() -> Any:
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return None
+    root = logging.getLogger()
+    return {"level": root.level, "handlers": [_handler(h) for h in root.handlers]}
+
+
+def _make_handler(described: Any) -> Any:
+    import logging
+
+    if described[0] == "other":
+        raise ValueError(f"a {described[1]} handler cannot be made again")
+    kind, where, level, form = described
+    if kind == "stream":
+        handler: Any = logging.StreamHandler(getattr(sys, where))
+    else:
+        filename, mode, encoding = where
+        handler = logging.FileHandler(filename, mode, encoding=encoding)
+    handler.setLevel(level)
+    if form is not None:
+        handler.setFormatter(logging.Formatter(form[0], form[1], style=form[2]))
+    return handler
+
+
+def _set_logging_root(value: Any) -> None:
+    import logging
+
+    root = logging.getLogger()
+    root.setLevel(value["level"])
+    wanted = list(value["handlers"])
+    for handler in list(root.handlers):  # keep the handlers it had, drop the others
+        described = _handler(handler)
+        if described in wanted:
+            wanted.remove(described)
+        else:
+            root.removeHandler(handler)
+    for described in wanted:
+        root.addHandler(_make_handler(described))
+
+
+def _differing(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """What in ``wanted`` differs from ``current`` (a replay sets only that)."""
+    out = {}
+    for key, value in wanted.items():
+        try:
+            same = key in current and bool(current[key] == value)
+        except Exception:  # values that do not compare to a bool (arrays)
+            same = False
+        if not same:
+            out[key] = value
+    return out
 
 
 _DECIMAL = ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")
@@ -179,8 +280,20 @@ def _pandas_options() -> Any:
 def _apply_pandas(delta: Any) -> None:
     import pandas  # type: ignore[import-untyped]
 
-    for key, value in delta["set"].items():
-        pandas.set_option(key, value)
+    refused = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # options pandas warns about reading
+        current = {}
+        for key in delta["set"]:
+            with contextlib.suppress(Exception):
+                current[key] = pandas.get_option(key)
+    for key, value in _differing(current, delta["set"]).items():
+        try:
+            pandas.set_option(key, value)
+        except Exception:
+            refused.append(key)
+    if refused:
+        raise ValueError(f"pandas refused {', '.join(refused)}")
 
 
 def _rc_params() -> Any:
@@ -194,7 +307,8 @@ def _rc_params() -> Any:
 def _apply_rc(delta: Any) -> None:
     import matplotlib
 
-    matplotlib.rcParams.update(delta["set"])
+    params: Any = matplotlib.rcParams
+    params.update(_differing({k: params[k] for k in delta["set"] if k in params}, delta["set"]))
 
 
 def _set_filters(filters: Any) -> None:
@@ -247,6 +361,9 @@ def _builtin() -> None:
         ProcessState("warnings.filters", lambda: list(warnings.filters), _replaced, _set_filters),
         ProcessState("pandas.options", _pandas_options, _mapping_delta, _apply_pandas),
         ProcessState("numpy.printoptions", _numpy_print, _mapping_delta, _apply_numpy_print),
+        ProcessState("numpy.seterr", _numpy_errors, _mapping_delta, _apply_numpy_errors),
+        ProcessState("logging.root", _logging_root, _replaced, _set_logging_root),
+        ProcessState("sklearn.config", _sklearn_config, _mapping_delta, _apply_sklearn),
         ProcessState("decimal.context", _decimal_context, _mapping_delta, _apply_decimal),
         ProcessState("matplotlib.rcParams", _rc_params, _mapping_delta, _apply_rc),
     ):
@@ -279,8 +396,9 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, An
         try:
             if name in before:
                 delta = state.delta(before[name], value)
-            else:  # it came into being during the step (numpy imported): all of it is new
-                delta = value if state.delta is _replaced else None
+            else:  # it came into being during the step (pandas imported): all of it is
+                # new, and a replay sets what differs from the new kernel's
+                delta = value if state.delta is _replaced else state.delta({}, value)
         except Exception:
             continue
         if delta is not None:

@@ -37,6 +37,9 @@ class _Tee:
     def __init__(self, target: Any, name: str) -> None:
         self._target = target
         self._name = name
+        self.stands_for = name
+        """Which of ``sys.stdout``/``sys.stderr`` this is (a log handler made while a step
+        ran holds it: :mod:`awaitly_nb.core.process` replays it as that stream)."""
 
     def write(self, text: str) -> int:
         written = self._target.write(text)

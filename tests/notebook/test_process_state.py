@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,78 @@ def test_numpy_print_options_and_the_decimal_context_set_by_a_step_are_replayed(
     finally:
         np.set_printoptions(precision=8)
         decimal.setcontext(decimal.Context())
+
+
+SETUP_STEP = """
+import sys, awaitly_nb
+awaitly_nb.configure(dir=sys.argv[1], workflow="w")
+with awaitly_nb.step("setup"):
+    import numpy as np  # imported by the step that sets its options
+    np.set_printoptions(precision=2)
+    np.seterr(divide="ignore")
+print(np.array([1 / 3]), np.geterr()["divide"])
+"""
+
+
+def test_settings_of_a_library_the_same_step_imports_are_set_again_by_its_replay(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "setup.py"
+    script.write_text(SETUP_STEP)
+    runs = [
+        subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "store")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        for _ in range(2)
+    ]
+    assert "restored" in runs[1].stderr
+    assert [r.stdout for r in runs] == ["[0.33] ignore\n"] * 2
+
+
+def test_scikit_learns_config_changed_by_a_step_is_replayed(monkeypatch: Any) -> None:
+    import types
+
+    config = {"display": "diagram", "print_changed_only": True}
+    fake = types.ModuleType("sklearn")
+    fake.get_config = lambda: dict(config)  # type: ignore[attr-defined]
+    fake.set_config = config.update  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sklearn", fake)
+    before = snapshot()
+    config["display"] = "text"  # the step calls set_config(display="text")
+    changed = changes(before, snapshot())
+    assert changed["sklearn.config"] == {"set": {"display": "text"}, "unset": []}
+    config["display"] = "diagram"  # a new kernel
+    assert apply_changes(changed) == [] and config["display"] == "text"
+
+
+LOGGING_STEP = """
+import logging, sys, awaitly_nb
+awaitly_nb.configure(dir=sys.argv[1], workflow="w")
+with awaitly_nb.step("log"):
+    logging.basicConfig(level=logging.INFO, format="LOG %(levelname)s %(message)s")
+logging.info("after the step")
+"""
+
+
+def test_logging_set_up_by_a_step_is_set_up_again_by_its_replay(tmp_path: Path) -> None:
+    import subprocess
+
+    script = tmp_path / "log.py"
+    script.write_text(LOGGING_STEP)
+    runs = [
+        subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "store")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        for _ in range(2)
+    ]
+    assert "restored" in runs[1].stderr
+    assert all("LOG INFO after the step" in r.stderr for r in runs), [r.stderr for r in runs]
