@@ -34,7 +34,7 @@ from awaitly_nb.core.digest import OWN, VALUE, summary, value_digest
 from awaitly_nb.core.lineage import Lineage
 from awaitly_nb.core.memo import Known, ValueMemo
 from awaitly_nb.core.payload import StepPayload
-from awaitly_nb.core.process import INPUT_PREFIX, state_digest
+from awaitly_nb.core.process import INPUT_PREFIX, SETTINGS, state_digest
 from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.tracker import StatusTracker, StepStatus
 from awaitly_nb.core.upstream import Upstream
@@ -169,6 +169,8 @@ def _input_change(
 
     ``missing`` says why an input that is not defined now was not vouched for.
     """
+    if name == INPUT_PREFIX + SETTINGS:
+        return "settings made before it changed (pandas or numpy options, rcParams, logging)"
     if name.startswith(INPUT_PREFIX):
         return f"the {name[len(INPUT_PREFIX) :]} state before it changed (another seed?)"
     if before is None:

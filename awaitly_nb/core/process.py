@@ -183,6 +183,20 @@ def _logging_root() -> Any:
     return {"level": root.level, "handlers": [_handler(h) for h in root.handlers]}
 
 
+class _CurrentStream:
+    """``sys.stdout`` or ``sys.stderr`` as it is at each write, so that what a replayed
+    log handler writes while a later step runs is recorded by that step."""
+
+    def __init__(self, name: str) -> None:
+        self.stands_for = name
+
+    def write(self, text: str) -> int:
+        return int(getattr(sys, self.stands_for).write(text) or len(text))
+
+    def flush(self) -> None:
+        getattr(sys, self.stands_for).flush()
+
+
 def _make_handler(described: Any) -> Any:
     import logging
 
@@ -190,7 +204,7 @@ def _make_handler(described: Any) -> Any:
         raise ValueError(f"a {described[1]} handler cannot be made again")
     kind, where, level, form = described
     if kind == "stream":
-        handler: Any = logging.StreamHandler(getattr(sys, where))
+        handler: Any = logging.StreamHandler(_CurrentStream(where))
     else:
         filename, mode, encoding = where
         handler = logging.FileHandler(filename, mode, encoding=encoding)
@@ -421,13 +435,107 @@ def apply_changes(deltas: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+SETTINGS = "settings"
+"""The input ``@settings``: the display and number settings in force before a cell ran."""
+
+_NUMPY_PRINT = {
+    "edgeitems": 3,
+    "threshold": 1000,
+    "floatmode": "maxprec",
+    "precision": 8,
+    "suppress": False,
+    "linewidth": 75,
+    "nanstr": "nan",
+    "infstr": "inf",
+    "sign": "-",
+    "formatter": None,
+    "legacy": False,
+}
+_NUMPY_ERRORS = {"divide": "warn", "over": "warn", "under": "ignore", "invalid": "warn"}
+
+
+def _changed_from(defaults: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    return _differing(defaults, {k: v for k, v in current.items() if k in defaults})
+
+
+def _pandas_changed() -> dict[str, Any]:
+    if "pandas" not in sys.modules:
+        return {}
+    from pandas._config import config
+
+    options, now = config._registered_options, _pandas_options() or {}
+    return _changed_from({k: options[k].defval for k in now if k in options}, now)
+
+
+def _rc_changed() -> dict[str, Any]:
+    if "matplotlib" not in sys.modules:
+        return {}
+    import matplotlib
+
+    defaults: Any = matplotlib.rcParamsDefault
+    return _changed_from(defaults, _rc_params() or {})
+
+
+def _decimal_changed() -> dict[str, Any]:
+    if "decimal" not in sys.modules:
+        return {}
+    import decimal
+
+    fresh = decimal.Context()
+    defaults = {name: getattr(fresh, name) for name in _DECIMAL}
+    defaults["traps"] = sorted(s.__name__ for s, on in fresh.traps.items() if on)
+    return _changed_from(defaults, _decimal_context() or {})
+
+
+def _logging_changed() -> dict[str, Any]:
+    root = _logging_root()
+    if root is None or (root["level"] == 30 and not root["handlers"]):  # WARNING, none
+        return {}
+    return dict(root)
+
+
+def settings() -> dict[str, dict[str, Any]]:
+    """The settings that change how a cell's output looks, where they differ from their
+    defaults: pandas options, matplotlib rcParams, numpy print options and error
+    handling, the ``decimal`` context, the root logger.
+
+    They are inputs of every ``%%step`` cell and ``with step`` block (``@settings``):
+    a cell that prints a table after an edited cell set ``display.precision`` runs
+    again. A library not imported counts as its defaults, so the order in which a
+    replay imports libraries does not matter.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    numpy: Any = sys.modules.get("numpy")
+    for name, changed in (
+        ("pandas.options", _pandas_changed),
+        ("matplotlib.rcParams", _rc_changed),
+        ("numpy.printoptions", lambda: _changed_from(_NUMPY_PRINT, numpy.get_printoptions())),
+        ("numpy.seterr", lambda: _changed_from(_NUMPY_ERRORS, numpy.geterr())),
+        ("decimal.context", _decimal_changed),
+        ("logging.root", _logging_changed),
+    ):
+        if numpy is None and name.startswith("numpy."):
+            continue
+        try:
+            value = changed()
+        except Exception:  # a library's internals moved: not compared
+            continue
+        if value:
+            found[name] = dict(sorted(value.items()))
+    return found
+
+
 def state_digest(name: str) -> str | None:
-    """The fingerprint of a registered state now (None if unknown or not applicable)."""
+    """The fingerprint of a registered state now, or of :func:`settings` (None if
+    unknown or not applicable)."""
     state = STATES.get(name)
-    if state is None:
-        return None
     try:
-        value = state.get()
+        if name == SETTINGS:
+            value: Any = settings()
+        elif state is None:
+            return None
+        else:
+            value = state.get()
     except Exception:
         return None
     return None if value is None else value_digest(value)

@@ -231,6 +231,7 @@ class NotebookStep:
         self._before = snapshot(self.namespace)
         self._reached = self._digests(reached_globals(self.spec.reads, self.namespace))
         self._process = process.snapshot()
+        self._settings = process.state_digest(process.SETTINGS)  # what its output may follow
         self._seeds = _calls_seed(statements)
         self._statements = statements
         self._recorder = OutputRecorder(self.shell).__enter__()
@@ -311,6 +312,8 @@ class NotebookStep:
         implied = state_inputs(
             self._process, changed_state, seeds=self._seeds, namespace=self.namespace
         )
+        if self._settings is not None:
+            implied[process.INPUT_PREFIX + process.SETTINGS] = self._settings
         token = MAIN_BY_REFERENCE.set(self._by_reference())
         try:
             manifest = self.engine.finish(

@@ -259,6 +259,9 @@ awaitly_nb.configure(dir=sys.argv[1], workflow="w")
 with awaitly_nb.step("log"):
     logging.basicConfig(level=logging.INFO, format="LOG %(levelname)s %(message)s")
 logging.info("after the step")
+N = 1
+with awaitly_nb.step("work"):
+    logging.info(f"working on {N}")
 """
 
 
@@ -266,15 +269,38 @@ def test_logging_set_up_by_a_step_is_set_up_again_by_its_replay(tmp_path: Path) 
     import subprocess
 
     script = tmp_path / "log.py"
-    script.write_text(LOGGING_STEP)
-    runs = [
-        subprocess.run(
-            [sys.executable, str(script), str(tmp_path / "store")],
-            capture_output=True,
-            text=True,
-            check=True,
+    runs = []
+    for n in (1, 1, 2, 2):  # the last two: 'work' runs after 'log' replayed, then replays
+        script.write_text(LOGGING_STEP.replace("N = 1", f"N = {n}"))
+        runs.append(
+            subprocess.run(
+                [sys.executable, str(script), str(tmp_path / "store")],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stderr
         )
-        for _ in range(2)
-    ]
-    assert "restored" in runs[1].stderr
-    assert all("LOG INFO after the step" in r.stderr for r in runs), [r.stderr for r in runs]
+    assert "restored 'log'" in runs[1] and "restored 'work'" in runs[3], runs
+    assert all("LOG INFO after the step" in r for r in runs), runs
+    assert "LOG INFO working on 2" in runs[2] and "LOG INFO working on 2" in runs[3], runs
+
+
+def test_a_cell_after_an_edited_setting_runs_again_and_an_unedited_one_replays(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    setup = "%%step key=setup\npd.set_option('display.precision', {})"
+    show = "%%step key=show\nmark()\nprint(pd.Series([1.23456]).to_string())"
+    try:
+        run("import pandas as pd")
+        run(setup.format(2))
+        assert run(show).stdout == "0    1.23\n"
+        for precision, shown, ran in ((2, "0    1.23\n", 1), (4, "0    1.2346\n", 2)):
+            pd.reset_option("display.precision")
+            restart()
+            run("import pandas as pd")
+            run(setup.format(precision))
+            again = run(show)
+            assert again.stdout == shown and marks.count() == ran, again.notes
+        assert any("settings made before it changed" in n for n in again.notes), again.notes
+    finally:
+        pd.reset_option("display.precision")
