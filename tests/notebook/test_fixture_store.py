@@ -78,8 +78,11 @@ def test_cells_saved_by_the_released_format_replay_without_running(
     assert notes[1] == (
         "[awaitly_nb] running 'block:1' again: rows was not compared by value when it was saved"
     )
-    assert notes[2] == (
-        "[awaitly_nb] running 'call:array' again: np was not compared by value when it was saved"
+    # The call form is fingerprinted by compiled code: on another Python than the
+    # fixture's, its code differs too.
+    assert notes[2] in (
+        "[awaitly_nb] running 'call:array' again: np was not compared by value when it was saved",
+        "[awaitly_nb] running 'call:array' again: code changed",
     )
     events = shown.without_notes()
     assert events[0] == ("stdout", "total is 6\n")
