@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from types import TracebackType
@@ -103,11 +104,14 @@ def _recorders() -> list[OutputRecorder]:
 class OutputRecorder:
     """Context manager that records streams and displays while passing them through.
 
+    A stream's record keeps when it began (``t``, seconds into the step), so a
+    replay sends the streams in the order Jupyter sent them (:func:`replay_outputs`).
+
     >>> with OutputRecorder() as rec:
     ...     print("hello")
     hello
-    >>> rec.outputs
-    [{'type': 'stream', 'name': 'stdout', 'text': 'hello\\n'}]
+    >>> [(o["type"], o["name"], o["text"]) for o in rec.outputs]
+    [('stream', 'stdout', 'hello\\n')]
     """
 
     def __init__(self, shell: Any = None) -> None:
@@ -115,6 +119,7 @@ class OutputRecorder:
         self.outputs: list[Output] = []
         self.active = False
         self._in_publish = 0
+        self._started = time.monotonic()
 
     # --- recording ---------------------------------------------------------
     def _stream(self, name: str, text: str) -> None:
@@ -124,7 +129,8 @@ class OutputRecorder:
         if last is not None and last["type"] == "stream" and last["name"] == name:
             last["text"] += text
         else:
-            self.outputs.append({"type": "stream", "name": name, "text": text})
+            began = round(time.monotonic() - self._started, 3)
+            self.outputs.append({"type": "stream", "name": name, "text": text, "t": began})
 
     def _display(
         self,
@@ -185,6 +191,7 @@ class OutputRecorder:
 
     # --- installing --------------------------------------------------------
     def __enter__(self) -> OutputRecorder:
+        self._started = time.monotonic()
         self._outer = _RECORDING.get()
         _RECORDING.set((*self._outer, self))
         self.active = True
@@ -337,21 +344,50 @@ def flush_inline_figures() -> None:
     backend.flush_figures()
 
 
+_FLUSH_INTERVAL = 0.2
+"""ipykernel's ``OutStream.flush_interval``: how long a stream's text waits to be sent."""
+_STREAMS = ("stdout", "stderr")  # the order ipykernel flushes them in at a cell's end
+
+
 def replay_outputs(
     outputs: list[Output], shell: Any = None, result: Callable[[], None] | None = None
 ) -> None:
     """Show recorded outputs again, in order, with their MIME bundles; ``result`` shows
-    the cell's value where it was shown."""
+    the cell's value where it was shown.
+
+    Jupyter sends a stream's text in batches: 0.2 s after the first text not yet
+    sent, before any display, and stdout then stderr when the cell ends. A
+    replay flushes the streams at those moments of the recorded run, so a fast
+    cell that warned and then printed shows the print first, as it did.
+    """
     pub = getattr(shell, "display_pub", None)
+    pending: dict[str, float] = {}  # stream -> when its unsent text began (recorded time)
+
+    def flush(due: float | None = None) -> None:
+        names = sorted(pending, key=pending.__getitem__) if due is not None else _STREAMS
+        for name in names:
+            if name in pending and (due is None or pending[name] + _FLUSH_INTERVAL <= due):
+                getattr(sys, name).flush()
+                del pending[name]
+
     for item in outputs:
+        if item["type"] != "stream":
+            flush()  # Jupyter sends both streams before a display or the cell's value
         if item["type"] == "result":
             if result is not None:
                 result()
             continue
         if item["type"] == "stream":
-            stream = sys.stderr if item["name"] == "stderr" else sys.stdout
-            stream.write(item["text"])
-            stream.flush()
+            name = "stderr" if item["name"] == "stderr" else "stdout"
+            began = item.get("t")
+            if not isinstance(began, (int, float)):  # saved before times were kept
+                flush()
+                getattr(sys, name).write(item["text"])
+                getattr(sys, name).flush()
+                continue
+            flush(began)
+            getattr(sys, name).write(item["text"])
+            pending.setdefault(name, began)
         elif item["type"] == "display":
             if pub is not None:
                 pub.publish(data=item["data"], metadata=item.get("metadata") or {})
@@ -359,3 +395,4 @@ def replay_outputs(
                 text = item["data"].get("text/plain")
                 if text is not None:
                     print(text)
+    flush()

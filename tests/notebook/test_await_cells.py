@@ -149,4 +149,6 @@ def test_output_of_a_task_the_step_did_not_start_is_not_recorded() -> None:
         return recorded.outputs
 
     outputs = asyncio.run(main())
-    assert outputs == [{"type": "stream", "name": "stdout", "text": "helper\nmine\n"}]
+    assert [{k: o[k] for k in ("type", "name", "text")} for o in outputs] == [
+        {"type": "stream", "name": "stdout", "text": "helper\nmine\n"}
+    ]

@@ -253,3 +253,22 @@ def test_a_cache_warning_in_a_notebook_is_its_message_alone(tmp_path: Path) -> N
     assert "run_cell_magic" not in stderr  # not the cell's source, as the source line
     other = "".join(o.text for o in nb.cells[2].outputs if o.get("name") == "stderr")
     assert "UserWarning: plain" in other and "warnings.warn(" in other  # others as before
+
+
+def test_a_replay_sends_stdout_and_stderr_in_the_order_the_run_did(tmp_path: Path) -> None:
+    # Jupyter sends each stream in batches (stdout first at the cell's end), so this
+    # fast cell shows its print before its warning, though it warned first.
+    cells = [
+        "%load_ext awaitly_nb",
+        "%%step key=mixed\nimport sys, warnings\nwarnings.warn('careful')\nprint('after')\n"
+        "sys.stderr.write('to stderr\\n')\nprint('last')",
+    ]
+    path = tmp_path / "mixed.ipynb"
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, path)
+    store, log = tmp_path / "store", tmp_path / "runs.log"
+    first, second = _execute(path, store, log), _execute(path, store, log)
+    assert any("restored 'mixed'" in n for n in _notes(second.cells[1]))
+    assert [o["stream"] for o in _visible(first.cells[1])] == ["stdout", "stderr"]
+    assert _visible(second.cells[1]) == _visible(first.cells[1])
