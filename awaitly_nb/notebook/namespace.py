@@ -12,7 +12,7 @@ import ast
 import gc
 import re
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from awaitly_nb.core.fingerprint import global_names
@@ -474,22 +474,10 @@ def module_reads(
         for name in reads
         if isinstance(module := namespace.get(name), types.ModuleType) and own(module.__name__)
     }
-    found: dict[str, Any] = {}
-    if not modules:
-        return found
-    for statement in statements:
-        for node in ast.walk(statement):
-            if (
-                isinstance(node, ast.Attribute)
-                and isinstance(node.ctx, ast.Load)
-                and isinstance(node.value, ast.Name)
-                and node.value.id in modules
-            ):
-                # The module's own dict: no module __getattr__ runs.
-                value = vars(modules[node.value.id]).get(node.attr, _ABSENT)
-                if value is not _ABSENT:
-                    found[f"{node.value.id}.{node.attr}"] = value
-    return found
+    return {
+        f"{name}.{attr}": value
+        for name, _, attr, value in _module_attributes(statements, ast.Load, modules)
+    }
 
 
 _ABSENT = object()
@@ -507,19 +495,33 @@ def module_stores(
     >>> module_stores(ast.parse("helpers.SCALE = 5").body, {"helpers": helpers})
     {'helpers': {'SCALE': 5}}
     """
+    modules = {n: m for n, m in namespace.items() if isinstance(m, types.ModuleType)}
     found: dict[str, dict[str, Any]] = {}
+    for _, module, attr, value in _module_attributes(statements, ast.Store, modules):
+        found.setdefault(module.__name__, {})[attr] = value
+    return found
+
+
+def _module_attributes(
+    statements: Iterable[ast.stmt], context: type[ast.expr_context], modules: Mapping[str, Any]
+) -> Iterator[tuple[str, Any, str, Any]]:
+    """``(name, module, attribute, value)`` for each ``name.attribute`` the code reads
+    (``ast.Load``) or sets (``ast.Store``) where ``name`` is one of ``modules``; the
+    value as the module holds it now (its own dict: no module ``__getattr__`` runs)."""
+    if not modules:
+        return
     for statement in statements:
         for node in ast.walk(statement):
             if (
                 isinstance(node, ast.Attribute)
-                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.ctx, context)
                 and isinstance(node.value, ast.Name)
-                and isinstance(module := namespace.get(node.value.id), types.ModuleType)
+                and node.value.id in modules
             ):
+                module = modules[node.value.id]
                 value = vars(module).get(node.attr, _ABSENT)
                 if value is not _ABSENT:
-                    found.setdefault(module.__name__, {})[node.attr] = value
-    return found
+                    yield node.value.id, module, node.attr, value
 
 
 def step_inputs(
