@@ -28,6 +28,7 @@ HEAVY = [
     "awaitly_nb.storage.shared",
     "awaitly_nb.core.workflow",
     "awaitly_nb.core.events",  # made only for a listener
+    "awaitly_nb.core.state",  # the workflow API's records, and events' meta
     "json",
     "random",
 ]
@@ -80,3 +81,24 @@ def test_the_light_reader_reads_what_diskcache_wrote_small_and_big(tmp_path: Pat
     assert reader._cache is not None
     assert reader.load("w", "small") == {"a": 2}
     assert LocalStore(tmp_path).load("w", "small") == {"a": 2}
+
+
+def test_the_light_reader_finds_keys_of_an_index_made_with_another_pickle_protocol(
+    tmp_path: Path,
+) -> None:
+    import diskcache
+
+    from awaitly_nb.storage.local import _index_disk
+
+    index = diskcache.Cache(
+        str(tmp_path / "index"), eviction_policy="none", disk=_index_disk(), disk_pickle_protocol=4
+    )
+    index.close()
+    writer = LocalStore(tmp_path)  # opens the index with the protocol it was made with
+    writer.save("w", "old", {}, {"a": 1})
+    writer.close()
+
+    reader = LocalStore(tmp_path)
+    assert reader.load("w", "old") == {"a": 1}
+    assert reader.read("w", "nope") is None
+    assert reader._cache is None  # found by the light reader, not diskcache's Cache

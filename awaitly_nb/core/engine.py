@@ -35,7 +35,6 @@ from awaitly_nb.core.lineage import Lineage
 from awaitly_nb.core.memo import Known, ValueMemo
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.core.process import INPUT_PREFIX, SETTINGS, state_digest
-from awaitly_nb.core.state import StepMeta
 from awaitly_nb.core.tracker import StatusTracker, StepStatus
 from awaitly_nb.core.upstream import Upstream
 from awaitly_nb.errors import CacheWarning, SerializationError, StateFormatError, StorageError, warn
@@ -47,6 +46,7 @@ from awaitly_nb.storage.names import check_name
 
 if TYPE_CHECKING:
     from awaitly_nb.core.events import Event
+    from awaitly_nb.core.state import StepMeta
 
 __all__ = [
     "Decision",
@@ -295,8 +295,14 @@ def _deps_stamps(probe: FileProbe | None, patterns: tuple[str, ...]) -> dict[str
     return {p: s for p in probe.expand(patterns) if (s := probe.stamp(p)) is not None}
 
 
-def _meta(manifest: StepManifest) -> StepMeta:
-    return StepMeta(saved_at=manifest.saved_at, duration_ms=manifest.duration_ms)
+def _meta(saved: StepMeta | StepManifest) -> StepMeta:
+    """An event's ``meta`` (made only for an event: a script nobody watches never
+    imports the workflow state's records)."""
+    from awaitly_nb.core.state import StepMeta
+
+    if isinstance(saved, StepMeta):
+        return saved
+    return StepMeta(saved_at=saved.saved_at, duration_ms=saved.duration_ms)
 
 
 class StepEvents:
@@ -330,7 +336,7 @@ class StepEvents:
         self,
         key: str,
         value: Any,
-        meta: StepMeta,
+        meta: StepMeta | StepManifest,
         *,
         duration_ms: float = 0.0,
         name: str | None = None,
@@ -347,7 +353,7 @@ class StepEvents:
                     step_key=key,
                     name=name,
                     value=value,
-                    meta=meta,
+                    meta=_meta(meta),
                     duration_ms=duration_ms,
                 )
             )
@@ -427,7 +433,9 @@ class StepEvents:
             )
         return duration_ms
 
-    def complete(self, key: str, value: Any, meta: StepMeta, *, name: str | None = None) -> None:
+    def complete(
+        self, key: str, value: Any, meta: StepMeta | StepManifest, *, name: str | None = None
+    ) -> None:
         if self.tracker is not None:
             self.tracker.completed(self.workflow_id, key)
         if self.emit is not None:
@@ -440,7 +448,7 @@ class StepEvents:
                     step_key=key,
                     duration_ms=meta.duration_ms,
                     value=value,
-                    meta=meta,
+                    meta=_meta(meta),
                     name=name,
                 )
             )
@@ -598,7 +606,7 @@ class StepEngine:
             events.hit(
                 key,
                 payload.to_saved(),
-                _meta(manifest),
+                manifest,
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         else:
@@ -803,7 +811,7 @@ class StepEngine:
         )
         if manifest is not None:
             self.lineage.produced(key, manifest.saved_at, manifest.variables)
-            events.complete(key, payload.to_saved(), _meta(manifest))
+            events.complete(key, payload.to_saved(), manifest)
             return manifest
         warn(message, CacheWarning)
         self.lineage.not_saved(key, payload.variables)

@@ -123,20 +123,28 @@ class _IndexReader:
             str(database), timeout=60, isolation_level=None, check_same_thread=False
         )
         self._lock = threading.Lock()
-        try:
-            row = self._con.execute(
-                "SELECT value FROM Settings WHERE key = 'disk_pickle_protocol'"
-            ).fetchone()
-        except BaseException:
-            self._con.close()
-            raise
-        self._protocol = pickle.HIGHEST_PROTOCOL if row is None else int(row[0])
+        self._protocol = pickle.HIGHEST_PROTOCOL  # what diskcache writes unless told otherwise
+        self._protocol_read = False
 
-    def get(self, key: tuple[Any, ...]) -> Any:
+    def _select(self, key: tuple[Any, ...]) -> list[Any]:
         with self._lock:
-            rows = self._con.execute(
+            return self._con.execute(
                 self._SELECT, (sqlite3.Binary(_tuple_key(key, self._protocol)), False, time.time())
             ).fetchall()
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        rows = self._select(key)
+        if not rows and not self._protocol_read:
+            # Keys are found by their pickle: only an index made with another
+            # protocol needs it read (a first statement costs a lookup's worth).
+            self._protocol_read = False
+            with self._lock:
+                row = self._con.execute(
+                    "SELECT value FROM Settings WHERE key = 'disk_pickle_protocol'"
+                ).fetchone()
+            if row is not None and int(row[0]) != self._protocol:
+                self._protocol = int(row[0])
+                rows = self._select(key)
         if not rows:
             return None
         ((mode, filename, value),) = rows
