@@ -10,6 +10,11 @@ those with ``deps=`` (globs allowed, expanded at every lookup).
 A file's stamp is its size, modification and change times, inode and xxh3-128
 content hash; a file whose metadata is unchanged is not read again at lookup.
 Files a step opens for writing are its outputs, never its inputs.
+
+A folder a step lists (``os.listdir``, ``os.scandir``, ``glob``, ``Path.glob``,
+``os.walk``) is an input too, by the names in it: a file added to or removed
+from ``data/`` makes a step that looped over ``data/*.csv`` run again. Listings
+the import system makes are left out.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,15 @@ import xxhash
 from awaitly_nb.core.digest import OWN
 from awaitly_nb.core.fingerprint import code_fingerprint
 
-__all__ = ["FileProbe", "ReadRecorder", "expand_deps", "stamp"]
+__all__ = [
+    "FileProbe",
+    "ReadRecorder",
+    "code_constants",
+    "expand_deps",
+    "listing",
+    "named_paths",
+    "stamp",
+]
 
 _CHUNK = 4 * 1024 * 1024
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -84,6 +97,8 @@ class FileProbe:
         A file the step wrote (stamp ``written``) is its output: it differs when its
         content is no longer what the step left there.
         """
+        if "listing" in saved:
+            return _listing_change(path, saved)
         written = bool(saved.get("written"))
         if written and "xxh3" not in saved:
             return None  # saved before written files were stamped
@@ -156,7 +171,63 @@ def expand_deps(patterns: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+_NAMES_KEPT = 1000
+"""A listing keeps its names (to say which changed) up to this many; else only their hash."""
+
+
+def listing(folder: str) -> dict[str, Any] | None:
+    """``{"listing": hash, "names": [...]}`` of a folder's entries, or None if it cannot be listed.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> open(os.path.join(folder, "a.csv"), "w").close()
+    >>> listing(folder)["names"]
+    ['a.csv']
+    """
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return None
+    found: dict[str, Any] = {
+        "listing": xxhash.xxh3_128_hexdigest("\0".join(names).encode("utf-8", "surrogateescape"))
+    }
+    if len(names) <= _NAMES_KEPT:
+        found["names"] = names
+    return found
+
+
+def _listing_change(path: str, saved: Mapping[str, Any]) -> str | None:
+    now = listing(path)
+    shown = _shown(path.rstrip(os.sep)) + os.sep
+    if now is None:
+        return f"{shown} was deleted"
+    if now["listing"] == saved.get("listing"):
+        return None
+    before, after = set(saved.get("names", ())), set(now.get("names", ()))
+    if "names" not in saved or "names" not in now:
+        return f"{shown} has other files"
+    parts = [f"{n} added" for n in sorted(after - before)[:3]]
+    parts += [f"{n} removed" for n in sorted(before - after)[:3]]
+    more = len(after ^ before) - len(parts)
+    return f"{shown} has other files: " + ", ".join(parts) + (f" and {more} more" if more else "")
+
+
+_IMPORTERS = ("importlib", "_frozen_importlib", "pkgutil", "zipimport", "pkg_resources")
+
+
+def _listed_by_importer() -> bool:
+    """Whether the listing being made comes from the import system (finding modules,
+    packages' metadata or entry points), not from the step's code."""
+    frame = sys._getframe(2)  # the caller of os.listdir / os.scandir
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith(_IMPORTERS):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
 _PATH_LIKE = re.compile(r"[\w.~/\\-]+\.[A-Za-z0-9]{1,10}")
+_GLOB_LIKE = re.compile(r"[\w.~/\\*-]*\*[\w.~/\\*-]*\.[A-Za-z0-9]{1,10}")
 
 
 def literal_paths(statements: Iterable[ast.AST]) -> list[str]:
@@ -179,6 +250,41 @@ def literal_paths(statements: Iterable[ast.AST]) -> list[str]:
         and _PATH_LIKE.fullmatch(node.value)
     }
     return sorted(found)
+
+
+def named_paths(values: Iterable[Any]) -> list[str]:
+    """File names and globs held by values a step reads: a variable set in an earlier
+    cell (``DATA = "data/s.parquet"``, a ``Path``, a short list of them), an argument,
+    or a constant in a function's code. A file a C library opens by such a name is
+    then noticed as one named in the step's code is (see :func:`literal_paths`).
+
+    >>> from pathlib import Path
+    >>> named_paths(["data/s.parquet", Path("a/b.csv"), ["x.json", 3], "hello", "*.csv"])
+    ['*.csv', 'a/b.csv', 'data/s.parquet', 'x.json']
+    """
+    found: set[str] = set()
+    for value in values:
+        many = isinstance(value, (list, tuple, set, frozenset)) and len(value) <= 100
+        for item in value if many else (value,):
+            if isinstance(item, os.PathLike):
+                item = os.fspath(item)
+            if (
+                isinstance(item, str)
+                and len(item) < 300
+                and "://" not in item
+                and (_PATH_LIKE.fullmatch(item) or _GLOB_LIKE.fullmatch(item))
+            ):
+                found.add(item)
+    return sorted(found)
+
+
+def code_constants(code: Any) -> Iterator[Any]:
+    """The constants of a function's code and of the functions defined in it."""
+    for const in getattr(code, "co_consts", ()):
+        if hasattr(const, "co_consts"):
+            yield from code_constants(const)
+        else:
+            yield const
 
 
 def _roots(paths: Iterable[str]) -> tuple[str, ...]:
@@ -228,15 +334,21 @@ class ReadRecorder:
         self.paths: set[str] = set()
         self.written: set[str] = set()
         """Files opened for writing: a step's outputs, never its inputs."""
+        self.listed: set[str] = set()
+        """Folders listed."""
         self.outer: ReadRecorder | None = None
         """The recorder of the step this one runs inside, if any."""
 
     @classmethod
     def inherit(cls, paths: Iterable[str]) -> None:
         """A step restored inside running steps: the files it read count for them."""
+        paths = list(paths)
         recorder = cls._current.get()
         while recorder is not None:
-            recorder.paths.update(paths)
+            for path in paths:  # a folder's key ends with a separator
+                (recorder.listed if path.endswith(os.sep) else recorder.paths).add(
+                    path.rstrip(os.sep) or os.sep
+                )
             recorder = recorder.outer
 
     @classmethod
@@ -248,25 +360,33 @@ class ReadRecorder:
 
     @classmethod
     def _hook(cls, event: str, args: tuple[Any, ...]) -> None:
-        if event != "open":
+        if event == "open":
+            path, mode, flags = (*args, None, None, None)[:3]
+        elif event in ("os.listdir", "os.scandir"):
+            path, mode, flags = (args[0] if args and args[0] is not None else "."), None, None
+        else:
             return
         recorder = cls._current.get()
         recorders: Iterable[ReadRecorder] = cls._active if recorder is None else ()
         if not recorders and recorder is None:
             return
-        path, mode, flags = (*args, None, None, None)[:3]
         if not isinstance(path, (str, bytes, os.PathLike)):
             return  # a file descriptor
-        if isinstance(mode, str):
-            writes = any(c in mode for c in "wax+")
+        if event != "open":
+            if _listed_by_importer():
+                return
+            kind = "listed"
+        elif isinstance(mode, str):
+            kind = "written" if any(c in mode for c in "wax+") else "paths"
         else:
             writes = isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
+            kind = "written" if writes else "paths"
         found = os.path.abspath(os.fsdecode(path))
         while recorder is not None:  # this step and the steps it runs inside
-            (recorder.written if writes else recorder.paths).add(found)
+            getattr(recorder, kind).add(found)
             recorder = recorder.outer
         for other in recorders:
-            (other.written if writes else other.paths).add(found)
+            getattr(other, kind).add(found)
 
     def __enter__(self) -> ReadRecorder:
         self._install()
@@ -282,25 +402,30 @@ class ReadRecorder:
             ReadRecorder._active = tuple(r for r in ReadRecorder._active if r is not self)
 
     def files(self) -> dict[str, dict[str, Any]]:
-        """Stamps of the user's files that were read.
+        """Stamps of the user's files that were read, and listings of the folders
+        listed (keyed by the folder's path and a separator).
 
         Left out: the store, the interpreter and installed packages, and
         temporary or system files — unless they are in the working directory
         (the notebook's folder), where every file read counts.
         """
+        out: dict[str, dict[str, Any]] = {}
+        for path in self._users(self.paths - self.written):
+            if Path(path).is_file() and (found := stamp(path)) is not None:
+                out[path] = found
+        for path in self._users(self.listed):
+            if os.path.isdir(path) and (found := listing(path)) is not None:
+                out[path.rstrip(os.sep) + os.sep] = found
+        return out
+
+    def _users(self, paths: Iterable[str]) -> Iterator[str]:
         here = os.path.realpath(os.getcwd()) + os.sep
         never, system = self.ignore + _installed_roots(), _system_roots()
-        out: dict[str, dict[str, Any]] = {}
-        for raw in sorted(self.paths - self.written):
+        for raw in sorted(paths):
             path = os.path.abspath(raw)
             real = os.path.realpath(path)
-            if real.startswith(never) or real.endswith((".pyc", ".so")):
+            if (real + os.sep).startswith(never) or real.endswith((".pyc", ".so")):
                 continue
-            if real.startswith(system) and not real.startswith(here):
+            if (real + os.sep).startswith(system) and not (real + os.sep).startswith(here):
                 continue
-            if not Path(real).is_file():
-                continue
-            found = stamp(path)
-            if found is not None:
-                out[path] = found
-        return out
+            yield path

@@ -675,6 +675,8 @@ class StepEngine:
         declared = probe.expand(spec.deps)
         for path in declared:
             saved_stamp = manifest.deps.get(path)
+            if saved_stamp is None and path in manifest.files:
+                continue  # read when it ran: compared above
             if saved_stamp is None:
                 reasons.append(f"{os.path.basename(path)} is a new dependency")
             elif (reason := probe.change(path, saved_stamp)) is not None:

@@ -33,7 +33,7 @@ from awaitly_nb.core.fingerprint import (
 )
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.errors import AwaitlyError
-from awaitly_nb.files import ReadRecorder, literal_paths
+from awaitly_nb.files import ReadRecorder, code_constants, literal_paths, named_paths
 from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
 from awaitly_nb.notebook.many import map_steps
 from awaitly_nb.notebook.namespace import is_internal_name, step_inputs
@@ -161,7 +161,11 @@ class StepBlock:
             else code_fingerprint(ast.unparse(ast.Module(body=body, type_ignores=[]))),
             reads=reads,
             values=values,
-            deps=(*self.deps, *literal_paths(body or [])),
+            deps=(
+                *self.deps,
+                *literal_paths(body or []),
+                *named_paths(values.get(n) for n in reads),
+            ),
             pin=self.pin,
             force=self.force,
         )
@@ -368,7 +372,15 @@ def call_step(
         code=_code_of(target),
         reads=reads,
         values=values,
-        deps=_deps(deps),
+        deps=(
+            *_deps(deps),
+            *named_paths(
+                [
+                    *(values.get(n) for n in reads),
+                    *code_constants(getattr(target, "__code__", None)),
+                ]
+            ),
+        ),
         pin=pin,
         force=force,
     )

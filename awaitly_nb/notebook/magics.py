@@ -29,7 +29,7 @@ from awaitly_nb.core.engine import StepSpec
 from awaitly_nb.core.fingerprint import code_fingerprint, parse
 from awaitly_nb.core.payload import NOTHING
 from awaitly_nb.errors import AwaitlyError, InvalidKeyError
-from awaitly_nb.files import literal_paths
+from awaitly_nb.files import literal_paths, named_paths
 from awaitly_nb.notebook.namespace import step_inputs
 from awaitly_nb.notebook.running import NotebookStep
 from awaitly_nb.notebook.status_table import status_text
@@ -298,7 +298,7 @@ class StepMagics(Magics):
             code=fingerprint,
             reads=reads,
             values=values,
-            deps=(*args.deps, *literal_paths(body)),
+            deps=(*args.deps, *literal_paths(body), *named_paths(values.get(n) for n in reads)),
             pin=args.pin,
             force=args.force,
         )

@@ -254,3 +254,102 @@ def test_a_global_of_a_module_that_a_step_sets_is_set_again_by_its_replay(
     finally:
         sys.path.remove(str(here))
         sys.modules.pop("awaitly_probe_knobs", None)
+
+
+def test_a_file_added_to_a_folder_the_step_globbed_makes_it_run_again(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    (here / "data").mkdir()
+    for name, rows in (("a.csv", "1\n2\n"), ("b.csv", "3\n")):
+        (here / "data" / name).write_text(rows)
+    cell = (
+        "%%step key=rows\nmark()\nimport glob\n"
+        "n = sum(len(open(p).read().split()) for p in glob.glob(f'{folder}/*.csv'))\nprint(n)"
+    )
+    ip.user_ns["folder"] = "data"  # the folder's name is not in the step's code
+    run(cell)
+    restart()
+    ip.user_ns["folder"] = "data"
+    assert any("restored" in n for n in run(cell).notes) and marks.count() == 1
+    restart()
+    ip.user_ns["folder"] = "data"
+    (here / "data" / "c.csv").write_text("4\n5\n")
+    ran = run(cell)
+    assert ip.user_ns["n"] == 5 and marks.count() == 2
+    assert any("data/ has other files: c.csv added" in n for n in ran.notes), ran.notes
+
+
+def test_folders_listed_by_os_walk_and_pathlib_are_inputs_and_imports_list_none(
+    here: Path,
+) -> None:
+    (here / "data" / "sub").mkdir(parents=True)
+    (here / "fresh_module_for_listing.py").write_text("X = 1\n")
+    sys.path.insert(0, str(here))
+    try:
+        with ReadRecorder() as recorder:
+            import fresh_module_for_listing  # noqa: F401 - the import system lists sys.path
+
+            list(Path("data").glob("*.csv"))
+            list(os.walk("data/sub"))
+    finally:
+        sys.path.remove(str(here))
+        sys.modules.pop("fresh_module_for_listing", None)
+    listed = {k: v for k, v in recorder.files().items() if k.endswith(os.sep)}
+    assert set(listed) == {str(here / "data") + os.sep, str(here / "data" / "sub") + os.sep}
+    assert (
+        FileProbe().change(str(here / "data") + os.sep, listed[str(here / "data") + os.sep]) is None
+    )
+    (here / "data" / "sub" / "x.csv").write_text("1")
+    (here / "data" / "old.txt").write_text("1")
+    assert FileProbe().change(str(here / "data") + os.sep, listed[str(here / "data") + os.sep]) == (
+        "data/ has other files: old.txt added"
+    )
+
+
+def _parquet(path: Path, rows: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": list(range(rows))}), path)
+
+
+def test_a_file_named_by_a_variable_and_read_by_arrow_is_an_input(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    _parquet(here / "sales.parquet", 3)
+    params = "DATA = 'sales.parquet'"
+    cell = (
+        "%%step key=load\nmark()\nimport pyarrow.parquet as pq\nrows = pq.read_table(DATA).num_rows"
+    )
+    run(params)
+    run(cell)
+    restart()
+    run(params)
+    assert any("restored" in n for n in run(cell).notes) and marks.count() == 1
+    restart()
+    _parquet(here / "sales.parquet", 5)  # Arrow reads it in C++: Python never sees it opened
+    run(params)
+    ran = run(cell)
+    assert ip.user_ns["rows"] == 5 and marks.count() == 2
+    assert any("sales.parquet changed" in n for n in ran.notes), ran.notes
+
+
+def test_a_file_named_in_a_called_function_or_its_argument_is_an_input(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    _parquet(here / "a.parquet", 2)
+    _parquet(here / "b.parquet", 2)
+    cells = (
+        "import pyarrow.parquet as pq\nfrom awaitly_nb import step\n"
+        "a = step(lambda: (mark(), pq.read_table('a.parquet').num_rows)[1], key='a')\n"
+        "b = step(lambda p: (mark(), pq.read_table(p).num_rows)[1], 'b.parquet', key='b')"
+    )
+    run(cells)
+    restart()
+    run(cells)
+    assert marks.count() == 2
+    restart()
+    _parquet(here / "a.parquet", 4)
+    _parquet(here / "b.parquet", 6)
+    run(cells)
+    assert (ip.user_ns["a"], ip.user_ns["b"], marks.count()) == (4, 6, 4)
