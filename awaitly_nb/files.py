@@ -218,7 +218,10 @@ _IMPORTERS = ("importlib", "_frozen_importlib", "pkgutil", "zipimport", "pkg_res
 def _listed_by_importer() -> bool:
     """Whether the listing being made comes from the import system (finding modules,
     packages' metadata or entry points), not from the step's code."""
-    frame = sys._getframe(2)  # the caller of os.listdir / os.scandir
+    try:
+        frame = sys._getframe(2)  # the caller of os.listdir / os.scandir
+    except ValueError:  # called from C with no Python frame above
+        return False
     while frame is not None:
         if str(frame.f_globals.get("__name__", "")).startswith(_IMPORTERS):
             return True
@@ -360,6 +363,17 @@ class ReadRecorder:
 
     @classmethod
     def _hook(cls, event: str, args: tuple[Any, ...]) -> None:
+        if event != "open" and event != "os.listdir" and event != "os.scandir":
+            return
+        # An audit hook that raises fails the user's open(); try costs nothing here,
+        # contextlib.suppress would cost every open in the process.
+        try:  # noqa: SIM105
+            cls._record(event, args)
+        except Exception:
+            pass
+
+    @classmethod
+    def _record(cls, event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
             path, mode, flags = (*args, None, None, None)[:3]
         elif event in ("os.listdir", "os.scandir"):
