@@ -76,6 +76,7 @@ class _Hasher:
         self.depth = 0
         self.types: dict[type, str] = {}  # a class's digest, once per value
         self.defs: dict[int, str] = {}  # notebook definitions inside pickled values
+        self.owns: dict[Any, bool] = {}  # module name -> one of the user's own modules
 
     def tag(self, text: str) -> None:
         self.h.update(text.encode("utf-8", "surrogatepass") + b"\x00")
@@ -132,6 +133,11 @@ class _Hasher:
             self.feed(value.__self__)
         elif isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
             self.tag(f"builtin:{getattr(value, '__module__', '')}.{value.__qualname__}")
+        elif _wraps_function(value):
+            # functools.lru_cache / cache and other wrappers that are not functions:
+            # the function they call counts by its code (not their memo).
+            self.tag(f"wraps:{kind.__module__}.{kind.__qualname__}")
+            self.feed(value.__wrapped__)
         elif _is_numpy_array(value) and value.dtype.hasobject is False:
             self._array(value)
         else:
@@ -160,6 +166,8 @@ class _Hasher:
                 for name in sorted(global_names(value.__code__)):
                     if name in globals_:
                         self.tag(f"global:{name}:{self._tolerant(globals_[name])}")
+                if value.__dict__:
+                    self.tag(f"attributes:{self._tolerant(value.__dict__)}")
             return
         if isinstance(value, type):
             self.tag(f"class:{value.__qualname__}")
@@ -188,6 +196,8 @@ class _Hasher:
                 self.feed(cell.cell_contents)
             except ValueError:  # an empty cell
                 self.tag("empty-cell")
+        if value.__dict__:  # attributes set on it (``f.k = 4``)
+            self.tag(f"attributes:{self._tolerant(value.__dict__)}")
         globals_ = value.__globals__
         for name in sorted(global_names(value.__code__)):
             if name in globals_:
@@ -256,13 +266,23 @@ class _Hasher:
 
     def main_id(self, obj: Any) -> str | None:
         """A notebook class or function inside a pickled value, named by its digest:
-        the same whether it is the live definition or one restored from a step."""
-        if not isinstance(obj, (type, types.FunctionType)) or obj.__module__ != "__main__":
+        the same whether it is the live definition or one restored from a step. One
+        of the user's own modules (``functools.partial(helpers.g, 2)``) is named by
+        its digest too, which holds its module's source: pickle names it only."""
+        if not isinstance(obj, (type, types.FunctionType)):
+            return None
+        if obj.__module__ != "__main__" and not self._own(obj.__module__):
             return None
         digest = self.defs.get(id(obj))
         if digest is None:
             digest = self.defs[id(obj)] = self._tolerant(obj)
         return f"main:{digest}"
+
+    def _own(self, module: Any) -> bool:
+        own = self.owns.get(module)
+        if own is None:
+            own = self.owns[module] = OWN in self.module_version(str(module))
+        return own
 
     def _type(self, kind: type) -> None:
         """The class of a pickled object counts: its code if the notebook defines it,
@@ -379,6 +399,15 @@ def _canonical_stream(value: Any, hasher: _Hasher) -> tuple[bytes, list[Any]] | 
     except Exception:
         return None
     return out.getvalue(), buffers
+
+
+def _wraps_function(value: Any) -> bool:
+    """A callable that is not a function but calls one it names (``functools.lru_cache``)."""
+    try:
+        wrapped = value.__dict__.get("__wrapped__") if hasattr(value, "__dict__") else None
+    except Exception:  # a strange object's __dict__
+        return False
+    return isinstance(wrapped, types.FunctionType) and callable(value)
 
 
 def _is_numpy_array(value: Any) -> bool:

@@ -212,3 +212,50 @@ def test_a_notebook_abc_subclass_has_a_digest_that_follows_its_methods() -> None
             space[name].__module__ = "__main__"
     assert value_digest(ns["Impl"]) is not None
     assert value_digest(ns["Impl"]) != value_digest(other["Impl"])
+
+
+def _notebook(source: str) -> dict[str, Any]:
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    exec(source, ns)
+    return ns
+
+
+def test_a_cached_notebook_function_counts_the_code_it_wraps() -> None:
+    cached = "import functools\n@functools.lru_cache\ndef f(x):\n    return x * {}\n"
+    two, nine = _notebook(cached.format(2))["f"], _notebook(cached.format(9))["f"]
+    assert value_digest(two) == value_digest(_notebook(cached.format(2))["f"])
+    assert value_digest(two) != value_digest(nine)
+    two(3)  # its memo is not its definition
+    assert value_digest(two) == value_digest(_notebook(cached.format(2))["f"])
+
+
+def test_attributes_set_on_a_notebook_function_count() -> None:
+    ns = _notebook("def f(x):\n    return x * f.k\nf.k = 2\n")
+    before = value_digest(ns["f"])
+    ns["f"].k = 4
+    assert value_digest(ns["f"]) != before
+
+
+def test_a_function_of_your_module_inside_a_value_counts_its_module_source() -> None:
+    import functools
+    import types
+
+    module = types.ModuleType("helpers_for_digest")
+    exec("def g(k, x):\n    return k * x\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        bound = functools.partial(module.g, 2)
+        sources = {"helpers_for_digest": "1.0"}
+
+        def version(name: str) -> str:
+            return sources.get(name, "")
+
+        installed = value_digest(bound, module_version=version)
+        sources["helpers_for_digest"] = "1.0:source-a"  # now one of the user's own modules
+        before = value_digest(bound, module_version=version)
+        sources["helpers_for_digest"] = "1.0:source-b"  # its source was edited
+        assert before != value_digest(bound, module_version=version)
+        sources["helpers_for_digest"] = "1.0"
+        assert installed == value_digest(bound, module_version=version)  # named only
+    finally:
+        del sys.modules[module.__name__]
