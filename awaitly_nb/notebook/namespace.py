@@ -586,8 +586,8 @@ def produced(
 
     Optional ones are objects whose methods the step called but that it did not
     rebind: they may have changed in place (``rows.append(x)``), or not
-    (``conn.execute(q)``); and ``with ... as f`` targets (a file closed at the
-    end of the block). One that cannot be saved is left out, not an error.
+    (``conn.execute(q)``); and ``with ... as f`` targets closed at the end of the
+    block. One that cannot be saved is left out, not an error.
 
     Raises:
         AwaitlyError: ``outputs`` names a variable the step did not set.
@@ -604,5 +604,28 @@ def produced(
     skip = set(exclude)
     names = [n for n in names if n not in skip]
     optional = {n for n in names if n in targets.receivers and before.get(n) == id(namespace[n])}
-    optional |= {n for n in names if n in targets.handles}
+    optional |= {n for n in names if n in targets.handles and _finished(namespace[n])}
     return names, deleted, optional
+
+
+def _finished(value: Any) -> bool:
+    """Whether a ``with ... as`` target says it cannot be used any more: a closed file,
+    archive or socket, a shut-down executor. One still open after the block (a
+    sqlite3 connection: its ``with`` ends a transaction) is a variable like any other.
+
+    >>> import io, sqlite3
+    >>> with io.StringIO() as f:
+    ...     pass
+    >>> with sqlite3.connect(":memory:") as con:
+    ...     pass
+    >>> _finished(f), _finished(con)
+    (True, False)
+    """
+    try:
+        return (
+            getattr(value, "closed", None) is True
+            or (hasattr(value, "fp") and value.fp is None)  # zipfile.ZipFile
+            or getattr(value, "_shutdown", None) is True  # concurrent.futures executors
+        )
+    except Exception:
+        return False

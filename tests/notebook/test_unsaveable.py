@@ -117,3 +117,26 @@ def test_a_picklable_object_changed_through_its_methods_is_saved(
     assert run(cell).result.success
     assert marks.count() == 1
     assert ip.user_ns["items"] == [1, 2, 3]
+
+
+def test_a_with_target_closed_by_its_block_is_left_out_one_still_open_is_not(
+    ip: Any, run: Any, marks: Any, saved: Any, tmp_path: Any
+) -> None:
+    ip.user_ns["where"] = str(tmp_path)
+    closed = (
+        "%%step key=file\nmark()\nwith open(f'{where}/a.txt', 'w') as f:\n    f.write('x')\nn = 1"
+    )
+    assert run(closed).result.success
+    assert saved()["file"].variables == ("n",)  # the closed file is left out, silently
+
+    still_open = (  # `with sqlite3.connect()` ends a transaction; the connection stays usable
+        "%%step key=db\nmark()\nimport sqlite3\n"
+        "with sqlite3.connect(':memory:') as con:\n"
+        "    total = con.execute('select 1').fetchone()[0]"
+    )
+    with pytest.warns(CacheWarning, match=r"con \(Connection\)"):
+        assert run(still_open).result.success
+    assert "db" not in saved()  # a replay would leave `con` undefined for later cells
+    with pytest.warns(CacheWarning):
+        run(still_open)
+    assert marks.count() == 3
