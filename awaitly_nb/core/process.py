@@ -494,10 +494,34 @@ def _logging_changed() -> dict[str, Any]:
     return dict(root)
 
 
+_IGNORED_BY_PYTHON = frozenset(
+    ("DeprecationWarning", "PendingDeprecationWarning", "ImportWarning", "ResourceWarning")
+)
+
+
+def _warnings_changed() -> dict[str, Any]:
+    """Filters for every warning of a built-in category (``filterwarnings("ignore")``,
+    ``simplefilter("error", FutureWarning)``), in order, beyond those Python starts
+    with. Filters for one message, one module or a library's own category are left
+    out: libraries add those as they are imported (numpy's ``RankWarning``), which a
+    replay may do in another order."""
+    broad = []
+    for action, message, category, module, lineno in warnings.filters:
+        if message is not None or module is not None or lineno:
+            continue
+        if getattr(category, "__module__", "") != "builtins":
+            continue
+        name = getattr(category, "__qualname__", "")
+        if action != "ignore" or name not in _IGNORED_BY_PYTHON:
+            broad.append(f"{action}:{name}")
+    return {"filters": broad} if broad else {}
+
+
 def settings() -> dict[str, dict[str, Any]]:
     """The settings that change how a cell's output looks, where they differ from their
     defaults: pandas options, matplotlib rcParams, numpy print options and error
-    handling, the ``decimal`` context, the root logger.
+    handling, the ``decimal`` context, the root logger, the warnings filters that
+    apply to a whole category of warnings.
 
     They are inputs of every ``%%step`` cell and ``with step`` block (``@settings``):
     a cell that prints a table after an edited cell set ``display.precision`` runs
@@ -513,6 +537,7 @@ def settings() -> dict[str, dict[str, Any]]:
         ("numpy.seterr", lambda: _changed_from(_NUMPY_ERRORS, numpy.geterr())),
         ("decimal.context", _decimal_changed),
         ("logging.root", _logging_changed),
+        ("warnings.filters", _warnings_changed),
     ):
         if numpy is None and name.startswith("numpy."):
             continue

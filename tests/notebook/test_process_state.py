@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +305,24 @@ def test_a_cell_after_an_edited_setting_runs_again_and_an_unedited_one_replays(
         assert any("settings made before it changed" in n for n in again.notes), again.notes
     finally:
         pd.reset_option("display.precision")
+
+
+def test_a_cell_after_an_added_warnings_filter_runs_again(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    show = "%%step key=warns\nmark()\nimport warnings\nwarnings.warn('careful', UserWarning)\nx = 1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", UserWarning)
+        run(show)
+        restart()
+        run(show)
+        assert marks.count() == 1  # replayed
+        restart()
+        warnings.filterwarnings("ignore")  # an edited plain cell before it: no warning now
+        again = run(show)
+        assert marks.count() == 2
+        assert any("settings made before it changed" in n for n in again.notes), again.notes
+        restart()
+        warnings.filterwarnings("ignore", message="a library's own")  # one message: not compared
+        run(show)
+        assert marks.count() == 2
