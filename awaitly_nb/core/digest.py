@@ -178,13 +178,20 @@ class _Hasher:
                     continue
                 self.tag(name)
                 target = getattr(member, "__func__", member)
-                parts = (
-                    (target.fget, target.fset, target.fdel)
-                    if isinstance(target, property)
-                    else (target,)
-                )
+                if isinstance(target, property):
+                    parts: tuple[Any, ...] = (target.fget, target.fset, target.fdel)
+                elif isinstance(getattr(target, "func", None), types.FunctionType):
+                    parts = (target.func,)  # cached_property, partialmethod: their function
+                else:
+                    parts = (target,)
                 for part in parts:
                     self.tag(self._tolerant(part))
+            return
+        registry = getattr(value, "registry", None)
+        if isinstance(registry, Mapping) and callable(getattr(value, "dispatch", None)):
+            # functools.singledispatch: its implementations, by type (not its cache).
+            self.tag("singledispatch")
+            self.feed(dict(registry))
             return
         # By compiled code, not source: comments do not reach it, and a function
         # restored from a step (no source in this kernel) fingerprints as it ran.

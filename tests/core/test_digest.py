@@ -259,3 +259,26 @@ def test_a_function_of_your_module_inside_a_value_counts_its_module_source() -> 
         assert installed == value_digest(bound, module_version=version)  # named only
     finally:
         del sys.modules[module.__name__]
+
+
+def test_a_singledispatch_function_counts_its_implementations() -> None:
+    source = (
+        "from functools import singledispatch\n"
+        "@singledispatch\ndef f(x):\n    return x\n"
+        "@f.register\ndef _(x: int):\n    return x * {}\n"
+    )
+    two = _notebook(source.format(2))["f"]
+    assert value_digest(two) is not None
+    assert value_digest(two) == value_digest(_notebook(source.format(2))["f"])
+    assert value_digest(two) != value_digest(_notebook(source.format(4))["f"])
+
+
+def test_a_cached_property_counts_its_function() -> None:
+    source = (
+        "from functools import cached_property\n"
+        "class C:\n    @cached_property\n    def v(self):\n        return {}\n"
+    )
+    two, seven = _notebook(source.format(2))["C"], _notebook(source.format(7))["C"]
+    for cls in (two, seven):
+        cls.__module__ = "__main__"
+    assert value_digest(two) != value_digest(seven)
