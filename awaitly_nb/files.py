@@ -171,6 +171,9 @@ def expand_deps(patterns: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+_STATES_KEPT = 2000
+"""A plain cell's stamp names the files it read up to this many (else only how many)."""
+
 _NAMES_KEPT = 1000
 """A listing keeps its names (to say which changed) up to this many; else only their hash."""
 
@@ -401,6 +404,33 @@ class ReadRecorder:
             recorder = recorder.outer
         for other in recorders:
             getattr(other, kind).add(found)
+
+    def watch(self) -> ReadRecorder:
+        """Record reads made outside any step (a plain cell), in any thread, until
+        :meth:`unwatch`."""
+        self._install()
+        with self._lock:
+            ReadRecorder._active = (*ReadRecorder._active, self)
+        return self
+
+    def unwatch(self) -> None:
+        with self._lock:
+            ReadRecorder._active = tuple(r for r in ReadRecorder._active if r is not self)
+
+    def file_states(self) -> list[tuple[str, int, int, int, int]]:
+        """``(path, size, mtime_ns, ctime_ns, inode)`` of the user's files read and still
+        there: what changes when a file is written, without reading it."""
+        found: list[tuple[str, int, int, int, int]] = []
+        paths = self.paths - self.written
+        if len(paths) > _STATES_KEPT:  # a cell that read a whole tree: its size stands for it
+            return [("(files read)", len(paths), 0, 0, 0)]
+        for path in self._users(paths):
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            found.append((path, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino))
+        return found
 
     def __enter__(self) -> ReadRecorder:
         self._install()

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 import xxhash
 
 from awaitly_nb.core.digest import OWN, VALUE, summary, value_digest
-from awaitly_nb.core.lineage import Lineage
+from awaitly_nb.core.lineage import CELL, Lineage
 from awaitly_nb.core.memo import Known, ValueMemo
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.core.process import INPUT_PREFIX, SETTINGS, state_digest
@@ -170,7 +170,9 @@ def _input_change(
     ``missing`` says why an input that is not defined now was not vouched for.
     """
     if name == INPUT_PREFIX + SETTINGS:
-        return "settings made before it changed (pandas or numpy options, rcParams, logging)"
+        return (
+            "settings made before it changed (pandas or numpy options, rcParams, logging, warnings)"
+        )
     if name.startswith(INPUT_PREFIX):
         return f"the {name[len(INPUT_PREFIX) :]} state before it changed (another seed?)"
     if before is None:
@@ -181,6 +183,8 @@ def _input_change(
         return missing or f"{name} is not defined now"
     if not before.startswith(VALUE) and now.startswith(VALUE):
         return f"{name} was not compared by value when it was saved"
+    if now.startswith(CELL):
+        return f"{name} was made again by a cell that changed (its code or a file it read)"
     if not now.startswith(VALUE):
         source = now.rsplit("@", 1)[0] if "@" in now else ""
         return f"{name} was recomputed" + (f" (by {source!r})" if source else "")

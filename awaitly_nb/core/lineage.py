@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["Lineage"]
+__all__ = ["CELL", "Lineage"]
+
+CELL = "cell:"
+"""The stamp of a variable a plain cell made (not a step): ``cell:<its code and files>``."""
 
 
 class Lineage:
@@ -58,6 +62,28 @@ class Lineage:
         stamp = f"{key}@{saved_at:.6f}"
         for name in names:
             self.produced_by[name] = stamp
+
+    def made_by_cell(
+        self, names: Iterable[str], code: str, files: Iterable[tuple[Any, ...]]
+    ) -> None:
+        """A plain cell (``code``: its fingerprint) made or changed ``names``, reading
+        ``files`` (their paths and states). A value no digest can describe is an input by
+        this stamp (``cell:...``); one the cell only changed keeps its earlier stamp in it.
+
+        >>> lineage = Lineage()
+        >>> lineage.made_by_cell(["f"], "code-1", [])
+        >>> stamp = lineage.produced_by["f"]
+        >>> lineage.made_by_cell(["f"], "code-1", [("data.csv", 10, 1, 1, 7)])
+        >>> stamp.startswith(CELL), lineage.produced_by["f"] != stamp
+        (True, True)
+        """
+        import xxhash
+
+        cell = xxhash.xxh3_128(repr((code, sorted(files))).encode()).hexdigest()
+        for name in names:
+            earlier = self.produced_by.get(name, "")
+            mixed = cell if not earlier.startswith(CELL) else f"{earlier}+{cell}"
+            self.produced_by[name] = CELL + xxhash.xxh3_64_hexdigest(mixed.encode())
 
     def not_saved(self, key: str, names: Iterable[str]) -> None:
         """The step ran but was not saved: its variables are new, and on no disk."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import sys
 from typing import Any
 
 from awaitly_nb.config import Session, default_workflow, get_session
+from awaitly_nb.core.fingerprint import code_fingerprint
 
 __all__ = ["attach_shell", "current_shell", "session_for_shell", "unwatch_cells", "watch_cells"]
 
@@ -31,24 +34,81 @@ def _is_step_cell(source: str) -> bool:
 class _CellWatch:
     """Before each cell: remembers the front end's cell id (to tell two cells sharing a
     key from one cell edited), and empties the engine's memo unless it is a ``%%step``
-    cell: user code may change any value then (see :mod:`awaitly_nb.core.memo`)."""
+    cell: user code may change any value then (see :mod:`awaitly_nb.core.memo`).
 
-    def __init__(self, session: Session) -> None:
+    Around each plain cell: stamps the variables it made or called methods on with the
+    cell's code and the files it read (:meth:`Lineage.made_by_cell`). A value that cannot
+    be fingerprinted (a decorated function, a lazy file reader) is then an input by that
+    stamp: editing the cell that makes it, or a file that cell read, runs the steps that
+    read it again.
+    """
+
+    def __init__(self, session: Session, shell: Any) -> None:
         self.session = session
+        self.shell = shell
+        self._plain: tuple[str, dict[str, int], dict[str, str], Any] | None = None
 
     def __call__(self, info: Any = None) -> None:
         cell_id = getattr(info, "cell_id", None)
         self.session.current_cell = cell_id if isinstance(cell_id, str) and cell_id else None
         source = getattr(info, "raw_cell", None)
+        self._stop()
         if not isinstance(source, str) or not _is_step_cell(source):
             self.session.engine.memo.clear()
+            if isinstance(source, str):
+                self._start(source)
+
+    def _start(self, source: str) -> None:
+        from awaitly_nb.files import ReadRecorder
+        from awaitly_nb.notebook.namespace import snapshot
+
+        try:
+            store = self.session.store.directory
+        except Exception:  # no usable store: nothing to stamp against
+            return
+        recorder = ReadRecorder(ignore=[store]).watch()
+        made = dict(self.session.engine.lineage.produced_by)
+        self._plain = (source, snapshot(self.shell.user_ns), made, recorder)
+
+    def _stop(self) -> Any:
+        plain, self._plain = self._plain, None
+        if plain is not None:
+            plain[3].unwatch()
+        return plain
+
+    def after(self, result: Any = None) -> None:
+        """After a plain cell: stamp what it made (never fails the cell)."""
+        plain = self._stop()
+        if plain is None:
+            return
+        with contextlib.suppress(Exception):  # a strange namespace: those names stay unstamped
+            self._stamp(*plain)
+
+    def _stamp(self, source: str, before: dict[str, int], made: dict[str, str], reads: Any) -> None:
+        from awaitly_nb.notebook.namespace import assigned_names, changed_names
+
+        lineage = self.session.engine.lineage
+        namespace = self.shell.user_ns
+        try:
+            code = self.shell.transform_cell(source)
+            receivers = assigned_names(ast.parse(code)).receivers
+        except Exception:  # not Python after all: only rebound names
+            code, receivers = source, set()
+        names, _ = changed_names(
+            before, namespace, receivers, getattr(self.shell, "user_ns_hidden", None)
+        )
+        # Names a step in the cell made (``with step(...)``) keep that step's stamp.
+        names = [n for n in names if lineage.produced_by.get(n) == made.get(n)]
+        if names:
+            lineage.made_by_cell(names, code_fingerprint(code), reads.file_states())
 
 
 def watch_cells(session: Session, shell: Any) -> None:
-    """Install the ``pre_run_cell`` hook that lets ``%%step`` skip re-hashing untouched values."""
+    """Install the hooks around cells: the memo of hashed values, and plain cells' stamps."""
     unwatch_cells(session, shell)
-    watch = _CellWatch(session)
+    watch = _CellWatch(session, shell)
     shell.events.register("pre_run_cell", watch)
+    shell.events.register("post_run_cell", watch.after)
     session.engine.memo.clear()
     session.engine.memo.enabled = True
 
@@ -58,7 +118,10 @@ def unwatch_cells(session: Session, shell: Any) -> None:
     session.engine.memo.clear()
     callbacks = shell.events.callbacks.get("pre_run_cell", [])
     for callback in [c for c in callbacks if isinstance(c, _CellWatch)]:
+        callback._stop()
         shell.events.unregister("pre_run_cell", callback)
+        if callback.after in shell.events.callbacks.get("post_run_cell", []):
+            shell.events.unregister("post_run_cell", callback.after)
 
 
 def session_for_shell() -> tuple[Session, Any]:

@@ -353,3 +353,35 @@ def test_a_file_named_in_a_called_function_or_its_argument_is_an_input(
     _parquet(here / "b.parquet", 6)
     run(cells)
     assert (ip.user_ns["a"], ip.user_ns["b"], marks.count()) == (4, 6, 4)
+
+
+def test_a_value_no_digest_describes_is_an_input_by_the_plain_cell_that_made_it(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    import numpy as np
+
+    np.savez(here / "a.npz", a=np.arange(3))
+    make = (
+        "import numpy as np\nz = np.load('a.npz')\n"
+        "@np.errstate(all='ignore')\ndef f(x):\n    return x * {}"
+    )
+    step = "%%step key=use\nmark()\nout = (z['a'].tolist(), f(3))"
+    run(make.format(2))
+    run(step)
+    assert ip.user_ns["out"] == ([0, 1, 2], 6)
+    restart()
+    run(make.format(2))
+    ran = run(step)
+    assert marks.count() == 1, ran.notes  # the same cell made them: replayed
+
+    restart()
+    run(make.format(3))  # the cell that makes f was edited
+    ran = run(step)
+    assert ip.user_ns["out"] == ([0, 1, 2], 9) and marks.count() == 2
+    assert any("made again by a cell that changed" in n for n in ran.notes), ran.notes
+
+    restart()
+    np.savez(here / "a.npz", a=np.arange(3) * 10)  # the file the lazy reader reads
+    run(make.format(3))
+    run(step)
+    assert ip.user_ns["out"] == ([0, 10, 20], 9) and marks.count() == 3
