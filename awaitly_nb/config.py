@@ -193,6 +193,13 @@ class Session:
             self._default = (env, default_directory())
         return self._default[1]
 
+    def known_directory(self) -> Path | None:
+        """The store directory if it is fixed already (configured, or a step used it);
+        None before, without fixing it."""
+        if self.directory is not None:
+            return self.directory
+        return None if self._default is None else self._default[1]
+
     @property
     def store(self) -> StepStore:
         """The store in use: local, or shared (its blobs cached in the local directory)."""

@@ -379,10 +379,8 @@ class ReadRecorder:
     def _record(cls, event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
             path, mode, flags = (*args, None, None, None)[:3]
-        elif event in ("os.listdir", "os.scandir"):
+        else:  # a listing; os.listdir() lists the working directory
             path, mode, flags = (args[0] if args and args[0] is not None else "."), None, None
-        else:
-            return
         recorder = cls._current.get()
         recorders: Iterable[ReadRecorder] = cls._active if recorder is None else ()
         if not recorders and recorder is None:
@@ -417,9 +415,13 @@ class ReadRecorder:
         with self._lock:
             ReadRecorder._active = tuple(r for r in ReadRecorder._active if r is not self)
 
-    def file_states(self) -> list[tuple[str, int, int, int, int]]:
+    def file_states(
+        self, ignore: Iterable[str | os.PathLike[str]] = ()
+    ) -> list[tuple[str, int, int, int, int]]:
         """``(path, size, mtime_ns, ctime_ns, inode)`` of the user's files read and still
-        there: what changes when a file is written, without reading it."""
+        there (outside ``ignore`` too): what changes when a file is written, without
+        reading it."""
+        self.ignore += _roots(os.fspath(p) for p in ignore)
         found: list[tuple[str, int, int, int, int]] = []
         paths = self.paths - self.written
         if len(paths) > _STATES_KEPT:  # a cell that read a whole tree: its size stands for it
@@ -433,17 +435,13 @@ class ReadRecorder:
         return found
 
     def __enter__(self) -> ReadRecorder:
-        self._install()
         self.outer = self._current.get()
         self._token = self._current.set(self)
-        with self._lock:
-            ReadRecorder._active = (*ReadRecorder._active, self)
-        return self
+        return self.watch()
 
     def __exit__(self, *exc: object) -> None:
         self._current.reset(self._token)
-        with self._lock:
-            ReadRecorder._active = tuple(r for r in ReadRecorder._active if r is not self)
+        self.unwatch()
 
     def files(self) -> dict[str, dict[str, Any]]:
         """Stamps of the user's files that were read, and listings of the folders

@@ -62,11 +62,7 @@ class _CellWatch:
         from awaitly_nb.files import ReadRecorder
         from awaitly_nb.notebook.namespace import snapshot
 
-        try:
-            store = self.session.store.directory
-        except Exception:  # no usable store: nothing to stamp against
-            return
-        recorder = ReadRecorder(ignore=[store]).watch()
+        recorder = ReadRecorder().watch()
         made = dict(self.session.engine.lineage.produced_by)
         self._plain = (source, snapshot(self.shell.user_ns), made, recorder)
 
@@ -100,7 +96,9 @@ class _CellWatch:
         # Names a step in the cell made (``with step(...)``) keep that step's stamp.
         names = [n for n in names if lineage.produced_by.get(n) == made.get(n)]
         if names:
-            lineage.made_by_cell(names, code_fingerprint(code), reads.file_states())
+            store = self.session.known_directory()  # the store's own files are not data
+            files = reads.file_states(ignore=[] if store is None else [store])
+            lineage.made_by_cell(names, code_fingerprint(code), files)
 
 
 def watch_cells(session: Session, shell: Any) -> None:
