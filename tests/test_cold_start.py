@@ -31,6 +31,7 @@ HEAVY = [
     "awaitly_nb.core.state",  # the workflow API's records, and events' meta
     "json",
     "random",
+    "pickletools",  # a step's key is encoded without it
 ]
 """Modules a process that only restores steps does not need."""
 
@@ -102,3 +103,21 @@ def test_the_light_reader_finds_keys_of_an_index_made_with_another_pickle_protoc
     assert reader.load("w", "old") == {"a": 1}
     assert reader.read("w", "nope") is None
     assert reader._cache is None  # found by the light reader, not diskcache's Cache
+
+
+def test_a_step_key_is_encoded_as_diskcache_encodes_it() -> None:
+    import pickle
+    import pickletools
+    import random
+
+    from awaitly_nb.storage.local import _tuple_key
+
+    rng = random.Random(7)
+    alphabet = "ab:/ é€😀\ud800" + "xyz0123456789"
+    for _ in range(3000):
+        key = tuple(
+            "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 3, 60, 255, 256, 300])))
+            for _ in range(3)
+        )
+        _tuple_key.cache_clear()
+        assert _tuple_key(key, 5) == pickletools.optimize(pickle.dumps(key, 5)), key

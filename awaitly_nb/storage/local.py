@@ -20,7 +20,6 @@ import functools
 import io
 import os
 import pickle
-import pickletools
 import sqlite3
 import threading
 import time
@@ -42,8 +41,28 @@ def _tuple_key(key: tuple[Any, ...], protocol: int) -> bytes:
     """A tuple key as diskcache's ``Disk.put`` stores it: its pickle, optimised.
 
     diskcache does this on every call, which costs more than the SQLite lookup
-    itself; the bytes are the same each time, so they are remembered.
+    itself; the bytes are the same each time, so they are remembered. A step's
+    key (three short strings, protocol 5) is written directly, so a lookup does
+    not import ``pickletools``.
+
+    >>> import pickletools
+    >>> key = ("wf", "step", "user:1")
+    >>> _tuple_key(key, 5) == pickletools.optimize(pickle.dumps(key, 5))
+    True
     """
+    if (
+        protocol == 5
+        and len(key) == 3
+        and all(type(part) is str for part in key)
+        and len(set(key)) == 3  # pickle memoises a string it meets twice
+    ):
+        parts = [part.encode("utf-8", "surrogatepass") for part in key]
+        if all(len(part) < 256 for part in parts):
+            # SHORT_BINUNICODE each, TUPLE3, STOP, in one FRAME after PROTO 5.
+            body = b"".join(b"\x8c" + bytes([len(part)]) + part for part in parts) + b"\x87."
+            return b"\x80\x05\x95" + len(body).to_bytes(8, "little") + body
+    import pickletools
+
     return pickletools.optimize(pickle.dumps(key, protocol))
 
 

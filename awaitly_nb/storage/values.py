@@ -11,7 +11,6 @@ as restoring a 1 KB one.
 from __future__ import annotations
 
 import os
-import pickletools
 import sys
 from typing import Any, Protocol
 
@@ -133,6 +132,8 @@ def _buffers_wanted(stream: Any) -> int:
     Raises:
         StateFormatError: the stream is not a well-formed pickle.
     """
+    import pickletools
+
     try:
         return sum(op.name == "NEXT_BUFFER" for op, _, _ in pickletools.genops(bytes(stream)))
     except Exception as exc:  # ValueError and friends from a malformed stream
