@@ -2,7 +2,8 @@
 
 A process-wide audit hook (``sys.addaudithook``: it cannot be removed, so it
 is installed once and records only while a step runs) sees every file Python
-opens for reading through ``open``, ``io`` and ``os.open``. The interpreter's
+opens for reading through ``open``, ``io`` and ``os.open``, and every database
+file ``sqlite3.connect`` opens. The interpreter's
 own files, installed packages, the store and temporary files are left out.
 Files that C libraries read by themselves are invisible to it; a step declares
 those with ``deps=`` (globs allowed, expanded at every lookup).
@@ -215,6 +216,25 @@ def _listing_change(path: str, saved: Mapping[str, Any]) -> str | None:
     return f"{shown} has other files: " + ", ".join(parts) + (f" and {more} more" if more else "")
 
 
+_EVENTS = frozenset(("open", "os.listdir", "os.scandir", "sqlite3.connect"))
+"""The audit events the recorder follows: files opened, folders listed, SQLite databases."""
+
+
+def _sqlite_file(database: Any) -> str | bytes | os.PathLike[str] | None:
+    """The file a ``sqlite3.connect`` names (``file:`` URIs too); None for in-memory ones."""
+    if isinstance(database, os.PathLike):
+        database = os.fspath(database)
+    if isinstance(database, bytes):
+        database = os.fsdecode(database)
+    if not isinstance(database, str) or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        database = database[5:].split("?", 1)[0].split("#", 1)[0]
+        if database.startswith("//"):  # file://host/path: the path
+            database = "/" + database[2:].split("/", 1)[-1]
+    return database or None
+
+
 _IMPORTERS = ("importlib", "_frozen_importlib", "pkgutil", "zipimport", "pkg_resources")
 
 
@@ -366,7 +386,7 @@ class ReadRecorder:
 
     @classmethod
     def _hook(cls, event: str, args: tuple[Any, ...]) -> None:
-        if event != "open" and event != "os.listdir" and event != "os.scandir":
+        if event not in _EVENTS:
             return
         # An audit hook that raises fails the user's open(); try costs nothing here,
         # contextlib.suppress would cost every open in the process.
@@ -379,6 +399,10 @@ class ReadRecorder:
     def _record(cls, event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
             path, mode, flags = (*args, None, None, None)[:3]
+        elif event == "sqlite3.connect":  # SQLite opens the file in C: a read, as far as we know
+            path, mode, flags = _sqlite_file(args[0] if args else None), "r", None
+            if path is None:
+                return
         else:  # a listing; os.listdir() lists the working directory
             path, mode, flags = (args[0] if args and args[0] is not None else "."), None, None
         recorder = cls._current.get()
@@ -387,7 +411,7 @@ class ReadRecorder:
             return
         if not isinstance(path, (str, bytes, os.PathLike)):
             return  # a file descriptor
-        if event != "open":
+        if event in ("os.listdir", "os.scandir"):
             if _listed_by_importer():
                 return
             kind = "listed"

@@ -33,7 +33,11 @@ from typing import Any, ClassVar
 
 import xxhash
 
-from awaitly_nb.core.fingerprint import function_fingerprint, global_names
+from awaitly_nb.core.fingerprint import (
+    code_object_fingerprint,
+    function_fingerprint,
+    global_names,
+)
 
 __all__ = ["VALUE", "namespace_free", "summary", "value_digest"]
 
@@ -198,14 +202,24 @@ class _Hasher:
         self.tag(f"function:{value.__qualname__}:{function_fingerprint(value) or ''}")
         self.feed(value.__defaults__)
         self.feed(value.__kwdefaults__)
+        # A decorator's wrapper (``functools.wraps``): the function it wraps counts in
+        # full, the decorator's own state where it can (``np.errstate``'s settings).
+        wrapper = "__wrapped__" in value.__dict__
         for cell in value.__closure__ or ():
             try:
-                self.feed(cell.cell_contents)
+                contents = cell.cell_contents
             except ValueError:  # an empty cell
                 self.tag("empty-cell")
+                continue
+            if wrapper and contents is not value.__wrapped__:
+                self.tag(f"cell:{self._tolerant(contents)}")
+            else:
+                self.feed(contents)
         if value.__dict__:  # attributes set on it (``f.k = 4``)
             self.tag(f"attributes:{self._tolerant(value.__dict__)}")
         globals_ = value.__globals__
+        if wrapper and globals_.get("__name__") != "__main__":
+            return  # a library's wrapper (``np.errstate``'s): its module's globals are not yours
         for name in sorted(global_names(value.__code__)):
             if name in globals_:
                 self.tag(f"global:{name}")
@@ -445,6 +459,27 @@ def value_digest(
     except Exception:  # _Unhashable, RecursionError, or anything a strange object raises
         return None
     return str(hasher.h.hexdigest())
+
+
+def kind_digest(
+    value: Any,
+    namespace: Mapping[str, Any] | None = None,
+    module_version: ModuleVersion | None = None,
+) -> str:
+    """What can be told of a value no digest describes: its class (a notebook class by
+    its code) and, for a generator or coroutine, the code it runs.
+
+    >>> def count():
+    ...     yield 1
+    >>> kind_digest(count()) == kind_digest(count()) != kind_digest(iter([]))
+    True
+    """
+    parts = [value_digest(type(value), namespace, module_version) or "?"]
+    for attribute in ("gi_code", "cr_code", "ag_code"):
+        code = getattr(value, attribute, None)
+        if isinstance(code, types.CodeType):
+            parts.append(code_object_fingerprint(code))
+    return xxhash.xxh3_64_hexdigest(" ".join(parts).encode())
 
 
 def summary(value: Any, width: int = 40) -> str:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import xxhash
 
-from awaitly_nb.core.digest import OWN, VALUE, summary, value_digest
+from awaitly_nb.core.digest import OWN, VALUE, kind_digest, summary, value_digest
 from awaitly_nb.core.lineage import CELL, Lineage
 from awaitly_nb.core.memo import Known, ValueMemo
 from awaitly_nb.core.payload import StepPayload
@@ -183,10 +183,13 @@ def _input_change(
         return missing or f"{name} is not defined now"
     if not before.startswith(VALUE) and now.startswith(VALUE):
         return f"{name} was not compared by value when it was saved"
-    if now.startswith(CELL):
+    made, _, kind = now.partition("|")
+    if not now.startswith(VALUE) and before.partition("|")[0] == made and kind:
+        return f"the class of {name} (or the code it runs) changed"
+    if made.startswith(CELL):
         return f"{name} was made again by a cell that changed (its code or a file it read)"
     if not now.startswith(VALUE):
-        source = now.rsplit("@", 1)[0] if "@" in now else ""
+        source = made.rsplit("@", 1)[0] if "@" in made else ""
         return f"{name} was recomputed" + (f" (by {source!r})" if source else "")
     if was and is_ and was != is_:
         return f"{name} changed ({was} → {is_})"
@@ -721,8 +724,9 @@ class StepEngine:
             if digest is not None:
                 inputs[name] = VALUE + digest
                 summaries[name] = said
-            else:
-                inputs[name] = stamps.get(name, f"unchecked:{type(value).__qualname__}")
+            else:  # by lineage, and by what can be told of it (its class's code)
+                made = stamps.get(name, f"unchecked:{type(value).__qualname__}")
+                inputs[name] = f"{made}|{kind_digest(value, values, self._module_version)}"
                 unchecked.append(name)
         if manifest is not None:  # process state it read (a seeded random generator)
             for name in manifest.inputs:

@@ -116,6 +116,11 @@ def _code_parts(code: types.CodeType) -> list[Any]:
     return parts
 
 
+def code_object_fingerprint(code: types.CodeType) -> str:
+    """Fingerprint a code object (a generator's ``gi_code``) as functions are fingerprinted."""
+    return _digest(repr(_code_parts(code)))
+
+
 def function_fingerprint(fn: Callable[..., Any]) -> str | None:
     """Fingerprint a function by its compiled code (None for builtins and callables without code).
 
@@ -127,7 +132,7 @@ def function_fingerprint(fn: Callable[..., Any]) -> str | None:
     code = getattr(fn, "__code__", None)
     if not isinstance(code, types.CodeType):
         return None
-    return _digest(repr(_code_parts(code)))
+    return code_object_fingerprint(code)
 
 
 def global_names(code: types.CodeType) -> set[str]:

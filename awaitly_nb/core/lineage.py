@@ -68,7 +68,8 @@ class Lineage:
     ) -> None:
         """A plain cell (``code``: its fingerprint) made or changed ``names``, reading
         ``files`` (their paths and states). A value no digest can describe is an input by
-        this stamp (``cell:...``); one the cell only changed keeps its earlier stamp in it.
+        this stamp (``cell:...``), which keeps the variable's earlier stamp in it (the
+        step or the cells that made or touched it before).
 
         >>> lineage = Lineage()
         >>> lineage.made_by_cell(["f"], "code-1", [])
@@ -82,7 +83,7 @@ class Lineage:
         cell = xxhash.xxh3_128(repr((code, sorted(files))).encode()).hexdigest()
         for name in names:
             earlier = self.produced_by.get(name, "")
-            mixed = cell if not earlier.startswith(CELL) else f"{earlier}+{cell}"
+            mixed = f"{earlier}+{cell}" if earlier else cell
             self.produced_by[name] = CELL + xxhash.xxh3_64_hexdigest(mixed.encode())
 
     def not_saved(self, key: str, names: Iterable[str]) -> None:

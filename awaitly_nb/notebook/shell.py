@@ -81,17 +81,21 @@ class _CellWatch:
             self._stamp(*plain)
 
     def _stamp(self, source: str, before: dict[str, int], made: dict[str, str], reads: Any) -> None:
-        from awaitly_nb.notebook.namespace import assigned_names, changed_names
+        from awaitly_nb.notebook.namespace import assigned_names, changed_names, read_names
 
         lineage = self.session.engine.lineage
         namespace = self.shell.user_ns
         try:
             code = self.shell.transform_cell(source)
-            receivers = assigned_names(ast.parse(code)).receivers
+            tree = ast.parse(code)
+            targets = assigned_names(tree)
+            # Anything the cell touched may have changed: ``client.base = ...``,
+            # ``setattr(client, ...)``, ``df.to_sql("t", con)``.
+            touched = targets.bound | targets.receivers | read_names(tree.body)
         except Exception:  # not Python after all: only rebound names
-            code, receivers = source, set()
+            code, touched = source, set()
         names, _ = changed_names(
-            before, namespace, receivers, getattr(self.shell, "user_ns_hidden", None)
+            before, namespace, touched, getattr(self.shell, "user_ns_hidden", None)
         )
         # Names a step in the cell made (``with step(...)``) keep that step's stamp.
         names = [n for n in names if lineage.produced_by.get(n) == made.get(n)]
