@@ -482,11 +482,14 @@ def kind_digest(
     return xxhash.xxh3_64_hexdigest(" ".join(parts).encode())
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def summary(value: Any, width: int = 40) -> str:
     """A short description of a value for a note: its repr when short, else its shape.
 
-    >>> summary(5), summary("abc"), summary(list(range(1000)))
-    ('5', "'abc'", 'list of 1000')
+    >>> summary(5), summary("abc"), summary(list(range(1000))), summary(object())
+    ('5', "'abc'", 'list of 1000', 'object object')
 
     Big containers are described by their length without building their repr.
     """
@@ -507,6 +510,8 @@ def summary(value: Any, width: int = 40) -> str:
         text = repr(value)
     except Exception:
         text = ""
+    if _ADDRESS.search(text):  # ``<F object at 0x7f...>``: the address tells nothing
+        return f"{type(value).__name__} object"
     if text and len(text) <= width and "\n" not in text:
         return text
     try:
