@@ -48,7 +48,8 @@ class StepPayload:
         result: the last expression's value, if it had one and it can be saved.
         result_bundle: the last expression's MIME bundle as it was shown (a
             replay shows it again, whether or not the value could be saved).
-        value: what a call-form step returned.
+        value: what a call-form step returned (its ``variables``: the globals it
+            changed in place).
         skipped: optional variables left out because they cannot be saved.
         process: the process-wide state it changed (:mod:`awaitly_nb.core.process`),
             re-applied when it replays.
@@ -75,7 +76,7 @@ class StepPayload:
         """What must be serialisable: the variables and module attributes (``helpers.SCALE``),
         or ``{"value": ...}`` for a call."""
         if self.value is not NOTHING:
-            return {"value": self.value}
+            return {**self.variables, "value": self.value}
         attributes = {
             f"{m}.{a}": v for m, values in self.modules.items() for a, v in values.items()
         }
@@ -94,6 +95,8 @@ class StepPayload:
                 call["outputs"] = [dict(o) for o in self.outputs]
             if self.process:  # the random generators it drew from, the variables it set
                 call["process"] = dict(self.process)
+            if self.variables:  # the globals it changed in place
+                call["variables"] = dict(self.variables)
             return call
         saved: dict[str, Any] = {
             "variables": dict(self.variables),
@@ -128,10 +131,14 @@ class StepPayload:
         if call:
             if "value" not in saved:
                 raise StateFormatError("the saved step holds no value")
+            changed = saved.get("variables") or {}
+            if not isinstance(changed, dict):
+                raise StateFormatError("the saved step's variables are damaged")
             return cls(
                 value=saved["value"],
                 outputs=tuple(saved.get("outputs") or ()),
                 process=_process(saved),
+                variables=changed,
             )
         variables = saved.get("variables")
         if not isinstance(variables, dict):

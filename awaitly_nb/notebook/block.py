@@ -23,7 +23,7 @@ from types import FrameType, TracebackType
 from typing import Any, TypeVar, overload
 
 from awaitly_nb.core import process
-from awaitly_nb.core.digest import value_digest
+from awaitly_nb.core.digest import VALUE, value_digest
 from awaitly_nb.core.engine import Decision, StepSpec
 from awaitly_nb.core.fingerprint import (
     code_fingerprint,
@@ -36,7 +36,8 @@ from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import ReadRecorder, code_constants, literal_paths, named_paths
 from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
 from awaitly_nb.notebook.many import map_steps
-from awaitly_nb.notebook.namespace import is_internal_name, step_inputs
+from awaitly_nb.notebook.namespace import is_internal_name, reached_globals, step_inputs
+from awaitly_nb.notebook.restore import restore
 from awaitly_nb.notebook.running import (
     NotebookStep,
     code_calls_seed,
@@ -394,8 +395,12 @@ def call_step(
         if decision.manifest.extra.get("awaitable"):  # saved from `await step(lambda: coro())`
             return _ready(decision.payload, shell)  # type: ignore[return-value]
         reapply_process(key, decision.payload, shell)
+        home = getattr(target, "__globals__", None)
+        if decision.payload.variables and isinstance(home, dict):
+            restore(home, decision.payload)  # what it changed in place, bound again
         replay_outputs(list(decision.payload.outputs), shell)
         return decision.payload.value  # type: ignore[no-any-return]
+    in_place = _InPlace(target, decision)
     run = engine.begin(decision)
     shown = OutputRecorder(shell)
     before = process.snapshot()
@@ -411,9 +416,11 @@ def call_step(
     # saved and set again on a replay, as the code after the step sees it now.
     changed = process.changes(before, process.snapshot())
     code = getattr(target, "__code__", None)
+    touched = in_place.changed(engine, values)
     engine.finish(
         run,
-        StepPayload(value=value, outputs=tuple(shown.outputs), process=changed),
+        StepPayload(value=value, outputs=tuple(shown.outputs), process=changed, variables=touched),
+        optional=touched,  # one that cannot be saved is left out, not an error
         files=opened.files(),
         written=opened.written,
         inputs=state_inputs(
@@ -424,6 +431,63 @@ def call_step(
         ),
     )
     return value
+
+
+class _InPlace:
+    """The data a call may change in place without returning it: the globals its
+    function reaches (``log.append`` inside ``record()``, a ``rng`` it draws from) and
+    its arguments (``add_column(df)``). What changed is saved with the step and bound
+    again on a replay, as a cell's variables are."""
+
+    def __init__(self, target: Callable[..., Any], decision: Decision) -> None:
+        home = getattr(target, "__globals__", None)
+        self.home: dict[str, Any] | None = home if isinstance(home, dict) else None
+        self.decision = decision
+        self.reached: dict[str, tuple[int, str]] = {}
+        if self.home is None:
+            return
+        direct = [n for n in decision.spec.reads if n in self.home]
+        for name in reached_globals(direct, self.home) - set(decision.inputs):
+            value = self.home[name]
+            if isinstance(value, _IMMUTABLE):
+                continue
+            digest = value_digest(value, self.home)
+            if digest is not None:
+                self.reached[name] = (id(value), digest)
+
+    def changed(self, engine: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The globals of the function's module the call changed in place, by name."""
+        home = self.home
+        if home is None:
+            return {}
+        found: dict[str, Any] = {}
+        for name, (identity, digest) in self.reached.items():
+            value = home.get(name)
+            if id(value) == identity and value_digest(value, home) != digest:
+                found[name] = value
+        for name, saved in self.decision.inputs.items():
+            value = values.get(name, _NOTHING)
+            if value is _NOTHING or not saved.startswith(VALUE) or _is_definition(value):
+                continue
+            if isinstance(value, _IMMUTABLE):
+                continue
+            if engine.unchanged(self.decision, name, value):
+                continue
+            if name in home and home[name] is value:  # a global it reads directly
+                found[name] = value
+            else:  # an argument: the globals bound to it
+                found.update(
+                    (n, v) for n, v in home.items() if v is value and not is_internal_name(n)
+                )
+        return found
+
+
+_NOTHING = object()
+_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, tuple, frozenset, range)
+
+
+def _is_definition(value: Any) -> bool:
+    return isinstance(value, (types.ModuleType, types.FunctionType, type))
 
 
 def _say_why(decision: Decision, shell: Any, quiet: bool) -> None:

@@ -311,3 +311,54 @@ def test_a_restored_block_leaves_an_active_tracer_tracing(tmp_path: Path) -> Non
     traced_after = {15, 16}  # `after = 2` and `done = 3`, after the with-block
     for out in runs:
         assert traced_after <= set(eval(out)), out
+
+
+IN_PLACE = """
+import sys
+import numpy as np
+import awaitly_nb
+from awaitly_nb import step
+awaitly_nb.configure(dir=sys.argv[1], workflow="w")
+log = []
+rng = np.random.default_rng(1)
+def record(x):
+    log.append(x)
+    return x
+def draw():
+    return rng.integers(0, 100, 3).tolist()
+def add(rows):
+    rows.append("added")
+data = ["a"]
+a = step(record, 1, key="r1")
+b = step(lambda: record(2), key="r2")
+c = step(draw, key="d1")
+step(add, data, key="add")
+print(repr([a, b, log, c, int(rng.integers(0, 100)), data]))
+"""
+
+
+def test_a_call_step_replays_what_it_changed_in_place(tmp_path: Any) -> None:
+    import ast
+    import subprocess
+    import sys
+
+    def run(code: str) -> Any:
+        path = tmp_path / "script.py"
+        path.write_text(code)
+        done = subprocess.run(
+            [sys.executable, str(path), str(tmp_path / "store")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return ast.literal_eval(done.stdout.strip()), done.stderr
+
+    plain = IN_PLACE.replace('step(record, 1, key="r1")', "record(1)")
+    plain = plain.replace('step(lambda: record(2), key="r2")', "record(2)")
+    plain = plain.replace('step(draw, key="d1")', "draw()").replace(
+        'step(add, data, key="add")', "add(data)"
+    )
+    truth, _ = run(plain)
+    first, _ = run(IN_PLACE)
+    again, _ = run(IN_PLACE)  # every step restored
+    assert first == again == truth  # the log, the generator and the argument as a run leaves them
