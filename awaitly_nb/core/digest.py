@@ -137,6 +137,9 @@ class _Hasher:
             self.feed(value.__self__)
         elif isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
             self.tag(f"builtin:{getattr(value, '__module__', '')}.{value.__qualname__}")
+            bound = getattr(value, "__self__", None)
+            if bound is not None and not isinstance(bound, types.ModuleType):
+                self.feed(bound)  # ``"{:.2f}".format``: the string it formats with
         elif _wraps_function(value):
             # functools.lru_cache / cache and other wrappers that are not functions:
             # the function they call counts by its code (not their memo).
@@ -150,7 +153,8 @@ class _Hasher:
     def _array(self, value: Any) -> None:
         import numpy as np
 
-        self.tag(f"ndarray:{value.dtype.str}:{value.shape}")
+        fortran = value.flags.f_contiguous and not value.flags.c_contiguous
+        self.tag(f"ndarray:{value.dtype.str}:{value.shape}" + (":F" if fortran else ""))
         data = value if value.flags.c_contiguous else np.ascontiguousarray(value)
         self.h.update(memoryview(data).cast("B") if data.size else b"")  # type: ignore[arg-type]
 

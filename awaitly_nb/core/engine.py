@@ -171,7 +171,8 @@ def _input_change(
     """
     if name == INPUT_PREFIX + SETTINGS:
         return (
-            "settings made before it changed (pandas or numpy options, rcParams, logging, warnings)"
+            "settings made before it changed (pandas or numpy options, rcParams, logging, "
+            "warnings filters, IPython display)"
         )
     if name.startswith(INPUT_PREFIX):
         return f"the {name[len(INPUT_PREFIX) :]} state before it changed (another seed?)"

@@ -517,6 +517,11 @@ def _warnings_changed() -> dict[str, Any]:
     return {"filters": broad} if broad else {}
 
 
+SETTINGS_SOURCES: dict[str, Callable[[], Mapping[str, Any]]] = {}
+"""More settings a cell's output follows, by name: each tells those that differ from
+their defaults (the notebook layer adds IPython's display settings)."""
+
+
 def settings() -> dict[str, dict[str, Any]]:
     """The settings that change how a cell's output looks, where they differ from their
     defaults: pandas options, matplotlib rcParams, numpy print options and error
@@ -538,6 +543,7 @@ def settings() -> dict[str, dict[str, Any]]:
         ("decimal.context", _decimal_changed),
         ("logging.root", _logging_changed),
         ("warnings.filters", _warnings_changed),
+        *SETTINGS_SOURCES.items(),
     ):
         if numpy is None and name.startswith("numpy."):
             continue

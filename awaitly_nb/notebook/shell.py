@@ -105,12 +105,37 @@ class _CellWatch:
             lineage.made_by_cell(names, code_fingerprint(code), files)
 
 
+def display_settings(shell: Any = None) -> dict[str, Any]:
+    """IPython's display settings where they differ from their defaults: ``%precision``,
+    ``%pprint``, the inline backend's figure formats (``%config
+    InlineBackend.figure_formats``, ``set_matplotlib_formats("retina")``)."""
+    shell = shell or current_shell()
+    found: dict[str, Any] = {}
+    plain = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("text/plain")
+    if plain is not None:
+        if getattr(plain, "float_precision", ""):
+            found["precision"] = plain.float_precision
+        if getattr(plain, "pprint", True) is False:
+            found["pprint"] = False
+    config = sys.modules.get("matplotlib_inline.config")
+    if config is not None and config.InlineBackend.initialized():
+        backend = config.InlineBackend.instance()
+        if sorted(backend.figure_formats) != ["png"]:
+            found["figure_formats"] = sorted(backend.figure_formats)
+        if dict(backend.print_figure_kwargs) != {"bbox_inches": "tight"}:
+            found["print_figure_kwargs"] = repr(sorted(backend.print_figure_kwargs.items()))
+    return found
+
+
 def watch_cells(session: Session, shell: Any) -> None:
     """Install the hooks around cells: the memo of hashed values, and plain cells' stamps."""
     unwatch_cells(session, shell)
     watch = _CellWatch(session, shell)
     shell.events.register("pre_run_cell", watch)
     shell.events.register("post_run_cell", watch.after)
+    from awaitly_nb.core.process import SETTINGS_SOURCES
+
+    SETTINGS_SOURCES["ipython.display"] = lambda: display_settings(shell)
     session.engine.memo.clear()
     session.engine.memo.enabled = True
 
@@ -118,6 +143,9 @@ def watch_cells(session: Session, shell: Any) -> None:
 def unwatch_cells(session: Session, shell: Any) -> None:
     session.engine.memo.enabled = False
     session.engine.memo.clear()
+    from awaitly_nb.core.process import SETTINGS_SOURCES
+
+    SETTINGS_SOURCES.pop("ipython.display", None)
     callbacks = shell.events.callbacks.get("pre_run_cell", [])
     for callback in [c for c in callbacks if isinstance(c, _CellWatch)]:
         callback._stop()

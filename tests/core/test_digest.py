@@ -282,3 +282,11 @@ def test_a_cached_property_counts_its_function() -> None:
     for cls in (two, seven):
         cls.__module__ = "__main__"
     assert value_digest(two) != value_digest(seven)
+
+
+def test_a_bound_builtin_method_counts_its_object_and_an_array_its_fortran_layout() -> None:
+    assert value_digest("{:.2f}".format) != value_digest("{:.4f}".format)  # pandas' float_format
+    assert value_digest(len) == value_digest(len)
+    grid = np.arange(6).reshape(2, 3)
+    assert value_digest(grid) == value_digest(grid.copy())
+    assert value_digest(grid) != value_digest(np.asfortranarray(grid))

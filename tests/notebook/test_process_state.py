@@ -326,3 +326,22 @@ def test_a_cell_after_an_added_warnings_filter_runs_again(
         warnings.filterwarnings("ignore", message="a library's own")  # one message: not compared
         run(show)
         assert marks.count() == 2
+
+
+def test_a_cell_after_an_edited_ipython_display_setting_runs_again(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    show = "%%step key=shown\nmark()\nd = {'a': 1}\nd"
+    plain = ip.display_formatter.formatters["text/plain"]
+    try:
+        run(show)
+        restart()
+        run(show)
+        assert marks.count() == 1  # replayed
+        restart()
+        plain.pprint = False  # `%pprint` in an earlier cell
+        again = run(show)
+        assert marks.count() == 2
+        assert any("settings made before it changed" in n for n in again.notes), again.notes
+    finally:
+        plain.pprint = True
