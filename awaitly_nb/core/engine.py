@@ -493,6 +493,9 @@ class StepEngine:
         self.variants = VARIANTS
         """How many variants (other inputs, other code) each key keeps; 0 keeps none."""
         self.lineage = Lineage()
+        self.failed: set[str] = set()
+        """Keys whose step raised in this session (and has not run since): their saved
+        entries vouch for nothing (a plain run would have stopped there)."""
         self.memo = ValueMemo()
         """Digests of values no user code touched since (``%%step`` cells only)."""
         self.tracker = StatusTracker()
@@ -522,6 +525,7 @@ class StepEngine:
         """Forget what this session saw (another store was configured)."""
         self.tracker = StatusTracker()
         self.lineage.clear()
+        self.failed.clear()
         self.memo.clear()
 
     # --- events -------------------------------------------------------------------
@@ -611,6 +615,7 @@ class StepEngine:
         if decision.hit:
             assert manifest is not None and payload is not None
             self.lineage.produced(key, manifest.saved_at, manifest.variables)
+            self.failed.discard(key)
             events.hit(
                 key,
                 payload.to_saved(),
@@ -640,6 +645,7 @@ class StepEngine:
             values,
             None if probe is None else probe.change,
             self._module_version,
+            failed=self.failed,
         )
         trusted, missing = {}, {}
         for name in absent:
@@ -784,6 +790,7 @@ class StepEngine:
 
     def fail(self, run: Run, error: BaseException) -> None:
         """The step raised (``step_error``); nothing is saved."""
+        self.failed.add(run.key)
         self.events().fail(run.key, run.started, error)
 
     def finish(
@@ -820,6 +827,7 @@ class StepEngine:
         manifest, (message, reason) = self._save_or_explain(
             run, payload, duration_ms, set(optional), hint, files or {}
         )
+        self.failed.discard(key)
         if manifest is not None:
             self.lineage.produced(key, manifest.saved_at, manifest.variables)
             events.complete(key, payload.to_saved(), manifest)

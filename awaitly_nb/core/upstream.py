@@ -18,7 +18,7 @@ and why it could not be trusted, so the ``NameError`` that follows is clear.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from awaitly_nb.core.digest import VALUE, value_digest
@@ -42,6 +42,7 @@ class Upstream:
         values: the namespace as it is now.
         file_change: why a file differs from its saved stamp (None: unchanged).
         module_version: passed to :func:`~awaitly_nb.core.digest.value_digest`.
+        failed: steps that raised in this session: they vouch for nothing.
     """
 
     def __init__(
@@ -51,8 +52,11 @@ class Upstream:
         values: Mapping[str, Any],
         file_change: Callable[[str, Mapping[str, Any]], str | None] | None = None,
         module_version: Callable[[str], str] | None = None,
+        *,
+        failed: Collection[str] = (),
     ) -> None:
         self.store = store
+        self.failed = failed
         self.workflow = workflow
         self.values = values
         self.file_change = file_change
@@ -69,6 +73,12 @@ class Upstream:
             return None, f"{name} is not defined now and no saved step makes it"
         why = ""
         for maker in reversed(makers):  # the newest first
+            if maker.key in self.failed:
+                why = why or (
+                    f"{name} is not defined now; step {maker.key!r} makes it, "
+                    "but it failed when it ran in this kernel"
+                )
+                continue
             problem = self._holds(maker, depth)
             if not problem:
                 problem = self._same_value(maker, name, saved)

@@ -390,7 +390,12 @@ def replay_outputs(
             pending.setdefault(name, began)
         elif item["type"] == "display":
             if pub is not None:
-                pub.publish(data=item["data"], metadata=item.get("metadata") or {})
+                display_id = item.get("display_id")  # so a restored handle updates it
+                pub.publish(
+                    data=item["data"],
+                    metadata=item.get("metadata") or {},
+                    **({"transient": {"display_id": display_id}} if display_id else {}),
+                )
             else:
                 text = item["data"].get("text/plain")
                 if text is not None:

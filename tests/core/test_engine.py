@@ -452,3 +452,15 @@ def test_variants_are_capped_forgotten_with_their_key_and_keep_their_blobs(h: Ha
     assert h.run(reading("model", ns, "n"), variables(weights=np.zeros(1))).status == "stale"
     assert h.engine.forget("model")
     assert h.store.variant_keys(WF, "model") == [] and h.store.step_keys() == []
+
+
+def test_a_step_that_failed_in_this_session_vouches_for_nothing(h: Harness) -> None:
+    ns: dict[str, Any] = {"n": 3}
+    h.run(reading("make", ns, "n"), variables(raw=[0, 1, 2]))
+    h.run(reading("use", {**ns, "raw": [0, 1, 2]}, "raw"), variables(total=3))
+    h.engine.reset()  # a new kernel, where 'make' now raises (a plain run stops there)
+    run = h.engine.begin(h.engine.lookup(reading("make", {**ns, "n": 4}, "n")))
+    h.engine.fail(run, NameError("n"))
+    stale = h.engine.lookup(reading("use", ns, "raw"))
+    assert stale.status == "stale" and not stale.trusted
+    assert "failed when it ran in this kernel" in stale.reason

@@ -362,3 +362,18 @@ def test_a_call_step_replays_what_it_changed_in_place(tmp_path: Any) -> None:
     first, _ = run(IN_PLACE)
     again, _ = run(IN_PLACE)  # every step restored
     assert first == again == truth  # the log, the generator and the argument as a run leaves them
+
+
+def test_a_replayed_display_keeps_its_id_so_a_restored_handle_updates_it(
+    ip: Any, run: Any, restart: Any
+) -> None:
+    cell = (
+        "%%step key=handle\nfrom IPython.display import display, HTML\n"
+        "h = display(HTML('<b>one</b>'), display_id=True)"
+    )
+    run(cell)
+    restart()
+    ran = run(cell)
+    assert any("restored" in n for n in ran.notes), ran.notes
+    shown = [o for o in ran.captured.outputs if "HTML object" in o.data.get("text/plain", "")]
+    assert [o.transient for o in shown] == [{"display_id": ip.user_ns["h"].display_id}]
