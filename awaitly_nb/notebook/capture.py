@@ -54,6 +54,8 @@ class _Tee:
 
     def flush(self) -> None:
         self._target.flush()
+        for recorder in _recorders():  # Jupyter sends the text now (a tqdm bar does this)
+            recorder._flushed(self._name)
 
     def __getattr__(self, attr: str) -> Any:  # encoding, fileno, isatty, ...
         return getattr(self._target, attr)
@@ -126,11 +128,23 @@ class OutputRecorder:
         if self._in_publish or not text:
             return  # a terminal display publisher prints what it shows: recorded as a display
         last = self.outputs[-1] if self.outputs else None
-        if last is not None and last["type"] == "stream" and last["name"] == name:
+        if (
+            last is not None
+            and last["type"] == "stream"
+            and last["name"] == name
+            and not last.get("flushed")
+        ):
             last["text"] += text
         else:
             began = round(time.monotonic() - self._started, 3)
             self.outputs.append({"type": "stream", "name": name, "text": text, "t": began})
+
+    def _flushed(self, name: str) -> None:
+        """The code flushed stream ``name``: its text so far was sent at once."""
+        for item in reversed(self.outputs):
+            if item["type"] == "stream" and item["name"] == name:
+                item["flushed"] = True
+                return
 
     def _display(
         self,
@@ -387,7 +401,11 @@ def replay_outputs(
                 continue
             flush(began)
             getattr(sys, name).write(item["text"])
-            pending.setdefault(name, began)
+            if item.get("flushed"):  # the code flushed it when it ran: sent at once
+                getattr(sys, name).flush()
+                pending.pop(name, None)
+            else:
+                pending.setdefault(name, began)
         elif item["type"] == "display":
             if pub is not None:
                 display_id = item.get("display_id")  # so a restored handle updates it

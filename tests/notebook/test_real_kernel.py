@@ -272,3 +272,22 @@ def test_a_replay_sends_stdout_and_stderr_in_the_order_the_run_did(tmp_path: Pat
     assert any("restored 'mixed'" in n for n in _notes(second.cells[1]))
     assert [o["stream"] for o in _visible(first.cells[1])] == ["stdout", "stderr"]
     assert _visible(second.cells[1]) == _visible(first.cells[1])
+
+
+def test_a_replay_sends_a_stream_the_step_flushed_when_it_did(tmp_path: Path) -> None:
+    # A progress bar writes to stderr and flushes: Jupyter sends it at once, before
+    # the print that follows, and the rest of stderr at the cell's end.
+    cells = [
+        "%load_ext awaitly_nb",
+        "%%step key=bar\nimport sys\nsys.stderr.write('bar 100%')\nsys.stderr.flush()\n"
+        "sys.stderr.write('\\n')\nprint('20')",
+    ]
+    path = tmp_path / "bar.ipynb"
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, path)
+    store, log = tmp_path / "store", tmp_path / "runs.log"
+    first, second = _execute(path, store, log), _execute(path, store, log)
+    assert any("restored 'bar'" in n for n in _notes(second.cells[1]))
+    assert [o["stream"] for o in _visible(first.cells[1])] == ["stderr", "stdout", "stderr"]
+    assert _visible(second.cells[1]) == _visible(first.cells[1])
