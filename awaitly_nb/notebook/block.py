@@ -24,14 +24,14 @@ from typing import Any, TypeVar, overload
 
 from awaitly_nb.core import process
 from awaitly_nb.core.digest import VALUE, value_digest
-from awaitly_nb.core.engine import Decision, StepSpec
+from awaitly_nb.core.engine import Decision, StepEngine, StepSpec
 from awaitly_nb.core.fingerprint import (
     code_fingerprint,
     function_fingerprint,
     global_names,
     parse,
 )
-from awaitly_nb.core.payload import StepPayload
+from awaitly_nb.core.payload import NOTHING, StepPayload
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import ReadRecorder, code_constants, literal_paths, named_paths
 from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
@@ -455,7 +455,7 @@ class _InPlace:
             if digest is not None:
                 self.reached[name] = (id(value), digest)
 
-    def changed(self, engine: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    def changed(self, engine: StepEngine, values: Mapping[str, Any]) -> dict[str, Any]:
         """The globals of the function's module the call changed in place, by name."""
         home = self.home
         if home is None:
@@ -466,8 +466,8 @@ class _InPlace:
             if id(value) == identity and value_digest(value, home) != digest:
                 found[name] = value
         for name, saved in self.decision.inputs.items():
-            value = values.get(name, _NOTHING)
-            if value is _NOTHING or not saved.startswith(VALUE) or _is_definition(value):
+            value = values.get(name, NOTHING)
+            if value is NOTHING or not saved.startswith(VALUE) or _is_definition(value):
                 continue
             if isinstance(value, _IMMUTABLE):
                 continue
@@ -482,7 +482,6 @@ class _InPlace:
         return found
 
 
-_NOTHING = object()
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, tuple, frozenset, range)
 
 
