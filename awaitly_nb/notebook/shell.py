@@ -36,8 +36,9 @@ class _CellWatch:
     key from one cell edited), and empties the engine's memo unless it is a ``%%step``
     cell: user code may change any value then (see :mod:`awaitly_nb.core.memo`).
 
-    Around each plain cell: stamps the variables it made or called methods on with the
-    cell's code and the files it read (:meth:`Lineage.made_by_cell`). A value that cannot
+    Around each plain cell: stamps the variables it made or touched (read, set an
+    attribute of, called a method of) with the cell's code and the files it read
+    (:meth:`Lineage.made_by_cell`). A value that cannot
     be fingerprinted (a decorated function, a lazy file reader) is then an input by that
     stamp: editing the cell that makes it, or a file that cell read, runs the steps that
     read it again.
