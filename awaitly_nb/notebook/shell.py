@@ -123,9 +123,29 @@ def display_settings(shell: Any = None) -> dict[str, Any]:
         backend = config.InlineBackend.instance()
         if sorted(backend.figure_formats) != ["png"]:
             found["figure_formats"] = sorted(backend.figure_formats)
-        if dict(backend.print_figure_kwargs) != {"bbox_inches": "tight"}:
-            found["print_figure_kwargs"] = repr(sorted(backend.print_figure_kwargs.items()))
+        if dict(backend.print_figure_kwargs) != _FIGURE_KWARGS:
+            found["print_figure_kwargs"] = dict(backend.print_figure_kwargs)
     return found
+
+
+_FIGURE_KWARGS = {"bbox_inches": "tight"}
+
+
+def set_display_settings(found: Any, shell: Any = None) -> None:
+    """Set what :func:`display_settings` returned (a step's replay): those it names,
+    and the defaults for the others."""
+    shell = shell or current_shell()
+    plain = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("text/plain")
+    if plain is not None:
+        plain.float_precision = found.get("precision", "")
+        plain.pprint = found.get("pprint", True)
+    figures = "figure_formats" in found or "print_figure_kwargs" in found
+    if figures or "matplotlib_inline.config" in sys.modules:
+        from matplotlib_inline.config import InlineBackend
+
+        backend = InlineBackend.instance(parent=shell)
+        backend.print_figure_kwargs = dict(found.get("print_figure_kwargs", _FIGURE_KWARGS))
+        backend.figure_formats = set(found.get("figure_formats", ["png"]))
 
 
 def watch_cells(session: Session, shell: Any) -> None:
@@ -134,9 +154,14 @@ def watch_cells(session: Session, shell: Any) -> None:
     watch = _CellWatch(session, shell)
     shell.events.register("pre_run_cell", watch)
     shell.events.register("post_run_cell", watch.after)
-    from awaitly_nb.core.process import SETTINGS_SOURCES
+    from awaitly_nb.core.process import SETTINGS_SOURCES, register_process_state
 
     SETTINGS_SOURCES["ipython.display"] = lambda: display_settings(shell)
+    register_process_state(  # a replayed `%precision 3` or `%config ...` cell sets them again
+        "ipython.display",
+        lambda: display_settings(shell),
+        lambda found: set_display_settings(found, shell),
+    )
     session.engine.memo.clear()
     session.engine.memo.enabled = True
 
@@ -144,9 +169,10 @@ def watch_cells(session: Session, shell: Any) -> None:
 def unwatch_cells(session: Session, shell: Any) -> None:
     session.engine.memo.enabled = False
     session.engine.memo.clear()
-    from awaitly_nb.core.process import SETTINGS_SOURCES
+    from awaitly_nb.core.process import SETTINGS_SOURCES, STATES
 
     SETTINGS_SOURCES.pop("ipython.display", None)
+    STATES.pop("ipython.display", None)
     callbacks = shell.events.callbacks.get("pre_run_cell", [])
     for callback in [c for c in callbacks if isinstance(c, _CellWatch)]:
         callback._stop()

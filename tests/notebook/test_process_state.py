@@ -345,3 +345,20 @@ def test_a_cell_after_an_edited_ipython_display_setting_runs_again(
         assert any("settings made before it changed" in n for n in again.notes), again.notes
     finally:
         plain.pprint = True
+
+
+def test_a_replayed_cell_sets_ipython_display_settings_again(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    cell = "%%step key=display\nmark()\n%precision 3\n%pprint"
+    plain = ip.display_formatter.formatters["text/plain"]
+    try:
+        run(cell)
+        assert (plain.float_precision, plain.pprint) == ("3", False)
+        plain.float_precision, plain.pprint = "", True  # a new kernel
+        restart()
+        ran = run(cell)
+        assert any("restored" in n for n in ran.notes) and marks.count() == 1
+        assert (plain.float_precision, plain.pprint) == ("3", False)
+    finally:
+        plain.float_precision, plain.pprint = "", True
