@@ -355,13 +355,18 @@ class ReadRecorder:
     """Every recorder entered and not yet left, in any thread or task."""
     _lock = threading.Lock()
 
-    def __init__(self, ignore: Iterable[str | os.PathLike[str]] = ()) -> None:
+    def __init__(
+        self, ignore: Iterable[str | os.PathLike[str]] = (), *, limit: int | None = None
+    ) -> None:
         self.ignore = tuple(os.path.realpath(p) + os.sep for p in ignore)
         self.paths: set[str] = set()
         self.written: set[str] = set()
         """Files opened for writing: a step's outputs, never its inputs."""
         self.listed: set[str] = set()
         """Folders listed."""
+        self.limit = limit
+        """At most this many paths are kept (a watched plain cell); the rest are counted."""
+        self.more = 0
         self.outer: ReadRecorder | None = None
         """The recorder of the step this one runs inside, if any."""
 
@@ -425,6 +430,9 @@ class ReadRecorder:
             getattr(recorder, kind).add(found)
             recorder = recorder.outer
         for other in recorders:
+            if other.limit is not None and len(other.paths) >= other.limit:
+                other.more += 1  # a plain cell reading a whole tree: counted, not kept
+                continue
             getattr(other, kind).add(found)
 
     def watch(self) -> ReadRecorder:
@@ -448,8 +456,8 @@ class ReadRecorder:
         self.ignore += _roots(os.fspath(p) for p in ignore)
         found: list[tuple[str, int, int, int, int]] = []
         paths = self.paths - self.written
-        if len(paths) > _STATES_KEPT:  # a cell that read a whole tree: its size stands for it
-            return [("(files read)", len(paths), 0, 0, 0)]
+        if self.more or len(paths) > _STATES_KEPT:  # a whole tree: its size stands for it
+            return [("(files read)", len(paths) + self.more, 0, 0, 0)]
         for path in self._users(paths):
             try:
                 info = os.stat(path)

@@ -27,6 +27,10 @@ def attach_shell(session: Session, shell: Any) -> None:
     session.workflow_detector = lambda: default_workflow(shell.user_ns)
 
 
+_PATHS_KEPT = 4000
+"""A plain cell's reads kept to stamp what it made (past that, only counted)."""
+
+
 def _is_step_cell(source: str) -> bool:
     return source.lstrip().startswith("%%step")
 
@@ -63,7 +67,7 @@ class _CellWatch:
         from awaitly_nb.files import ReadRecorder
         from awaitly_nb.notebook.namespace import snapshot
 
-        recorder = ReadRecorder().watch()
+        recorder = ReadRecorder(limit=_PATHS_KEPT).watch()
         made = dict(self.session.engine.lineage.produced_by)
         self._plain = (source, snapshot(self.shell.user_ns), made, recorder)
 

@@ -385,3 +385,16 @@ def test_a_value_no_digest_describes_is_an_input_by_the_plain_cell_that_made_it(
     run(make.format(3))
     run(step)
     assert ip.user_ns["out"] == ([0, 10, 20], 9) and marks.count() == 3
+
+
+def test_a_watched_plain_cell_keeps_only_so_many_paths_and_counts_the_rest(here: Path) -> None:
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (here / name).write_text(name)
+    recorder = ReadRecorder(limit=2).watch()
+    try:
+        for name in ("a.txt", "b.txt", "c.txt"):
+            open(name).close()
+    finally:
+        recorder.unwatch()
+    assert len(recorder.paths) == 2 and recorder.more == 1
+    assert recorder.file_states() == [("(files read)", 3, 0, 0, 0)]
