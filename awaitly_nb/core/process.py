@@ -500,9 +500,10 @@ _IGNORED_BY_PYTHON = frozenset(
 
 
 def _warnings_changed() -> dict[str, Any]:
-    """Filters for every warning of a built-in category (``filterwarnings("ignore")``,
-    ``simplefilter("error", FutureWarning)``), in order, beyond those Python starts
-    with. Filters for one message, one module or a library's own category are left
+    """Filters that hide or raise every warning of a built-in category
+    (``filterwarnings("ignore")``, ``simplefilter("error", FutureWarning)``), in
+    order, beyond those Python starts with; ``"always"`` and ``"once"`` only change
+    how often one shows. Filters for one message, one module or a library's own category are left
     out: libraries add those as they are imported (numpy's ``RankWarning``), which a
     replay may do in another order."""
     broad = []
@@ -512,7 +513,7 @@ def _warnings_changed() -> dict[str, Any]:
         if getattr(category, "__module__", "") != "builtins":
             continue
         name = getattr(category, "__qualname__", "")
-        if action != "ignore" or name not in _IGNORED_BY_PYTHON:
+        if action == "error" or (action == "ignore" and name not in _IGNORED_BY_PYTHON):
             broad.append(f"{action}:{name}")
     return {"filters": broad} if broad else {}
 

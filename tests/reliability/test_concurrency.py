@@ -128,6 +128,23 @@ import awaitly_nb
 from awaitly_nb import CacheWarning
 
 warnings.simplefilter("error", CacheWarning)  # an unreadable or unsaved entry fails the child
+
+
+class Probe:
+    # Whether the step's function ran. Not a list the function appends to: a replay
+    # sets such a global as the run left it (a call's in-place changes are replayed).
+
+    def __init__(self):
+        self.ran = False
+
+    def __call__(self):
+        self.ran = True
+
+    def __bool__(self):
+        return self.ran
+
+    def __reduce__(self):  # the same digest before and after: not an in-place change
+        return (Probe, ())
 writer, ops, seed, shared, own = sys.argv[1:6]
 ops, shared, own = int(ops), int(shared), int(own)
 awaitly_nb.configure(workflow="wf")  # the store: $AWAITLY_NB_DIR
@@ -150,10 +167,8 @@ for counter in range(ops):
             last[key] = counter
     else:
         key = rng.choice(shared_keys + own_keys)
-        ran = []
-        value = awaitly_nb.step(
-            lambda: ran.append(1) or make(key, writer, counter), key=key, pin=True
-        )
+        ran = Probe()
+        value = awaitly_nb.step(lambda: ran() or make(key, writer, counter), key=key, pin=True)
         counts["load"] += 1
         check(key, value)
         if key in last:
