@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import contextlib
 import sys
+import types
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from awaitly_nb.config import Session, default_workflow, get_session
@@ -96,9 +98,10 @@ class _CellWatch:
             targets = assigned_names(tree)
             # Anything the cell touched may have changed: ``client.base = ...``,
             # ``setattr(client, ...)``, ``df.to_sql("t", con)``.
-            touched = targets.bound | targets.receivers | read_names(tree.body)
+            read = read_names(tree.body)
+            touched = targets.bound | targets.receivers | read
         except Exception:  # not Python after all: only rebound names
-            code, touched = source, set()
+            code, touched, read = source, set(), set()
         names, _ = changed_names(
             before, namespace, touched, getattr(self.shell, "user_ns_hidden", None)
         )
@@ -107,7 +110,54 @@ class _CellWatch:
         if names:
             store = self.session.known_directory()  # the store's own files are not data
             files = reads.file_states(ignore=[] if store is None else [store])
-            lineage.made_by_cell(names, code_fingerprint(code), files)
+            made_from = f"{code_fingerprint(code)}|{_small_values(read, namespace)!r}"
+            lineage.made_by_cell(names, made_from, files)
+
+
+_SCALARS = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _small_values(names: Iterable[str], namespace: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Digests of the parameters a plain cell read (``client = Client(BASE_URL)``: a
+    number, a string, a short list of them) and the code of the notebook functions it
+    called: cheap to fingerprint, and what an object it made may depend on. Big values
+    are left out (hashing them after every plain cell would cost too much).
+
+    >>> _small_values(["n", "rows", "big"], {"n": 3, "rows": [1, 2], "big": list(range(500))})[0][0]
+    'n'
+    """
+    from awaitly_nb.core.digest import value_digest
+    from awaitly_nb.core.fingerprint import function_fingerprint
+
+    found = []
+    for name in sorted(names):
+        value = namespace.get(name, _ABSENT)
+        if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+            found.append((name, function_fingerprint(value) or ""))
+        elif _small(value):
+            found.append((name, value_digest(value) or "?"))
+    return found
+
+
+_ABSENT = object()
+
+
+def _small(value: Any) -> bool:
+    if isinstance(value, _SCALARS):
+        return not isinstance(value, (str, bytes)) or len(value) <= 10_000
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return len(value) <= 100 and all(_small_scalar(v) for v in value)
+    if isinstance(value, dict):
+        return len(value) <= 100 and all(
+            _small_scalar(k) and _small_scalar(v) for k, v in value.items()
+        )
+    return False
+
+
+def _small_scalar(value: Any) -> bool:
+    return isinstance(value, _SCALARS) and (
+        not isinstance(value, (str, bytes)) or len(value) <= 1_000
+    )
 
 
 def display_settings(shell: Any = None) -> dict[str, Any]:

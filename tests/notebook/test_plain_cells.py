@@ -97,3 +97,16 @@ def test_a_generator_and_a_decorated_function_count_the_code_they_run(
         run("gen = squares(3)")  # made in another cell than the function it runs
         run(step)
         assert ip.user_ns["out"] == ([0, m, 4 * m], 3 * k) and marks.count() == ran
+
+
+def test_a_parameter_an_unpicklable_object_was_made_from_is_compared(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    step = "%%step key=url\nmark()\nout = client.url('1')"
+    for base, sep, ran in (("http://a", "/", 1), ("http://a", "/", 1), ("http://b", "/", 2)):
+        restart()
+        run(CLIENT.format(repr(sep)))
+        run(f"BASE = {base!r}")  # the parameters cell, edited
+        run("client = Client(BASE)")  # made from it in another cell, unchanged
+        run(step)
+        assert ip.user_ns["out"] == f"{base}/1" and marks.count() == ran
