@@ -23,7 +23,7 @@ from types import FrameType, TracebackType
 from typing import Any, TypeVar, overload
 
 from awaitly_nb.core import process
-from awaitly_nb.core.digest import VALUE, value_digest
+from awaitly_nb.core.digest import value_digest
 from awaitly_nb.core.engine import Decision, StepEngine, StepSpec
 from awaitly_nb.core.fingerprint import (
     code_fingerprint,
@@ -31,7 +31,7 @@ from awaitly_nb.core.fingerprint import (
     global_names,
     parse,
 )
-from awaitly_nb.core.payload import NOTHING, StepPayload
+from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import ReadRecorder, code_constants, literal_paths, named_paths
 from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
@@ -40,7 +40,10 @@ from awaitly_nb.notebook.namespace import is_internal_name, reached_globals, ste
 from awaitly_nb.notebook.restore import restore
 from awaitly_nb.notebook.running import (
     NotebookStep,
+    changed_inputs,
+    changed_since,
     code_calls_seed,
+    digests,
     reapply_process,
     rerun_note,
     show_note,
@@ -437,56 +440,33 @@ class _InPlace:
     """The data a call may change in place without returning it: the globals its
     function reaches (``log.append`` inside ``record()``, a ``rng`` it draws from) and
     its arguments (``add_column(df)``). What changed is saved with the step and bound
-    again on a replay, as a cell's variables are."""
+    again on a replay, as a cell's variables are (the same rules: :mod:`.running`)."""
 
     def __init__(self, target: Callable[..., Any], decision: Decision) -> None:
         home = getattr(target, "__globals__", None)
         self.home: dict[str, Any] | None = home if isinstance(home, dict) else None
         self.decision = decision
         self.reached: dict[str, tuple[int, str]] = {}
-        if self.home is None:
-            return
-        direct = [n for n in decision.spec.reads if n in self.home]
-        for name in reached_globals(direct, self.home) - set(decision.inputs):
-            value = self.home[name]
-            if isinstance(value, _IMMUTABLE):
-                continue
-            digest = value_digest(value, self.home)
-            if digest is not None:
-                self.reached[name] = (id(value), digest)
+        if self.home is not None:
+            direct = [n for n in decision.spec.reads if n in self.home]
+            reached = reached_globals(direct, self.home) - set(decision.inputs)
+            self.reached = digests(reached, self.home)
 
     def changed(self, engine: StepEngine, values: Mapping[str, Any]) -> dict[str, Any]:
         """The globals of the function's module the call changed in place, by name."""
         home = self.home
         if home is None:
             return {}
-        found: dict[str, Any] = {}
-        for name, (identity, digest) in self.reached.items():
-            value = home.get(name)
-            if id(value) == identity and value_digest(value, home) != digest:
-                found[name] = value
-        for name, saved in self.decision.inputs.items():
-            value = values.get(name, NOTHING)
-            if value is NOTHING or not saved.startswith(VALUE) or _is_definition(value):
-                continue
-            if isinstance(value, _IMMUTABLE):
-                continue
-            if engine.unchanged(self.decision, name, value):
-                continue
-            if name in home and home[name] is value:  # a global it reads directly
+        found = {name: home[name] for name in changed_since(self.reached, home)}
+        for name in changed_inputs(engine, self.decision, values):
+            value = values[name]
+            if home.get(name) is value:  # a global it reads directly
                 found[name] = value
             else:  # an argument: the globals bound to it
                 found.update(
                     (n, v) for n, v in home.items() if v is value and not is_internal_name(n)
                 )
         return found
-
-
-_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, tuple, frozenset, range)
-
-
-def _is_definition(value: Any) -> bool:
-    return isinstance(value, (types.ModuleType, types.FunctionType, type))
 
 
 def _say_why(decision: Decision, shell: Any, quiet: bool) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from awaitly_nb.config import get_session
 from awaitly_nb.core import process
 from awaitly_nb.core.digest import VALUE, value_digest
-from awaitly_nb.core.engine import Decision, Run, StepSpec, unsaveable
+from awaitly_nb.core.engine import Decision, Run, StepEngine, StepSpec, unsaveable
 from awaitly_nb.core.payload import NOTHING, StepPayload
 from awaitly_nb.files import ReadRecorder
 from awaitly_nb.formatting import NOTE_METADATA, format_duration, format_time, note_data
@@ -145,6 +145,52 @@ def rerun_note(decision: Decision) -> str | None:
     return None
 
 
+def digests(names: Iterable[str], namespace: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+    """Identity and fingerprint of each of ``names`` that can be fingerprinted (before
+    user code runs, to tell later what it changed in place: :func:`changed_since`)."""
+    out = {}
+    for name in names:
+        value = namespace[name]
+        digest = value_digest(value, namespace)
+        if digest is not None:
+            out[name] = (id(value), digest)
+    return out
+
+
+def changed_since(
+    before: Mapping[str, tuple[int, str]], namespace: Mapping[str, Any], known: Iterable[str] = ()
+) -> set[str]:
+    """Names of :func:`digests` that hold the same objects, changed in place (a global
+    that a function the step called appended to)."""
+    skip = set(known)
+    changed = set()
+    for name, (identity, digest) in before.items():
+        value = namespace.get(name, NOTHING)
+        if name in skip or value is NOTHING or id(value) != identity:
+            continue  # rebound or deleted: the namespace diff has it
+        if value_digest(value, namespace) != digest:
+            changed.add(name)
+    return changed
+
+
+def changed_inputs(
+    engine: StepEngine, decision: Decision, values: Mapping[str, Any], known: Iterable[str] = ()
+) -> set[str]:
+    """Inputs compared by value that the run changed in place without naming them as
+    targets: passed to a function that changed them (``add_col(df)``, ``draw(rng)``)."""
+    skip = set(known)
+    changed = set()
+    for name, saved in decision.inputs.items():
+        if name in skip or name not in values or not saved.startswith(VALUE):
+            continue
+        value = values[name]
+        if isinstance(value, (types.ModuleType, types.FunctionType, type)):
+            continue  # a definition's digest follows the globals it uses, saved apart
+        if not engine.unchanged(decision, name, value):
+            changed.add(name)
+    return changed
+
+
 class NotebookStep:
     """A ``%%step`` cell or ``with step(...)`` block in ``namespace``.
 
@@ -229,7 +275,7 @@ class NotebookStep:
         statements = list(statements)
         self._targets = assigned_names(statements)
         self._before = snapshot(self.namespace)
-        self._reached = self._digests(reached_globals(self.spec.reads, self.namespace))
+        self._reached = digests(reached_globals(self.spec.reads, self.namespace), self.namespace)
         self._process = process.snapshot()
         self._settings = process.state_digest(process.SETTINGS)  # what its output may follow
         self._seeds = _calls_seed(statements)
@@ -291,7 +337,9 @@ class NotebookStep:
         optional -= untouched
         if self.outputs is None:  # changed by the functions it called: outputs too
             known = {*names, *deleted, *untouched, *excluded}  # each input is hashed once
-            changed = self._changed_through_calls(known) | self._changed_inputs(known)
+            changed = changed_since(self._reached, self.namespace, known) | changed_inputs(
+                self.engine, self.decision, self.namespace, known
+            )
             names = sorted({*names, *changed})
             optional |= changed
             # Variables sharing objects with the outputs come along, so they stay shared.
@@ -372,41 +420,6 @@ class NotebookStep:
             ):
                 self.engine.forget(old.key)
                 self.engine.tracker.drop(manifest.workflow, old.key)
-
-    def _digests(self, names: Iterable[str]) -> dict[str, tuple[int, str]]:
-        """Identity and fingerprint of each of ``names`` that can be fingerprinted."""
-        out = {}
-        for name in names:
-            value = self.namespace[name]
-            digest = value_digest(value, self.namespace)
-            if digest is not None:
-                out[name] = (id(value), digest)
-        return out
-
-    def _changed_inputs(self, known: set[str]) -> set[str]:
-        """Inputs the body changed in place without naming them as targets: passed to a
-        function that changed them (``add_col(df)``, ``draw(rng)``)."""
-        changed = set()
-        for name, saved in self.decision.inputs.items():
-            if name in known or name not in self.namespace or not saved.startswith(VALUE):
-                continue
-            value = self.namespace[name]
-            if isinstance(value, (types.ModuleType, types.FunctionType, type)):
-                continue  # a definition's digest follows the globals it uses, saved apart
-            if not self.engine.unchanged(self.decision, name, value):
-                changed.add(name)
-        return changed
-
-    def _changed_through_calls(self, known: set[str]) -> set[str]:
-        """Globals the step's functions use that are the same objects, changed in place."""
-        changed = set()
-        for name, (identity, digest) in self._reached.items():
-            value = self.namespace.get(name, NOTHING)
-            if name in known or value is NOTHING or id(value) != identity:
-                continue  # rebound or deleted: the namespace diff has it
-            if value_digest(value, self.namespace) != digest:
-                changed.add(name)
-        return changed
 
     def _untouched(self, receivers: Iterable[str]) -> list[str]:
         """Objects the body only called methods on and left as they were: not outputs.

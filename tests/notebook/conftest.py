@@ -243,3 +243,10 @@ def execute_results(ip: Any, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, 
 def transcript(ip: Any) -> Callable[[], Transcript]:
     """``with transcript() as t:`` records what cells show, in order."""
     return lambda: Transcript(ip)
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in ``tmp_path`` (the notebook's folder, where every file read counts)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -7,18 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from awaitly_nb.files import FileProbe, ReadRecorder, stamp
-
-
-@pytest.fixture
-def here(tmp_path: Path) -> Any:
-    """Run in ``tmp_path`` (the notebook's folder, where every file read counts)."""
-    before = os.getcwd()
-    os.chdir(tmp_path)
-    yield tmp_path
-    os.chdir(before)
 
 
 def test_a_step_that_writes_a_file_named_in_its_code_replays(

@@ -3,20 +3,9 @@ touched by plain cells: compared by those cells, their class's code and the file
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
-
-import pytest
-
-
-@pytest.fixture
-def here(tmp_path: Path) -> Any:
-    before = os.getcwd()
-    os.chdir(tmp_path)
-    yield tmp_path
-    os.chdir(before)
 
 
 def _table(path: Path, *values: int) -> None:

@@ -69,6 +69,15 @@ def _execute(nb_path: Path, store: Path, log: Path) -> nbformat.NotebookNode:
     return nb
 
 
+def _run_twice(path: Path, cells: list[str]) -> tuple[nbformat.NotebookNode, ...]:
+    """Write ``cells`` as a notebook and run it twice, a new kernel each time, one store."""
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, path)
+    store, log = path.parent / "store", path.parent / "runs.log"
+    return _execute(path, store, log), _execute(path, store, log)
+
+
 def _visible(cell: nbformat.NotebookNode) -> list[dict[str, object]]:
     """A cell's outputs without awaitly_nb's own notes, in a comparable form."""
     shown = []
@@ -263,12 +272,7 @@ def test_a_replay_sends_stdout_and_stderr_in_the_order_the_run_did(tmp_path: Pat
         "%%step key=mixed\nimport sys, warnings\nwarnings.warn('careful')\nprint('after')\n"
         "sys.stderr.write('to stderr\\n')\nprint('last')",
     ]
-    path = tmp_path / "mixed.ipynb"
-    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(nb, path)
-    store, log = tmp_path / "store", tmp_path / "runs.log"
-    first, second = _execute(path, store, log), _execute(path, store, log)
+    first, second = _run_twice(tmp_path / "mixed.ipynb", cells)
     assert any("restored 'mixed'" in n for n in _notes(second.cells[1]))
     assert [o["stream"] for o in _visible(first.cells[1])] == ["stdout", "stderr"]
     assert _visible(second.cells[1]) == _visible(first.cells[1])
@@ -282,12 +286,7 @@ def test_a_replay_sends_a_stream_the_step_flushed_when_it_did(tmp_path: Path) ->
         "%%step key=bar\nimport sys\nsys.stderr.write('bar 100%')\nsys.stderr.flush()\n"
         "sys.stderr.write('\\n')\nprint('20')",
     ]
-    path = tmp_path / "bar.ipynb"
-    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(nb, path)
-    store, log = tmp_path / "store", tmp_path / "runs.log"
-    first, second = _execute(path, store, log), _execute(path, store, log)
+    first, second = _run_twice(tmp_path / "bar.ipynb", cells)
     assert any("restored 'bar'" in n for n in _notes(second.cells[1]))
     assert [o["stream"] for o in _visible(first.cells[1])] == ["stderr", "stdout", "stderr"]
     assert _visible(second.cells[1]) == _visible(first.cells[1])
