@@ -11,11 +11,13 @@ The awaitly workflow API in Python::
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from awaitly_nb._version import __version__
 
+TYPE_CHECKING = False  # typing is not imported at run time: see awaitly_nb._namedtuple
 if TYPE_CHECKING:
+    from typing import Any
+
     from awaitly_nb.config import configure, gc, step_cache
     from awaitly_nb.core.collector import StepCollector, create_step_collector
     from awaitly_nb.core.events import (

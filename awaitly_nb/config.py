@@ -16,7 +16,6 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from awaitly_nb.core.engine import VARIANTS, StepEngine
 from awaitly_nb.files import FileProbe
@@ -25,7 +24,10 @@ from awaitly_nb.storage.blobs import GcReport
 from awaitly_nb.storage.local import LocalStore
 from awaitly_nb.storage.signing import load_key
 
+TYPE_CHECKING = False  # typing is not imported at run time: see awaitly_nb._namedtuple
 if TYPE_CHECKING:
+    from typing import Any
+
     from awaitly_nb.core.workflow import EngineCache
 
 __all__ = [

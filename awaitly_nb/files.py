@@ -29,12 +29,15 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
 
 import xxhash
 
 from awaitly_nb.core.digest import OWN
 from awaitly_nb.core.fingerprint import code_fingerprint
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "FileProbe",

@@ -32,6 +32,7 @@ HEAVY = [
     "json",
     "random",
     "pickletools",  # a step's key is encoded without it
+    "typing",  # only the type checker reads the annotations (see awaitly_nb._namedtuple)
 ]
 """Modules a process that only restores steps does not need."""
 

@@ -29,7 +29,6 @@ import re
 import sys
 import types
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
 
 import xxhash
 
@@ -38,6 +37,10 @@ from awaitly_nb.core.fingerprint import (
     function_fingerprint,
     global_names,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["VALUE", "namespace_free", "summary", "value_digest"]
 

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import xxhash
 
@@ -44,15 +43,29 @@ from awaitly_nb.storage.codec import dumps_value
 from awaitly_nb.storage.manifest import StepManifest
 from awaitly_nb.storage.names import check_name
 
+TYPE_CHECKING = False  # typing is not imported at run time: see awaitly_nb._namedtuple
 if TYPE_CHECKING:
+    from typing import Any, Literal, NamedTuple, Protocol
+
     from awaitly_nb.core.events import Event
     from awaitly_nb.core.state import StepMeta
 
+    Kind = Literal["cell", "block", "call"]
+    Status = Literal["hit", "miss", "stale", "forced", "unreadable"]
+
+    class FileProbe(Protocol):
+        """How the engine learns about files (the I/O lives in :mod:`awaitly_nb.files`)."""
+
+        def stamp(self, path: str) -> dict[str, Any] | None: ...
+        def change(self, path: str, saved: Mapping[str, Any]) -> str | None: ...
+        def expand(self, patterns: Iterable[str]) -> list[str]: ...
+        def module_version(self, name: str) -> str: ...
+else:
+    from awaitly_nb._namedtuple import NamedTuple
+
 __all__ = [
     "Decision",
-    "Kind",
     "Run",
-    "Status",
     "StepEngine",
     "StepEvents",
     "StepSpec",
@@ -60,10 +73,8 @@ __all__ = [
     "unsaveable",
 ]
 
-Kind = Literal["cell", "block", "call"]
 VARIANTS = 4
 """Variants kept per key by default: running with n=3, then 4, then 3 again replays n=3."""
-Status = Literal["hit", "miss", "stale", "forced", "unreadable"]
 _NONE: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -260,15 +271,6 @@ def decide(
     if code is not None and manifest.fingerprint != combined(code, inputs):
         return "stale", _why_stale(manifest, code, inputs, summaries or {}, missing or {})
     return "hit", ""
-
-
-class FileProbe(Protocol):
-    """How the engine learns about files (the I/O lives in :mod:`awaitly_nb.files`)."""
-
-    def stamp(self, path: str) -> dict[str, Any] | None: ...
-    def change(self, path: str, saved: Mapping[str, Any]) -> str | None: ...
-    def expand(self, patterns: Iterable[str]) -> list[str]: ...
-    def module_version(self, name: str) -> str: ...
 
 
 def unsaveable(values: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ast
 import types
-import typing
 import warnings
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["canonical_dump", "code_fingerprint", "function_fingerprint", "global_names", "parse"]
 
@@ -95,6 +97,8 @@ def _optional(cls: type, name: str) -> bool:
     """Whether ``cls.name`` is an optional field (``expr?`` in the grammar)."""
     field_types = getattr(cls, "_field_types", None)  # 3.13
     if isinstance(field_types, dict) and name in field_types:
+        import typing  # 3.13 only; a lookup does not import typing
+
         return type(None) in typing.get_args(field_types[name])
     return getattr(cls, name, ...) is None
 

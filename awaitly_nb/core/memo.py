@@ -23,9 +23,12 @@ memoised: their digests follow other globals that a restore may rebind.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from awaitly_nb.core.digest import namespace_free
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Known", "ValueMemo"]
 

@@ -25,9 +25,14 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
 
 from awaitly_nb.core.digest import value_digest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from awaitly_nb._namedtuple import NamedTuple
 
 __all__ = [
     "STATES",

@@ -9,14 +9,19 @@ awaitly's events, which are made only when someone listens);
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+TYPE_CHECKING = False  # typing is not imported at run time: see awaitly_nb._namedtuple
 if TYPE_CHECKING:
+    from typing import Any, Literal, NamedTuple
+
     from awaitly_nb.storage.manifest import StepManifest
 
-__all__ = ["STATES", "State", "StatusTracker", "StepStatus"]
+    State = Literal["complete", "running", "restored", "stale", "failed", "not run yet"]
+else:
+    from awaitly_nb._namedtuple import NamedTuple
 
-State = Literal["complete", "running", "restored", "stale", "failed", "not run yet"]
+__all__ = ["STATES", "StatusTracker", "StepStatus"]
+
 STATES: tuple[State, ...] = ("complete", "running", "restored", "stale", "failed", "not run yet")
 
 

@@ -19,7 +19,6 @@ and why it could not be trusted, so the ``NameError`` that follows is clear.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
 
 from awaitly_nb.core.digest import VALUE, value_digest
 from awaitly_nb.core.payload import StepPayload
@@ -27,6 +26,10 @@ from awaitly_nb.core.process import INPUT_PREFIX, state_digest
 from awaitly_nb.errors import StateFormatError, StorageError
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.manifest import StepManifest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Upstream"]
 

@@ -20,7 +20,6 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import FrameType, TracebackType
-from typing import Any, TypeVar, overload
 
 from awaitly_nb.core import process
 from awaitly_nb.core.digest import value_digest
@@ -52,9 +51,13 @@ from awaitly_nb.notebook.running import (
 from awaitly_nb.notebook.shell import session_for_shell
 from awaitly_nb.storage.names import check_name
 
-__all__ = ["StepBlock", "step"]
+TYPE_CHECKING = False  # typing is not imported at run time: see awaitly_nb._namedtuple
+if TYPE_CHECKING:
+    from typing import Any, TypeVar, overload
 
-T = TypeVar("T")
+    T = TypeVar("T")
+
+__all__ = ["StepBlock", "step"]
 
 
 class _SkipBody(Exception):
@@ -540,29 +543,31 @@ def _save_awaited(
     return value
 
 
-@overload
-def step(
-    fn: Callable[..., T],
-    /,
-    *args: Any,
-    key: str,
-    force: bool = ...,
-    pin: bool = ...,
-    deps: str | Iterable[str] = ...,
-    **kwargs: Any,
-) -> T: ...
-@overload
-def step(
-    fn: str,
-    /,
-    *,
-    outputs: str | Iterable[str] | None = ...,
-    exclude: str | Iterable[str] | None = ...,
-    force: bool = ...,
-    pin: bool = ...,
-    quiet: bool = ...,
-    deps: str | Iterable[str] = ...,
-) -> StepBlock: ...
+if TYPE_CHECKING:
+
+    @overload
+    def step(
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        key: str,
+        force: bool = ...,
+        pin: bool = ...,
+        deps: str | Iterable[str] = ...,
+        **kwargs: Any,
+    ) -> T: ...
+    @overload
+    def step(
+        fn: str,
+        /,
+        *,
+        outputs: str | Iterable[str] | None = ...,
+        exclude: str | Iterable[str] | None = ...,
+        force: bool = ...,
+        pin: bool = ...,
+        quiet: bool = ...,
+        deps: str | Iterable[str] = ...,
+    ) -> StepBlock: ...
 
 
 def step(

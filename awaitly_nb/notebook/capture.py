@@ -15,7 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Output = dict[str, Any]
 
 __all__ = [
     "LIVE_WIDGET_HINT",
@@ -24,8 +29,6 @@ __all__ = [
     "flush_inline_figures",
     "replay_outputs",
 ]
-
-Output = dict[str, Any]
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 LIVE_WIDGET_HINT = "(a live widget in the original run: run the cell to use it)"

@@ -13,9 +13,12 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
 from awaitly_nb.errors import AwaitlyError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["StepMapError", "map_steps"]
 

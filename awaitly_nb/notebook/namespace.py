@@ -13,10 +13,15 @@ import gc
 import re
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
 
 from awaitly_nb.core.fingerprint import global_names
 from awaitly_nb.errors import AwaitlyError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from awaitly_nb._namedtuple import NamedTuple
 
 __all__ = [
     "Targets",

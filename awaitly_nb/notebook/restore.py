@@ -7,10 +7,13 @@ import contextlib
 import sys
 import types
 from collections.abc import Mapping, MutableMapping
-from typing import Any
 
 from awaitly_nb.core.payload import NOTHING, StepPayload
 from awaitly_nb.notebook.capture import replay_outputs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ReplayedResult", "replay", "restore", "set_module_attributes"]
 

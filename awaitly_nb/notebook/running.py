@@ -14,7 +14,6 @@ import sys
 import types
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
 
 from awaitly_nb.config import get_session
 from awaitly_nb.core import process
@@ -39,6 +38,10 @@ from awaitly_nb.notebook.namespace import (
 )
 from awaitly_nb.notebook.restore import replay, restore, set_module_attributes
 from awaitly_nb.storage.codec import MAIN_BY_REFERENCE, main_global
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["NotebookStep", "show_note"]
 

@@ -7,10 +7,13 @@ import contextlib
 import sys
 import types
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from awaitly_nb.config import Session, default_workflow, get_session
 from awaitly_nb.core.fingerprint import code_fingerprint
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["attach_shell", "current_shell", "session_for_shell", "unwatch_cells", "watch_cells"]
 

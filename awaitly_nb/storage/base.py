@@ -26,7 +26,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from awaitly_nb.errors import CacheWarning, StateFormatError, StorageError, warn
 from awaitly_nb.storage.blobs import BlobStore, GcReport
@@ -34,6 +33,12 @@ from awaitly_nb.storage.codec import versions
 from awaitly_nb.storage.manifest import BlobRef, StepManifest, ValueRecord
 from awaitly_nb.storage.names import check_name
 from awaitly_nb.storage.values import check_value, read_value, write_value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from awaitly_nb._namedtuple import NamedTuple
 
 __all__ = ["VARIANT", "GcReport", "StepStore", "StoredStep", "variant_key"]
 

@@ -18,11 +18,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import xxhash
 
 from awaitly_nb.errors import StateFormatError, StorageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from awaitly_nb._namedtuple import NamedTuple
 
 __all__ = ["BlobStore", "GcReport"]
 

@@ -18,10 +18,15 @@ import sys
 import types
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, NamedTuple
 
 from awaitly_nb._version import __version__
 from awaitly_nb.errors import SerializationError, StateFormatError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from awaitly_nb._namedtuple import NamedTuple
 
 __all__ = [
     "INLINE_BUFFER_LIMIT",

@@ -24,11 +24,14 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from awaitly_nb.errors import AwaitlyError, CacheWarning, StorageError, reason, warn
 from awaitly_nb.storage.base import StepStore
 from awaitly_nb.storage.blobs import BlobStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["LocalStore", "open_index"]
 
@@ -156,7 +159,7 @@ class _IndexReader:
         if not rows and not self._protocol_read:
             # Keys are found by their pickle: only an index made with another
             # protocol needs it read (a first statement costs a lookup's worth).
-            self._protocol_read = False
+            self._protocol_read = True
             with self._lock:
                 row = self._con.execute(
                     "SELECT value FROM Settings WHERE key = 'disk_pickle_protocol'"

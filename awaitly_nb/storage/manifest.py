@@ -20,9 +20,12 @@ import binascii
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
 
 from awaitly_nb.errors import StateFormatError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "MANIFEST_FORMAT",

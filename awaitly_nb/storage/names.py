@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from awaitly_nb.errors import InvalidKeyError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["check_name"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Protocol
 
 import xxhash
 
@@ -20,13 +19,26 @@ from awaitly_nb.errors import StateFormatError
 from awaitly_nb.storage.codec import decode, encode, versions
 from awaitly_nb.storage.manifest import BlobRef, ValueRecord
 
+TYPE_CHECKING = False  # typing is not imported at run time: see awaitly_nb._namedtuple
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class BlobWriter(Protocol):
+        """Where :func:`write_value` puts buffers: ``put`` returns the blob's name."""
+
+        def put(self, data: memoryview) -> str: ...
+
+    class BlobReader(Protocol):
+        """Where :func:`read_value` gets them: the blob's bytes, mapped or read."""
+
+        def open(self, name: str, size: int, *, map: bool = True) -> Any: ...
+
+
 __all__ = [
     "INLINE_STREAM_LIMIT",
     "MAP_MIN",
     "MAX_MAPS",
     "VERIFY_LIMIT",
-    "BlobReader",
-    "BlobWriter",
     "read_value",
     "write_value",
 ]
@@ -41,18 +53,6 @@ MAX_MAPS = 64
 VERIFY_LIMIT = 64 * 1024 * 1024
 """Blobs are hash-checked on every load while their total size is at most this;
 bigger values are checked for size only (``verify`` checks everything)."""
-
-
-class BlobWriter(Protocol):
-    """Where :func:`write_value` puts buffers: ``put`` returns the blob's name."""
-
-    def put(self, data: memoryview) -> str: ...
-
-
-class BlobReader(Protocol):
-    """Where :func:`read_value` gets them: the blob's bytes, mapped or read."""
-
-    def open(self, name: str, size: int, *, map: bool = True) -> Any: ...
 
 
 def write_value(value: Any, blobs: BlobWriter) -> ValueRecord:
