@@ -57,7 +57,9 @@ class StepPayload:
         process: the process-wide state it changed (:mod:`awaitly_nb.core.process`),
             re-applied when it replays.
         modules: the module attributes it set (``helpers.SCALE = 5``), by module
-            name: ``{"helpers": {"SCALE": 5}}``, set again when it replays.
+            name: ``{"helpers": {"SCALE": 5}}``, set again when it replays; for a
+            call-form step, the caller's variables it changed in place when the
+            caller is another module than the function's (``{"__main__": {"clf": clf}}``).
     """
 
     variables: Mapping[str, Any] = field(default_factory=dict)
@@ -100,6 +102,8 @@ class StepPayload:
                 call["process"] = dict(self.process)
             if self.variables:  # the globals it changed in place
                 call["variables"] = dict(self.variables)
+            if self.modules:  # the caller's variables it changed in place, by module
+                call["modules"] = {name: dict(values) for name, values in self.modules.items()}
             return call
         saved: dict[str, Any] = {
             "variables": dict(self.variables),
@@ -142,6 +146,7 @@ class StepPayload:
                 outputs=tuple(saved.get("outputs") or ()),
                 process=_process(saved),
                 variables=changed,
+                modules=_modules(saved),
             )
         variables = saved.get("variables")
         if not isinstance(variables, dict):

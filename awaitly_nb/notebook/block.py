@@ -36,7 +36,7 @@ from awaitly_nb.files import ReadRecorder, code_constants, literal_paths, named_
 from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
 from awaitly_nb.notebook.many import map_steps
 from awaitly_nb.notebook.namespace import is_internal_name, reached_globals, step_inputs
-from awaitly_nb.notebook.restore import restore
+from awaitly_nb.notebook.restore import restore, set_module_attributes
 from awaitly_nb.notebook.running import (
     NotebookStep,
     changed_inputs,
@@ -348,6 +348,7 @@ def call_step(
     deps: str | Iterable[str] = (),
     like: Callable[..., Any] | None = None,
     quiet: bool = False,
+    caller: dict[str, Any] | None = None,
 ) -> T:
     """Run ``fn(*args, **kwargs)`` once for ``key``; later calls (and later kernels) get
     the saved value.
@@ -356,7 +357,9 @@ def call_step(
     (``args[0] changed (3 → 4)``). ``like``: the function whose code and globals
     identify the step, when ``fn`` is a wrapper around it
     (:func:`~awaitly_nb.notebook.many.map_steps`). A step that runs again though
-    it was saved says why, unless ``quiet``.
+    it was saved says why, unless ``quiet``. ``caller``: the globals of the code
+    calling ``step``, where the variables the call changes in place (an argument,
+    the object of ``clf.fit``) are bound again on a replay (default: ``fn``'s).
     """
     if not callable(fn):
         raise TypeError(f"step() takes a function to call, got {type(fn).__name__}")
@@ -404,9 +407,12 @@ def call_step(
         home = getattr(target, "__globals__", None)
         if decision.payload.variables and isinstance(home, dict):
             restore(home, decision.payload)  # what it changed in place, bound again
+        problems = set_module_attributes(decision.payload.modules)
+        if problems:
+            show_note(f"{key!r} changed variables it cannot bind again here: {problems}", shell)
         replay_outputs(list(decision.payload.outputs), shell)
         return decision.payload.value  # type: ignore[no-any-return]
-    in_place = _InPlace(target, decision)
+    in_place = _InPlace(target, decision, caller)
     run = engine.begin(decision)
     shown = OutputRecorder(shell)
     before = process.snapshot()
@@ -422,10 +428,16 @@ def call_step(
     # saved and set again on a replay, as the code after the step sees it now.
     changed = process.changes(before, process.snapshot())
     code = getattr(target, "__code__", None)
-    touched = in_place.changed(engine, values)
+    touched, elsewhere = in_place.changed(engine, values)
     engine.finish(
         run,
-        StepPayload(value=value, outputs=tuple(shown.outputs), process=changed, variables=touched),
+        StepPayload(
+            value=value,
+            outputs=tuple(shown.outputs),
+            process=changed,
+            variables=touched,
+            modules=elsewhere,
+        ),
         optional=touched,  # one that cannot be saved is left out, not an error
         files=opened.files(),
         written=opened.written,
@@ -441,35 +453,57 @@ def call_step(
 
 class _InPlace:
     """The data a call may change in place without returning it: the globals its
-    function reaches (``log.append`` inside ``record()``, a ``rng`` it draws from) and
-    its arguments (``add_column(df)``). What changed is saved with the step and bound
-    again on a replay, as a cell's variables are (the same rules: :mod:`.running`)."""
+    function reaches (``log.append`` inside ``record()``, a ``rng`` it draws from), its
+    arguments (``add_column(df)``) and the object of a bound method (``clf.fit``).
+    What changed is saved with the step and bound again on a replay, as a cell's
+    variables are (the same rules: :mod:`.running`): the function's globals in its
+    module, the arguments and the object under the caller's names for them."""
 
-    def __init__(self, target: Callable[..., Any], decision: Decision) -> None:
+    def __init__(
+        self, target: Callable[..., Any], decision: Decision, caller: dict[str, Any] | None
+    ) -> None:
         home = getattr(target, "__globals__", None)
         self.home: dict[str, Any] | None = home if isinstance(home, dict) else None
+        self.caller = caller if caller is not None else self.home
         self.decision = decision
         self.reached: dict[str, tuple[int, str]] = {}
         if self.home is not None:
             direct = [n for n in decision.spec.reads if n in self.home]
             reached = reached_globals(direct, self.home) - set(decision.inputs)
             self.reached = digests(reached, self.home)
+        holder = getattr(target, "__self__", None) if isinstance(target, types.MethodType) else None
+        self.holder: dict[str, Any] = {}
+        self.held: dict[str, tuple[int, str]] = {}
+        if holder is not None and not isinstance(holder, (type, types.ModuleType)):
+            self.holder = {"self": holder}
+            self.held = digests(self.holder, self.holder)
 
-    def changed(self, engine: StepEngine, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The globals of the function's module the call changed in place, by name."""
-        home = self.home
-        if home is None:
-            return {}
-        found = {name: home[name] for name in changed_since(self.reached, home)}
+    def changed(
+        self, engine: StepEngine, values: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """What the call changed in place: the function's globals and the caller's
+        variables, by name (when the caller's globals are the function's), and the
+        caller's variables by module otherwise (``{"__main__": {"clf": clf}}``)."""
+        home, caller = self.home, self.caller
+        found = {} if home is None else {n: home[n] for n in changed_since(self.reached, home)}
+        objects = []  # changed in place, bound to the caller's names for them
         for name in changed_inputs(engine, self.decision, values):
             value = values[name]
-            if home.get(name) is value:  # a global it reads directly
+            if home is not None and home.get(name) is value:  # a global it reads directly
                 found[name] = value
-            else:  # an argument: the globals bound to it
-                found.update(
-                    (n, v) for n, v in home.items() if v is value and not is_internal_name(n)
-                )
-        return found
+            else:  # an argument
+                objects.append(value)
+        if changed_since(self.held, self.holder):
+            objects.append(self.holder["self"])
+        bound = {
+            n: v
+            for n, v in (caller or {}).items()
+            if any(v is o for o in objects) and not is_internal_name(n)
+        }
+        if caller is None or caller is home:
+            return {**found, **bound}, {}
+        module = str(caller.get("__name__", "__main__"))
+        return found, ({module: bound} if bound else {})
 
 
 def _say_why(decision: Decision, shell: Any, quiet: bool) -> None:
@@ -617,7 +651,10 @@ def step(
             raise TypeError("the call form needs a key: step(fn, key='...')")
         if outputs is not None or exclude is not None or quiet:
             raise TypeError("outputs=, exclude= and quiet= belong to the with-block form")
-        return call_step(fn, key, args=args, kwargs=kwargs, force=force, pin=pin, deps=deps)
+        caller = sys._getframe(1).f_globals
+        return call_step(
+            fn, key, args=args, kwargs=kwargs, force=force, pin=pin, deps=deps, caller=caller
+        )
     if kwargs:
         raise TypeError(f"step() got an unexpected keyword argument {next(iter(kwargs))!r}")
     if args:

@@ -333,7 +333,20 @@ a = step(record, 1, key="r1")
 b = step(lambda: record(2), key="r2")
 c = step(draw, key="d1")
 step(add, data, key="add")
-print(repr([a, b, log, c, int(rng.integers(0, 100)), data]))
+class Acc:
+    def __init__(self):
+        self.items = []
+    def add(self, x):
+        self.items.append(x)
+        return len(self.items)
+acc = Acc()
+n = step(acc.add, 5, key="acc")  # the object of a bound method
+from collections import Counter
+import helpers
+counts = Counter()
+step(counts.update, "abca", key="counts")  # a library's method: its module is not ours
+step(helpers.tag, data, key="tag")  # an argument, passed to another module's function
+print(repr([a, b, log, c, int(rng.integers(0, 100)), data, acc.items, n, dict(counts)]))
 """
 
 
@@ -353,11 +366,19 @@ def test_a_call_step_replays_what_it_changed_in_place(tmp_path: Any) -> None:
         )
         return ast.literal_eval(done.stdout.strip()), done.stderr
 
-    plain = IN_PLACE.replace('step(record, 1, key="r1")', "record(1)")
-    plain = plain.replace('step(lambda: record(2), key="r2")', "record(2)")
-    plain = plain.replace('step(draw, key="d1")', "draw()").replace(
-        'step(add, data, key="add")', "add(data)"
-    )
+    (tmp_path / "helpers.py").write_text("def tag(rows):\n    rows.append('tagged')\n")
+    plain = IN_PLACE
+    for call, direct in [
+        ('step(record, 1, key="r1")', "record(1)"),
+        ('step(lambda: record(2), key="r2")', "record(2)"),
+        ('step(draw, key="d1")', "draw()"),
+        ('step(add, data, key="add")', "add(data)"),
+        ('step(acc.add, 5, key="acc")', "acc.add(5)"),
+        ('step(counts.update, "abca", key="counts")', 'counts.update("abca")'),
+        ('step(helpers.tag, data, key="tag")', "helpers.tag(data)"),
+    ]:
+        assert call in plain
+        plain = plain.replace(call, direct)
     truth, _ = run(plain)
     first, _ = run(IN_PLACE)
     again, _ = run(IN_PLACE)  # every step restored
