@@ -34,6 +34,7 @@ from awaitly_nb.core.lineage import CELL, Lineage
 from awaitly_nb.core.memo import Known, ValueMemo
 from awaitly_nb.core.payload import StepPayload
 from awaitly_nb.core.process import INPUT_PREFIX, SETTINGS, state_digest
+from awaitly_nb.core.sharing import SHARED
 from awaitly_nb.core.tracker import StatusTracker, StepStatus
 from awaitly_nb.core.upstream import Upstream
 from awaitly_nb.errors import CacheWarning, SerializationError, StateFormatError, StorageError, warn
@@ -187,6 +188,8 @@ def _input_change(
         )
     if name.startswith(INPUT_PREFIX):
         return f"the {name[len(INPUT_PREFIX) :]} state before it changed (another seed?)"
+    if name == SHARED:  # one object under two names (df2 = df) or two (df2 = df.copy())
+        return f"which inputs are one object changed ({was or 'none'} → {is_ or 'none'})"
     if before is None:
         if not by_value:
             return f"{name} was not compared by value when it was saved"

@@ -31,6 +31,7 @@ from awaitly_nb.core.fingerprint import (
     parse,
 )
 from awaitly_nb.core.payload import StepPayload
+from awaitly_nb.core.sharing import SHARED, shared_objects
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import ReadRecorder, code_constants, literal_paths, named_paths
 from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
@@ -376,6 +377,14 @@ def call_step(
     }
     if arguments:
         reads, values = reads | arguments.keys(), {**values, **arguments}
+    namespace = caller if caller is not None else getattr(target, "__globals__", None)
+    shared = shared_objects(
+        {n: values[n] for n in reads},
+        namespace if isinstance(namespace, dict) else {},
+        is_internal_name,
+    )
+    if shared is not None:  # one object under two names is not two equal values
+        reads, values = reads | {SHARED}, {**values, SHARED: shared}
     spec = StepSpec(
         key=key,
         kind="call",

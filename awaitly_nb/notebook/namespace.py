@@ -15,6 +15,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from awaitly_nb.core.fingerprint import global_names
+from awaitly_nb.core.sharing import SHARED, shared_objects
 from awaitly_nb.errors import AwaitlyError
 
 TYPE_CHECKING = False
@@ -344,32 +345,67 @@ def reached_globals(names: Iterable[str], namespace: Mapping[str, Any]) -> set[s
     >>> sorted(reached_globals(["twice"], ns))
     ['log', 'n']
     """
-    found: set[str] = set()
+    return reach(names, namespace).data
+
+
+class Reach(NamedTuple):
+    """What a step's code may reach through the functions it calls (:func:`reach`)."""
+
+    data: set[str]
+    """Variables the functions use (``log`` in ``log.append``)."""
+    definitions: set[str]
+    """The namespace's functions and classes among the names and those they use."""
+    modules: set[str]
+    """Modules they name (``helpers`` in ``helpers.fetch(3)``), or whose functions
+    and classes they use (``from helpers import fetch``), by module name."""
+
+
+def reach(names: Iterable[str], namespace: Mapping[str, Any]) -> Reach:
+    r"""What ``names`` reach through the namespace's functions and classes, transitively.
+
+    >>> import types
+    >>> ns = {"__name__": "__main__", "log": [], "helpers": types.ModuleType("helpers")}
+    >>> code = "def record(m):\n  log.append(helpers.tag(m))\nclass C:\n  def f(self): record(1)"
+    >>> exec(code, ns)
+    >>> reach(["C"], ns)
+    Reach(data={'log'}, definitions={'C', 'record'}, modules={'helpers'})
+    """
+    data: set[str] = set()
+    definitions: set[str] = set()
+    modules: set[str] = set()
+    here = namespace.get("__name__", "__main__")
     seen: set[int] = set()
-    todo = [namespace[n] for n in names if n in namespace]
+    todo = [(n, namespace[n]) for n in names if n in namespace]
     while todo and len(seen) < _MAX_REACHED:
-        value = todo.pop()
+        name, value = todo.pop()
         if id(value) in seen:
             continue
         seen.add(id(value))
         codes: list[types.CodeType] = []
         if isinstance(value, types.FunctionType) and value.__globals__ is namespace:
             codes.append(value.__code__)
-        elif isinstance(value, type) and value.__module__ == namespace.get("__name__", "__main__"):
+            definitions.add(name)
+        elif isinstance(value, type) and value.__module__ == here:
+            definitions.add(name)
             for member in vars(value).values():
                 target = getattr(member, "__func__", member)
                 if isinstance(target, types.FunctionType) and target.__globals__ is namespace:
                     codes.append(target.__code__)
+        elif isinstance(value, types.ModuleType):
+            modules.add(value.__name__)
+        elif isinstance(value, (types.FunctionType, type)):
+            modules.add(str(getattr(value, "__module__", None) or ""))
         for code in codes:
-            for name in global_names(code):
-                if name not in namespace or is_internal_name(name):
+            for used in global_names(code):
+                if used not in namespace or is_internal_name(used):
                     continue
-                item = namespace[name]
-                if isinstance(item, (types.FunctionType, type)):
-                    todo.append(item)
-                elif not isinstance(item, (types.ModuleType, types.BuiltinFunctionType)):
-                    found.add(name)
-    return found
+                item = namespace[used]
+                if isinstance(item, (types.FunctionType, type, types.ModuleType)):
+                    todo.append((used, item))
+                elif not isinstance(item, types.BuiltinFunctionType):
+                    data.add(used)
+    modules -= {"", "builtins"}
+    return Reach(data, definitions, modules)
 
 
 _ATOMS = (
@@ -539,7 +575,14 @@ def step_inputs(
     namespace, with the attributes it reads from the user's modules: :func:`module_reads`)."""
     statements = list(statements)
     reads = user_inputs(input_names(statements), namespace, hidden)
-    extra = module_reads(statements, reads, namespace, own)
+    extra = dict(module_reads(statements, reads, namespace, own))
+    shared = shared_objects(  # one object under two names is not two equal values
+        {n: namespace[n] for n in reads if n in namespace},
+        namespace,
+        lambda n: is_internal_name(n) or bool(hidden and n in hidden and hidden[n] is namespace[n]),
+    )
+    if shared is not None:
+        extra[SHARED] = shared
     if not extra:
         return frozenset(reads), namespace
     return frozenset(reads | extra.keys()), {**namespace, **extra}

@@ -398,3 +398,33 @@ def test_a_replayed_display_keeps_its_id_so_a_restored_handle_updates_it(
     assert any("restored" in n for n in ran.notes), ran.notes
     shown = [o for o in ran.captured.outputs if "HTML object" in o.data.get("text/plain", "")]
     assert [o.transient for o in shown] == [{"display_id": ip.user_ns["h"].display_id}]
+
+
+def test_a_call_step_runs_again_when_its_argument_stops_being_a_global_s_object(
+    tmp_path: Any,
+) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    code = (
+        "import sys, awaitly_nb\nfrom awaitly_nb import step\n"
+        "awaitly_nb.configure(dir=sys.argv[1], workflow='w')\n"
+        "a = [1, 2]\nb = {alias}\n"
+        "def grow(rows):\n    rows.append(3)\n    return len(rows)\n"
+        "n = step(grow, b, key='g')\nprint(a, b, n)\n"
+    )
+
+    def run(alias: str) -> subprocess.CompletedProcess[str]:
+        script.write_text(code.format(alias=alias))
+        return subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "store")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+
+    assert run("a").stdout == "[1, 2, 3] [1, 2, 3] 3\n"
+    again = run("list(a)")  # the fix: a copy, equal to the alias before the call
+    assert again.stdout == "[1, 2] [1, 2, 3] 3\n"  # as a plain run shows
+    assert "running 'g' again: which inputs are one object changed" in again.stderr

@@ -1,0 +1,141 @@
+"""Which of a step's inputs share objects: part of what the step reads.
+
+Two inputs with equal values behave differently when they are one object: a
+step that changes ``df2`` in place changes ``df`` too when a cell wrote
+``df2 = df``, and not when it wrote ``df2 = df.copy()``. Digests compare values,
+so they cannot tell the two apart; a replay would show the other one's result
+and, worse, bind both names to one object again. :func:`shared_objects` describes
+the sharing among the inputs, and between them and the other variables, as a
+short text the engine compares like any input (``(shared objects) changed``).
+
+What is followed: lists, dicts and tuples, the attributes of objects of classes
+defined in the notebook, and the memory of numpy arrays (a view shares its
+base's). Other objects (a DataFrame, a model) count by identity only: their
+insides are the library's business and may hold caches that differ between runs.
+Sets are not followed (their order is not the same in every process).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import types
+from collections.abc import Mapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["SHARED", "shared_objects"]
+
+SHARED = "(shared objects)"
+"""The input name under which a step's sharing is compared."""
+
+_ATOMS = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    range,
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    frozenset,
+)
+_FOLLOWED_MODULES = {"__main__", "types"}  # the notebook's classes, SimpleNamespace
+_NODES = 20_000
+"""Objects followed per step at most (a big list of records is followed in part)."""
+_PER_VARIABLE = 2_000
+
+
+def _key(path: str) -> str:
+    return path if len(path) <= 60 else path[:57] + "..."
+
+
+def _walk(
+    value: Any, root: str, where: dict[int, list[str]], budget: list[int], only: set[int] | None
+) -> None:
+    """Record where each shared-able object under ``value`` is: ``where[id] += [path]``.
+
+    With ``only``, record just the objects in it (another variable holding an input's).
+    """
+    numpy = sys.modules.get("numpy")
+    todo: list[tuple[Any, str]] = [(value, root)]
+    seen: set[int] = set()
+    left = min(budget[0], _PER_VARIABLE)
+    while todo and left > 0:
+        obj, path = todo.pop()
+        if isinstance(obj, _ATOMS):
+            continue
+        left -= 1
+        if numpy is not None and isinstance(obj, numpy.ndarray):
+            base = obj
+            while isinstance(base.base, numpy.ndarray):
+                base = base.base
+            memory = base.base if base.base is not None else base
+            key, path = id(memory), f"{path} (memory)"
+        else:
+            key = id(obj)
+        if (only is None or key in only) and not isinstance(obj, tuple):  # tuples: immutable
+            where.setdefault(key, []).append(_key(path))
+        if key in seen:  # met again: recorded above, followed once
+            continue
+        seen.add(key)
+        if isinstance(obj, (tuple, list)):
+            items = enumerate(obj[:left])
+            todo.extend((item, f"{path}[{i}]") for i, item in reversed(list(items)))
+        elif isinstance(obj, dict):
+            pairs = enumerate(itertools.islice(obj.items(), left))
+            todo.extend(
+                (item, f"{path}[{k!r}]" if isinstance(k, (str, int)) else f"{path}[#{i}]")
+                for i, (k, item) in reversed(list(pairs))
+            )
+        elif type(obj).__module__ in _FOLLOWED_MODULES and isinstance(
+            getattr(obj, "__dict__", None), dict
+        ):
+            attrs = list(itertools.islice(vars(obj).items(), left))
+            todo.extend((item, f"{path}.{a}") for a, item in reversed(attrs))
+    budget[0] -= min(budget[0], _PER_VARIABLE) - left
+
+
+def shared_objects(
+    inputs: Mapping[str, Any], namespace: Mapping[str, Any], skip: Any = None
+) -> str | None:
+    """The objects a step's ``inputs`` share, with each other or with other variables
+    of ``namespace``, as text (``"df & df2"``); None when they share none.
+
+    ``skip(name)`` is true for variables that are not the user's (IPython's ``Out``).
+
+    >>> grid = [[0, 0]] * 2
+    >>> shared_objects({"grid": grid}, {"grid": grid})
+    'grid[0] & grid[1]'
+    >>> a = [1]; b = a; c = [1]
+    >>> shared_objects({"b": b, "c": c}, {"a": a, "b": b, "c": c})
+    'a & b'
+    >>> shared_objects({"c": c}, {"a": a, "b": b, "c": c}) is None
+    True
+    """
+    where: dict[int, list[str]] = {}
+    budget = [_NODES]
+    for name in sorted(inputs):
+        _walk(inputs[name], name, where, budget, None)
+    if not where:
+        return None
+    mine = set(where)
+    for name in sorted(namespace):
+        if name in inputs or name.startswith("__") or (skip is not None and skip(name)):
+            continue
+        value = namespace[name]
+        if isinstance(value, _ATOMS):
+            continue
+        if id(value) in mine:
+            where[id(value)].append(name)
+        elif isinstance(value, (list, dict, tuple)) or type(value).__module__ in _FOLLOWED_MODULES:
+            _walk(value, name, where, budget, mine)
+    groups = sorted(" & ".join(sorted(paths)) for paths in where.values() if len(paths) > 1)
+    return "; ".join(groups) or None
