@@ -367,8 +367,8 @@ def reach(names: Iterable[str], namespace: Mapping[str, Any]) -> Reach:
     >>> ns = {"__name__": "__main__", "log": [], "helpers": types.ModuleType("helpers")}
     >>> code = "def record(m):\n  log.append(helpers.tag(m))\nclass C:\n  def f(self): record(1)"
     >>> exec(code, ns)
-    >>> reach(["C"], ns)
-    Reach(data={'log'}, definitions={'C', 'record'}, modules={'helpers'})
+    >>> [sorted(part) for part in reach(["C"], ns)]
+    [['log'], ['C', 'record'], ['helpers']]
     """
     data: set[str] = set()
     definitions: set[str] = set()
