@@ -265,20 +265,42 @@ def literal_paths(statements: Iterable[ast.AST]) -> list[str]:
     A step that names a file in its code most likely reads (or writes) it, also
     through a C library that Python cannot see open it: these count as ``deps=``.
 
+    A shell command counts by its words (``!wc -l data.txt`` is
+    ``get_ipython().system('wc -l data.txt')``): the shell reads the file outside Python.
+
     >>> literal_paths(ast.parse("pd.read_parquet('data/s.parquet'); print('hello world')").body)
     ['data/s.parquet']
+    >>> literal_paths(ast.parse("get_ipython().getoutput('cat data.txt | sort >out.txt')").body)
+    ['data.txt', 'out.txt']
     """
-    found = {
-        node.value
-        for stmt in statements
-        for node in ast.walk(stmt)
-        if isinstance(node, ast.Constant)
-        and isinstance(node.value, str)
-        and len(node.value) < 300
-        and "://" not in node.value
-        and _PATH_LIKE.fullmatch(node.value)
-    }
+    found: set[str] = set()
+    for stmt in statements:
+        for node in ast.walk(stmt):
+            if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
+                continue
+            text = node.value
+            if len(text) < 300 and "://" not in text and _PATH_LIKE.fullmatch(text):
+                found.add(text)
+            elif len(text) < 5000 and any(c.isspace() for c in text):
+                found.update(_command_words(text))
     return sorted(found)
+
+
+def _command_words(text: str) -> set[str]:
+    """The words of a shell command (or a few) that look like file names."""
+    import shlex  # only for code with a string that has spaces
+
+    words: set[str] = set()
+    for line in text.splitlines():
+        try:
+            tokens = shlex.split(line, comments=True)
+        except ValueError:  # an unclosed quote: not a command, or a broken one
+            tokens = line.split()
+        for token in tokens:
+            token = token.lstrip("<>")
+            if "://" not in token and _PATH_LIKE.fullmatch(token):
+                words.add(token)
+    return words
 
 
 def named_paths(values: Iterable[Any]) -> list[str]:
@@ -318,6 +340,36 @@ def code_constants(code: Any) -> Iterator[Any]:
 
 def _roots(paths: Iterable[str]) -> tuple[str, ...]:
     return tuple(os.path.realpath(p) + os.sep for p in paths if p)
+
+
+def module_origin(name: str) -> str | None:
+    """The file ``import name`` loads, for a module of your own (relative to the
+    working folder when inside it); None for an installed, built-in or missing one.
+
+    A step that imports a module itself depends on which copy ``sys.path`` finds
+    (``libA/mod.py`` or ``libB/mod.py``), not only on that copy's source.
+
+    >>> module_origin("os") is None  # the standard library
+    True
+    """
+    module = sys.modules.get(name)
+    if module is not None:
+        path = getattr(module, "__file__", None)
+    else:
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        path = spec.origin if spec is not None else None
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return None
+    real = os.path.realpath(path)
+    if real.startswith(_installed_roots()):
+        return None
+    relative = os.path.relpath(real)
+    return real if relative.startswith("..") else relative
 
 
 @functools.cache

@@ -60,6 +60,10 @@ class StepPayload:
             name: ``{"helpers": {"SCALE": 5}}``, set again when it replays; for a
             call-form step, the caller's variables it changed in place when the
             caller is another module than the function's (``{"__main__": {"clf": clf}}``).
+        definitions: what it changed inside the notebook's functions and classes
+            without rebinding them (a memo default, a counter attribute, a class
+            attribute), by name and part (:func:`~awaitly_nb.notebook.namespace.definition_state`):
+            ``{"Counter": {"total": 5}}``, set again when it replays.
     """
 
     variables: Mapping[str, Any] = field(default_factory=dict)
@@ -71,6 +75,7 @@ class StepPayload:
     skipped: tuple[str, ...] = ()
     process: Mapping[str, Any] = field(default_factory=dict)
     modules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    definitions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def has_result(self) -> bool:
@@ -80,17 +85,23 @@ class StepPayload:
     def saved_values(self) -> dict[str, Any]:
         """What must be serialisable: the variables and module attributes (``helpers.SCALE``),
         or ``{"value": ...}`` for a call."""
+        parts = {f"{n}.{p}": v for n, values in self.definitions.items() for p, v in values.items()}
         if self.value is not NOTHING:
-            return {**self.variables, "value": self.value}
+            return {**self.variables, **parts, "value": self.value}
         attributes = {
             f"{m}.{a}": v for m, values in self.modules.items() for a, v in values.items()
         }
-        return {**self.variables, **attributes}
+        return {**self.variables, **attributes, **parts}
 
     def without(self, names: set[str]) -> StepPayload:
         """The payload with the variables ``names`` left out (and listed as skipped)."""
         kept = {n: v for n, v in self.variables.items() if n not in names}
-        return replace(self, variables=kept, skipped=tuple(sorted(names)))
+        parts = {
+            n: {p: v for p, v in values.items() if f"{n}.{p}" not in names}
+            for n, values in self.definitions.items()
+        }
+        definitions = {n: values for n, values in parts.items() if values}
+        return replace(self, variables=kept, definitions=definitions, skipped=tuple(sorted(names)))
 
     def to_saved(self) -> dict[str, Any]:
         """The dict that is serialised (the stored format)."""
@@ -104,6 +115,8 @@ class StepPayload:
                 call["variables"] = dict(self.variables)
             if self.modules:  # the caller's variables it changed in place, by module
                 call["modules"] = {name: dict(values) for name, values in self.modules.items()}
+            if self.definitions:
+                call["definitions"] = {n: dict(v) for n, v in self.definitions.items()}
             return call
         saved: dict[str, Any] = {
             "variables": dict(self.variables),
@@ -124,6 +137,8 @@ class StepPayload:
             saved["process"] = dict(self.process)
         if self.modules:
             saved["modules"] = {name: dict(values) for name, values in self.modules.items()}
+        if self.definitions:
+            saved["definitions"] = {n: dict(v) for n, v in self.definitions.items()}
         return saved
 
     @classmethod
@@ -147,6 +162,7 @@ class StepPayload:
                 process=_process(saved),
                 variables=changed,
                 modules=_modules(saved),
+                definitions=_modules(saved, "definitions"),
             )
         variables = saved.get("variables")
         if not isinstance(variables, dict):
@@ -167,11 +183,12 @@ class StepPayload:
             skipped=tuple(saved.get("skipped") or ()),
             process=_process(saved),
             modules=_modules(saved),
+            definitions=_modules(saved, "definitions"),
         )
 
 
-def _modules(saved: dict[str, Any]) -> Mapping[str, Mapping[str, Any]]:
-    modules = saved.get("modules")
+def _modules(saved: dict[str, Any], entry: str = "modules") -> Mapping[str, Mapping[str, Any]]:
+    modules = saved.get(entry)
     if not isinstance(modules, dict):
         return {}
     return {

@@ -36,8 +36,16 @@ from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import ReadRecorder, code_constants, literal_paths, named_paths
 from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
 from awaitly_nb.notebook.many import map_steps
-from awaitly_nb.notebook.namespace import is_internal_name, reached_globals, step_inputs
-from awaitly_nb.notebook.restore import restore, set_module_attributes
+from awaitly_nb.notebook.namespace import (
+    definition_changes,
+    definition_digests,
+    is_internal_name,
+    module_changes,
+    module_digests,
+    reach,
+    step_inputs,
+)
+from awaitly_nb.notebook.restore import restore, set_definition_state, set_module_attributes
 from awaitly_nb.notebook.running import (
     NotebookStep,
     changed_inputs,
@@ -417,11 +425,13 @@ def call_step(
         if decision.payload.variables and isinstance(home, dict):
             restore(home, decision.payload)  # what it changed in place, bound again
         problems = set_module_attributes(decision.payload.modules)
+        if isinstance(home, dict):
+            problems += set_definition_state(home, decision.payload.definitions)
         if problems:
             show_note(f"{key!r} changed variables it cannot bind again here: {problems}", shell)
         replay_outputs(list(decision.payload.outputs), shell)
         return decision.payload.value  # type: ignore[no-any-return]
-    in_place = _InPlace(target, decision, caller)
+    in_place = _InPlace(target, decision, caller, engine.own_module)
     run = engine.begin(decision)
     shown = OutputRecorder(shell)
     before = process.snapshot()
@@ -437,17 +447,13 @@ def call_step(
     # saved and set again on a replay, as the code after the step sees it now.
     changed = process.changes(before, process.snapshot())
     code = getattr(target, "__code__", None)
-    touched, elsewhere = in_place.changed(engine, values)
+    touched = in_place.changed(engine, values)
+    parts = touched["definitions"]
     engine.finish(
         run,
-        StepPayload(
-            value=value,
-            outputs=tuple(shown.outputs),
-            process=changed,
-            variables=touched,
-            modules=elsewhere,
-        ),
-        optional=touched,  # one that cannot be saved is left out, not an error
+        StepPayload(value=value, outputs=tuple(shown.outputs), process=changed, **touched),
+        # one that cannot be saved is left out, not an error
+        optional={*touched["variables"], *(f"{n}.{p}" for n, ps in parts.items() for p in ps)},
         files=opened.files(),
         written=opened.written,
         inputs=state_inputs(
@@ -463,23 +469,34 @@ def call_step(
 class _InPlace:
     """The data a call may change in place without returning it: the globals its
     function reaches (``log.append`` inside ``record()``, a ``rng`` it draws from), its
-    arguments (``add_column(df)``) and the object of a bound method (``clf.fit``).
-    What changed is saved with the step and bound again on a replay, as a cell's
-    variables are (the same rules: :mod:`.running`): the function's globals in its
-    module, the arguments and the object under the caller's names for them."""
+    arguments (``add_column(df)``), the object of a bound method (``clf.fit``), the
+    state of the notebook's functions and classes (a memo default) and the data of
+    your modules it reaches (``helpers.CACHE``). What changed is saved with the step
+    and set again on a replay, as a cell's variables are (the same rules:
+    :mod:`.running`): the function's globals in its module, the arguments and the
+    object under the caller's names for them."""
 
     def __init__(
-        self, target: Callable[..., Any], decision: Decision, caller: dict[str, Any] | None
+        self,
+        target: Callable[..., Any],
+        decision: Decision,
+        caller: dict[str, Any] | None,
+        own: Callable[[str], bool],
     ) -> None:
         home = getattr(target, "__globals__", None)
         self.home: dict[str, Any] | None = home if isinstance(home, dict) else None
         self.caller = caller if caller is not None else self.home
         self.decision = decision
         self.reached: dict[str, tuple[int, str]] = {}
+        self.definitions: dict[str, tuple[int, dict[str, str | None]]] = {}
+        self.modules: dict[str, dict[str, tuple[int, str | None]]] = {}
         if self.home is not None:
             direct = [n for n in decision.spec.reads if n in self.home]
-            reached = reached_globals(direct, self.home) - set(decision.inputs)
-            self.reached = digests(reached, self.home)
+            direct += [n for n, v in self.home.items() if v is target]  # step(f): f's defaults
+            reached = reach(direct, self.home)
+            self.reached = digests(reached.data - set(decision.inputs), self.home)
+            self.definitions = definition_digests(reached.definitions, self.home)
+            self.modules = module_digests(reached.modules, own)
         holder = getattr(target, "__self__", None) if isinstance(target, types.MethodType) else None
         self.holder: dict[str, Any] = {}
         self.held: dict[str, tuple[int, str]] = {}
@@ -487,12 +504,11 @@ class _InPlace:
             self.holder = {"self": holder}
             self.held = digests(self.holder, self.holder)
 
-    def changed(
-        self, engine: StepEngine, values: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        """What the call changed in place: the function's globals and the caller's
-        variables, by name (when the caller's globals are the function's), and the
-        caller's variables by module otherwise (``{"__main__": {"clf": clf}}``)."""
+    def changed(self, engine: StepEngine, values: Mapping[str, Any]) -> dict[str, Any]:
+        """What the call changed in place, as :class:`StepPayload` fields: ``variables``
+        (the function's globals, and the caller's variables when the caller's globals
+        are the function's), ``modules`` (your modules' data; the caller's variables
+        by module otherwise: ``{"__main__": {"clf": clf}}``) and ``definitions``."""
         home, caller = self.home, self.caller
         found = {} if home is None else {n: home[n] for n in changed_since(self.reached, home)}
         objects = []  # changed in place, bound to the caller's names for them
@@ -509,10 +525,13 @@ class _InPlace:
             for n, v in (caller or {}).items()
             if any(v is o for o in objects) and not is_internal_name(n)
         }
+        modules = module_changes(self.modules)
         if caller is None or caller is home:
-            return {**found, **bound}, {}
-        module = str(caller.get("__name__", "__main__"))
-        return found, ({module: bound} if bound else {})
+            found.update(bound)
+        elif bound:
+            modules.setdefault(str(caller.get("__name__", "__main__")), {}).update(bound)
+        definitions = {} if home is None else definition_changes(self.definitions, home)
+        return {"variables": found, "modules": modules, "definitions": definitions}
 
 
 def _say_why(decision: Decision, shell: Any, quiet: bool) -> None:

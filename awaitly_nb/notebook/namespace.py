@@ -9,14 +9,18 @@ list, ``obj.attr = v``) and names bound to the same object again (a repeated
 from __future__ import annotations
 
 import ast
+import contextlib
 import gc
 import re
+import sys
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
+from awaitly_nb.core.digest import value_digest
 from awaitly_nb.core.fingerprint import global_names
 from awaitly_nb.core.sharing import SHARED, shared_objects
 from awaitly_nb.errors import AwaitlyError
+from awaitly_nb.files import module_origin
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -408,6 +412,142 @@ def reach(names: Iterable[str], namespace: Mapping[str, Any]) -> Reach:
     return Reach(data, definitions, modules)
 
 
+def definition_state(value: Any) -> dict[str, Any]:
+    """What a notebook function or class holds besides its code, by part: a function's
+    ``__defaults__`` and ``__kwdefaults__`` (a memo default), its attributes
+    (``__dict__.n``: a counter) and closure cells (``__closure__.0``); a class's data
+    attributes (``total``). A step that calls it may change them in place.
+
+    >>> def tick(_seen=[]):
+    ...     tick.n = getattr(tick, "n", 0) + 1
+    >>> tick(); sorted(definition_state(tick).items())
+    [('__defaults__', ([],)), ('__dict__.n', 1), ('__kwdefaults__', None)]
+    """
+    parts: dict[str, Any] = {}
+    if isinstance(value, types.FunctionType):
+        parts["__defaults__"] = value.__defaults__
+        parts["__kwdefaults__"] = value.__kwdefaults__
+        parts.update((f"__dict__.{k}", v) for k, v in vars(value).items())
+        for i, cell in enumerate(value.__closure__ or ()):
+            with contextlib.suppress(ValueError):  # a cell not filled yet
+                parts[f"__closure__.{i}"] = cell.cell_contents
+    elif isinstance(value, type):
+        parts.update(
+            (k, v)
+            for k, v in vars(value).items()
+            if not k.startswith("__") and not hasattr(type(v), "__get__")  # data, not methods
+        )
+    return parts
+
+
+def definition_digests(
+    names: Iterable[str], namespace: Mapping[str, Any]
+) -> dict[str, tuple[int, dict[str, str | None]]]:
+    """Identity and the digest of each part of :func:`definition_state` of each of
+    ``names`` (before user code runs: :func:`definition_changes` tells what it changed)."""
+    out = {}
+    for name in names:
+        value = namespace.get(name)
+        parts = definition_state(value)
+        if parts:
+            out[name] = (id(value), {p: value_digest(v, namespace) for p, v in parts.items()})
+    return out
+
+
+def definition_changes(
+    before: Mapping[str, tuple[int, Mapping[str, str | None]]], namespace: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The parts of the definitions of :func:`definition_digests` that changed, by name
+    (a definition rebound or deleted since is the namespace diff's: left out)."""
+    changed: dict[str, dict[str, Any]] = {}
+    for name, (identity, digests) in before.items():
+        value = namespace.get(name)
+        if value is None or id(value) != identity:
+            continue
+        for part, item in definition_state(value).items():
+            was = digests.get(part, "")
+            now = value_digest(item, namespace)
+            if was is None or now is None or now == was:
+                continue  # unchanged, or not fingerprinted (then not known to have changed)
+            changed.setdefault(name, {})[part] = item
+    return changed
+
+
+_MODULE_DATA_MAX = 100_000
+"""A module's list, dict or set longer than this is not fingerprinted before and
+after each step (a big table a helper module builds at import)."""
+
+
+def _module_data(name: str, value: Any) -> bool:
+    if name.startswith("__") or isinstance(
+        value, (types.ModuleType, types.FunctionType, type, types.BuiltinFunctionType)
+    ):
+        return False
+    return not (isinstance(value, (list, dict, set)) and len(value) > _MODULE_DATA_MAX)
+
+
+def imported_modules(statements: Iterable[ast.stmt]) -> set[str]:
+    r"""The modules the code imports (``from helpers import fetch``: ``helpers``, and
+    ``helpers.fetch`` in case it is a submodule).
+
+    >>> sorted(imported_modules(ast.parse("import a.b\nfrom c import d").body))
+    ['a', 'a.b', 'c', 'c.d']
+    """
+    found: set[str] = set()
+    for statement in statements:
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    parts = alias.name.split(".")
+                    found.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def module_digests(
+    names: Iterable[str], own: Callable[[str], bool]
+) -> dict[str, dict[str, tuple[int, str | None]]]:
+    """Identity and digest of the data of each of your own modules among ``names``
+    (``helpers.CACHE``), before user code runs: :func:`module_changes` tells what a
+    function of the module changed (filled a cache, appended to a registry)."""
+    out = {}
+    for name in sorted(names):
+        module = sys.modules.get(name)
+        if module is None or not own(name):
+            continue
+        data = vars(module)
+        out[name] = {
+            attr: (id(value), value_digest(value, data))
+            for attr, value in list(data.items())
+            if _module_data(attr, value)
+        }
+    return out
+
+
+def module_changes(
+    before: Mapping[str, Mapping[str, tuple[int, str | None]]],
+) -> dict[str, dict[str, Any]]:
+    """The data of the modules of :func:`module_digests` set, rebound or changed in
+    place since, as ``{"helpers": {"CACHE": {3: 6}}}``."""
+    changed: dict[str, dict[str, Any]] = {}
+    for name, attrs in before.items():
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        data = vars(module)
+        for attr, value in list(data.items()):
+            if not _module_data(attr, value):
+                continue
+            was = attrs.get(attr)
+            same = was is not None and id(value) == was[0]
+            if same and (was[1] is None or value_digest(value, data) == was[1]):  # type: ignore[index]
+                continue  # the same object, unchanged (or not fingerprinted)
+            changed.setdefault(name, {})[attr] = value
+    return changed
+
+
 _ATOMS = (
     type(None),
     bool,
@@ -576,6 +716,10 @@ def step_inputs(
     statements = list(statements)
     reads = user_inputs(input_names(statements), namespace, hidden)
     extra = dict(module_reads(statements, reads, namespace, own))
+    for module in sorted({m.split(".")[0] for m in imported_modules(statements)}):
+        origin = module_origin(module)  # which copy `import` finds: sys.path may change
+        if origin is not None:
+            extra[f"import {module}"] = origin
     shared = shared_objects(  # one object under two names is not two equal values
         {n: namespace[n] for n in reads if n in namespace},
         namespace,

@@ -15,7 +15,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["ReplayedResult", "replay", "restore", "set_module_attributes"]
+__all__ = [
+    "ReplayedResult",
+    "replay",
+    "restore",
+    "set_definition_state",
+    "set_module_attributes",
+]
 
 
 class ReplayedResult:
@@ -45,6 +51,34 @@ def set_module_attributes(modules: Mapping[str, Mapping[str, Any]]) -> list[str]
             continue
         for attr, value in values.items():
             setattr(module, attr, value)
+    return problems
+
+
+def set_definition_state(
+    namespace: Mapping[str, Any], definitions: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Set again what a replayed step changed inside the notebook's functions and
+    classes (see :func:`~awaitly_nb.notebook.namespace.definition_state`); returns a
+    line per part that cannot be set here."""
+    problems = []
+    for name, parts in definitions.items():
+        value = namespace.get(name)
+        if not isinstance(value, (types.FunctionType, type)):
+            problems.append(f"{name} is not a function or class here")
+            continue
+        for part, item in parts.items():
+            try:
+                if part in ("__defaults__", "__kwdefaults__"):
+                    setattr(value, part, item)
+                elif part.startswith("__dict__."):
+                    setattr(value, part.removeprefix("__dict__."), item)
+                elif part.startswith("__closure__."):
+                    closure = getattr(value, "__closure__", None) or ()
+                    closure[int(part.removeprefix("__closure__."))].cell_contents = item
+                else:
+                    setattr(value, part, item)
+            except (AttributeError, TypeError, ValueError, IndexError) as exc:
+                problems.append(f"{name}.{part}: {type(exc).__name__}: {exc}")
     return problems
 
 

@@ -31,12 +31,22 @@ from awaitly_nb.notebook.capture import (
 from awaitly_nb.notebook.namespace import (
     assigned_names,
     co_variables,
+    definition_changes,
+    definition_digests,
+    imported_modules,
+    module_changes,
+    module_digests,
     module_stores,
     produced,
-    reached_globals,
+    reach,
     snapshot,
 )
-from awaitly_nb.notebook.restore import replay, restore, set_module_attributes
+from awaitly_nb.notebook.restore import (
+    replay,
+    restore,
+    set_definition_state,
+    set_module_attributes,
+)
 from awaitly_nb.storage.codec import MAIN_BY_REFERENCE, main_global
 
 TYPE_CHECKING = False
@@ -257,6 +267,7 @@ class NotebookStep:
         restore(self.namespace, payload)
         reapply_process(self.spec.key, payload, self.shell)
         problems = set_module_attributes(payload.modules)
+        problems += set_definition_state(self.namespace, payload.definitions)
         if problems:
             show_note(
                 f"{self.spec.key!r} set module attributes that cannot be set again here: "
@@ -278,7 +289,12 @@ class NotebookStep:
         statements = list(statements)
         self._targets = assigned_names(statements)
         self._before = snapshot(self.namespace)
-        self._reached = digests(reached_globals(self.spec.reads, self.namespace), self.namespace)
+        reached = reach(self.spec.reads, self.namespace)
+        self._reached = digests(reached.data, self.namespace)
+        self._definitions = definition_digests(reached.definitions, self.namespace)
+        imported = imported_modules(statements)
+        self._fresh = {m for m in imported if m not in sys.modules}  # first imported here
+        self._modules = module_digests(reached.modules | imported, self.engine.own_module)
         self._process = process.snapshot()
         self._settings = process.state_digest(process.SETTINGS)  # what its output may follow
         self._seeds = _calls_seed(statements)
@@ -352,12 +368,22 @@ class NotebookStep:
             optional |= shared
         variables = {n: self.namespace[n] for n in names}
         changed_state = process.changes(self._process, process.snapshot())
+        # What the functions it called changed inside definitions and your modules.
+        definitions = definition_changes(self._definitions, self.namespace)
+        optional |= {f"{n}.{part}" for n, parts in definitions.items() for part in parts}
+        fresh: dict[str, dict[str, tuple[int, str | None]]] = {
+            m: {} for m in self._fresh if m in sys.modules and self.engine.own_module(m)
+        }
+        modules = module_changes({**self._modules, **fresh})  # a fresh one: all its data
+        for module, values in module_stores(self._statements, self.namespace).items():
+            modules.setdefault(module, {}).update(values)
         payload = StepPayload(
             variables=variables,
             deleted=tuple(deleted),
             outputs=tuple(self._recorder.outputs),
             process=changed_state,
-            modules=module_stores(self._statements, self.namespace),
+            modules=modules,
+            definitions=definitions,
             **self._result_fields(result, variables),
         )
         implied = state_inputs(

@@ -387,3 +387,40 @@ def test_a_watched_plain_cell_keeps_only_so_many_paths_and_counts_the_rest(here:
         recorder.unwatch()
     assert len(recorder.paths) == 2 and recorder.more == 1
     assert recorder.file_states() == [("(files read)", 3, 0, 0, 0)]
+
+
+def test_a_file_a_shell_command_reads_is_an_input(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    data = here / "data.txt"
+    data.write_text("one\ntwo\n")
+    cell = "%%step key=s\nmark()\nlines = !cat data.txt"
+    assert run(cell).error is None
+    restart()
+    before = data.stat()
+    data.write_text("uno\ndos\n")  # the same size, its old time put back
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+    ran = run(cell)
+    assert list(ip.user_ns["lines"]) == ["uno", "dos"] and marks.count() == 2
+    assert any("data.txt changed" in n for n in ran.notes), ran.notes
+
+
+def test_which_copy_of_a_module_a_step_imports_is_an_input(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    for folder, add in (("libA", 1), ("libB", 100)):
+        (here / folder).mkdir()
+        (here / folder / "awaitly_test_mod.py").write_text(f"def f(x):\n    return x + {add}\n")
+    cell = "%%step key=s\nmark()\nimport awaitly_test_mod\nr = awaitly_test_mod.f(1)"
+    try:
+        for folder in ("libA", "libB"):  # a cell puts another copy first on sys.path
+            restart()
+            sys.modules.pop("awaitly_test_mod", None)
+            sys.path[:] = [p for p in sys.path if not p.endswith(("libA", "libB"))]
+            assert run(f"import sys\nsys.path.insert(0, {str(here / folder)!r})").error is None
+            ran = run(cell)
+        assert ip.user_ns["r"] == 101 and marks.count() == 2
+        assert any("import awaitly_test_mod changed" in n for n in ran.notes), ran.notes
+    finally:
+        sys.modules.pop("awaitly_test_mod", None)
+        sys.path[:] = [p for p in sys.path if not p.endswith(("libA", "libB"))]
