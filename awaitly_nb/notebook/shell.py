@@ -166,7 +166,8 @@ def _small_scalar(value: Any) -> bool:
 def display_settings(shell: Any = None) -> dict[str, Any]:
     """IPython's display settings where they differ from their defaults: ``%precision``,
     ``%pprint``, the inline backend's figure formats (``%config
-    InlineBackend.figure_formats``, ``set_matplotlib_formats("retina")``)."""
+    InlineBackend.figure_formats``, ``set_matplotlib_formats("retina")``), and the
+    printers the notebook registered for a type (:func:`notebook_printers`)."""
     shell = shell or current_shell()
     found: dict[str, Any] = {}
     plain = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("text/plain")
@@ -175,6 +176,9 @@ def display_settings(shell: Any = None) -> dict[str, Any]:
             found["precision"] = plain.float_precision
         if getattr(plain, "pprint", True) is False:
             found["pprint"] = False
+    printers = notebook_printers(shell)
+    if printers:
+        found["printers"] = printers
     config = sys.modules.get("matplotlib_inline.config")
     if config is not None and config.InlineBackend.initialized():
         backend = config.InlineBackend.instance()
@@ -188,6 +192,45 @@ def display_settings(shell: Any = None) -> dict[str, Any]:
 _FIGURE_KWARGS = {"bbox_inches": "tight"}
 
 
+def notebook_printers(shell: Any = None) -> dict[str, tuple[Any, Any]]:
+    """The printers functions defined in the notebook were registered as, for a type
+    (``display_formatter.formatters["text/plain"].for_type(Fraction, show)``): by
+    format and type name, ``(type, function)`` (``((module, name), function)`` for
+    one registered by name). Libraries' own printers are left out."""
+    shell = shell or current_shell()
+    found: dict[str, tuple[Any, Any]] = {}
+    formatters = getattr(getattr(shell, "display_formatter", None), "formatters", {})
+    for mime, formatter in formatters.items():
+        for cls, printer in dict(getattr(formatter, "type_printers", {})).items():
+            if getattr(printer, "__module__", None) == "__main__":
+                name = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', cls)}"
+                found[f"{mime} {name}"] = (cls, printer)
+        for where, printer in dict(getattr(formatter, "deferred_printers", {})).items():
+            if getattr(printer, "__module__", None) == "__main__":
+                found[f"{mime} {'.'.join(where)}"] = (where, printer)
+    return dict(sorted(found.items()))
+
+
+def _set_printers(found: Any, shell: Any) -> None:
+    """Register the printers of :func:`notebook_printers` (and drop the notebook's others)."""
+    formatters = getattr(getattr(shell, "display_formatter", None), "formatters", {})
+    wanted = dict(found or {})
+    for mime, formatter in formatters.items():
+        for table in ("type_printers", "deferred_printers"):
+            printers = getattr(formatter, table, None)
+            if isinstance(printers, dict):
+                for key, printer in list(printers.items()):
+                    if getattr(printer, "__module__", None) == "__main__":
+                        del printers[key]
+        for name, (what, printer) in wanted.items():
+            if name.split(" ", 1)[0] != mime:
+                continue
+            if isinstance(what, tuple):
+                formatter.for_type_by_name(*what, printer)
+            else:
+                formatter.for_type(what, printer)
+
+
 def set_display_settings(found: Any, shell: Any = None) -> None:
     """Set what :func:`display_settings` returned (a step's replay): those it names,
     and the defaults for the others."""
@@ -196,6 +239,7 @@ def set_display_settings(found: Any, shell: Any = None) -> None:
     if plain is not None:
         plain.float_precision = found.get("precision", "")
         plain.pprint = found.get("pprint", True)
+    _set_printers(found.get("printers"), shell)
     figures = "figure_formats" in found or "print_figure_kwargs" in found
     if figures or "matplotlib_inline.config" in sys.modules:
         from matplotlib_inline.config import InlineBackend

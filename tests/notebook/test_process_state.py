@@ -362,3 +362,48 @@ def test_a_replayed_cell_sets_ipython_display_settings_again(
         assert (plain.float_precision, plain.pprint) == ("3", False)
     finally:
         plain.float_precision, plain.pprint = "", True
+
+
+PRINTER = (
+    "from fractions import Fraction\n"
+    "def show(x, p, cycle):\n    p.text({text})\n"
+    "get_ipython().display_formatter.formatters['text/plain'].for_type(Fraction, show)"
+)
+
+
+def test_a_printer_the_notebook_registered_is_a_setting_and_set_again(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    from fractions import Fraction
+
+    plain = ip.display_formatter.formatters["text/plain"]
+    show = "%%step key=shown\nmark()\nFraction(1, 3)"
+    try:
+        assert run(PRINTER.format(text="f'{float(x):.3f}'")).error is None
+        assert run(show).error is None
+        restart()
+        plain.type_printers.pop(Fraction)  # a new kernel
+        assert run(PRINTER.format(text="f'{x.numerator}/{x.denominator}'")).error is None
+        again = run(show)  # the edited printer: a plain run shows 1/3
+        assert marks.count() == 2, again.notes
+        assert any("settings made before it changed" in n for n in again.notes), again.notes
+
+        cell = "%%step key=register\nmark()\n" + PRINTER.format(text="'third'")
+        restart()
+        plain.type_printers.pop(Fraction)  # a new kernel, where a step registers it
+        assert run(cell).error is None
+        restart()
+        plain.type_printers.pop(Fraction)  # a new kernel
+        assert any("restored" in n for n in run(cell).notes) and marks.count() == 3
+        printer = _Printer()
+        plain.lookup_by_type(Fraction)(Fraction(1, 3), printer, False)
+        assert printer.shown == "third"  # registered again, as the run left it
+    finally:
+        plain.type_printers.pop(Fraction, None)
+
+
+class _Printer:
+    shown = ""
+
+    def text(self, value: str) -> None:
+        self.shown += value
