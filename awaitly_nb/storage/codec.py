@@ -118,8 +118,20 @@ def _pickler() -> type:
         ) -> None:
             super().__init__(file, protocol=5, buffer_callback=buffer_callback)
             self._by_reference = by_reference
+            numpy = sys.modules.get("numpy")
+            self._ndarray = numpy.ndarray if numpy is not None else None
+            self._roots: set[int] = set()
+
+        def dump(self, obj: Any) -> None:
+            if self._ndarray is not None:
+                self._roots = _array_roots(obj, self._ndarray)
+            super().dump(obj)
 
         def reducer_override(self, obj: Any) -> Any:
+            if type(obj) is self._ndarray and obj.base is not None and self._roots:
+                view = _as_view(obj, self._ndarray, self._roots)
+                if view is not None:
+                    return view
             if self._by_reference is not None and isinstance(
                 obj, (type, types.FunctionType, _LRU_WRAPPER)
             ):
@@ -138,6 +150,65 @@ def _pickler() -> type:
             return super().reducer_override(obj)
 
     return _ReferencingPickler
+
+
+def _array_roots(value: Any, ndarray: Any, budget: int = 10_000) -> set[int]:
+    """Ids of the arrays owning their memory among ``value``'s lists, tuples, dicts and
+    objects' attributes (a step's variables): the bases a view may be saved against."""
+    roots: set[int] = set()
+    seen: set[int] = set()
+    todo = [value]
+    while todo and budget > 0:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        budget -= 1
+        if type(obj) is ndarray:
+            if obj.base is None:
+                roots.add(id(obj))
+        elif isinstance(obj, (list, tuple)):
+            todo.extend(obj[:budget])
+        elif isinstance(obj, dict):
+            todo.extend(list(obj.values())[:budget])
+        elif isinstance(getattr(obj, "__dict__", None), dict) and not isinstance(obj, type):
+            todo.extend(list(vars(obj).values())[:budget])
+    return roots
+
+
+def _as_view(array: Any, ndarray: Any, roots: set[int]) -> Any:
+    """A numpy view saved as a view of its base, when the base is saved too: a replay
+    keeps them sharing memory, as a run leaves them (``part = whole[:10]``)."""
+    root: Any = array.base
+    while type(root) is ndarray and root.base is not None:
+        root = root.base
+    if (
+        type(root) is not ndarray
+        or id(root) not in roots
+        or not root.flags.c_contiguous
+        or array.dtype.hasobject
+    ):
+        return None
+    offset = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    layout = (array.shape, array.strides, array.dtype, array.flags.writeable)
+    return array_view, (root, offset, *layout)
+
+
+def array_view(
+    root: Any,
+    offset: int,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    dtype: Any,
+    writeable: bool,
+) -> Any:
+    """The view of ``root`` a step saved (see :func:`_as_view`)."""
+    import numpy
+
+    view = numpy.ndarray(shape, dtype, buffer=root, offset=offset, strides=strides)
+    if not writeable:
+        view.flags.writeable = False
+    return view
 
 
 def lru_cached(function: Callable[..., Any], parameters: dict[str, Any]) -> Any:

@@ -209,3 +209,26 @@ def test_floats_survive_bit_for_bit() -> None:
     values = [math.nan, -0.0, math.inf, 5e-324]
     back = loads_value(dumps_value(values))
     assert [v.hex() for v in back] == [v.hex() for v in values]
+
+
+def test_a_view_saved_with_its_base_comes_back_a_view_of_it(tmp_path: Path) -> None:
+    from awaitly_nb.storage.local import LocalStore
+
+    base = np.arange(100_000.0)  # big enough to be a blob of its own
+    values = {"base": base, "part": base[10:20], "every": base[::-3], "rows": [base[:2]]}
+    values["alone"] = np.arange(50.0)[5:8]  # its base is not saved: a copy, not all 50
+    store = LocalStore(tmp_path)
+    store.save("w", "k", {}, values)
+    back = LocalStore(tmp_path).load("w", "k")
+    for name in ("part", "every"):
+        assert np.array_equal(back[name], values[name])
+        assert np.shares_memory(back[name], back["base"])
+    assert np.shares_memory(back["rows"][0], back["base"])
+    back["base"][10] = -1.0
+    assert back["part"][0] == -1.0  # as after a run: one memory
+    assert back["alone"].tolist() == [5.0, 6.0, 7.0]
+    readonly = np.arange(10.0)
+    readonly.flags.writeable = False
+    again = LocalStore(tmp_path)
+    again.save("w", "r", {}, {"base": readonly, "view": readonly[2:]})
+    assert not again.load("w", "r")["view"].flags.writeable
