@@ -150,6 +150,10 @@ class _Hasher:
             self.feed(value.__wrapped__)
         elif _is_numpy_array(value) and value.dtype.hasobject is False:
             self._array(value)
+        elif _is_artist(value):
+            # A figure or axes pickles differently in every process (its callbacks,
+            # transforms' caches): compared by value it would differ after each restart.
+            raise _Unhashable("a matplotlib artist")
         else:
             self._pickled(value)
 
@@ -441,6 +445,12 @@ def _wraps_function(value: Any) -> bool:
 def _is_numpy_array(value: Any) -> bool:
     numpy = sys.modules.get("numpy")
     return numpy is not None and type(value) is numpy.ndarray
+
+
+def _is_artist(value: Any) -> bool:
+    """A matplotlib figure, axes or other artist (matplotlib is not imported for it)."""
+    artist = sys.modules.get("matplotlib.artist")
+    return artist is not None and isinstance(value, artist.Artist)
 
 
 def value_digest(

@@ -290,3 +290,18 @@ def test_a_replay_sends_a_stream_the_step_flushed_when_it_did(tmp_path: Path) ->
     assert any("restored 'bar'" in n for n in _notes(second.cells[1]))
     assert [o["stream"] for o in _visible(first.cells[1])] == ["stderr", "stdout", "stderr"]
     assert _visible(second.cells[1]) == _visible(first.cells[1])
+
+
+def test_a_step_drawing_on_axes_a_plain_cell_made_replays_in_a_new_kernel(
+    tmp_path: Path,
+) -> None:
+    # An Axes pickles differently in every process: compared by value, this step
+    # would run again after every restart; it counts by the plain cell that made it.
+    cells = [
+        "%load_ext awaitly_nb",
+        "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()",
+        "%%step key=draw\nax.plot([1, 2, 3])\nlines = len(ax.lines)\nprint(lines)",
+    ]
+    first, second = _run_twice(tmp_path / "axes.ipynb", cells)
+    assert any("restored 'draw'" in n for n in _notes(second.cells[2])), _notes(second.cells[2])
+    assert _visible(second.cells[2]) == _visible(first.cells[2])
