@@ -428,7 +428,8 @@ def call_step(
         if isinstance(home, dict):
             problems += set_definition_state(home, decision.payload.definitions)
         if problems:
-            show_note(f"{key!r} changed variables it cannot bind again here: {problems}", shell)
+            where = "; ".join(problems)
+            show_note(f"{key!r} changed what it cannot set again here: {where}", shell)
         replay_outputs(list(decision.payload.outputs), shell)
         return decision.payload.value  # type: ignore[no-any-return]
     in_place = _InPlace(target, decision, caller, engine.own_module)
