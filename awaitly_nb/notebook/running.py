@@ -34,6 +34,7 @@ from awaitly_nb.notebook.namespace import (
     definition_changes,
     definition_digests,
     imported_modules,
+    is_internal_name,
     module_changes,
     module_digests,
     module_stores,
@@ -202,6 +203,14 @@ def changed_inputs(
         if not engine.unchanged(decision, name, value):
             changed.add(name)
     return changed
+
+
+def _bound_to(objects: list[Any], namespace: Mapping[str, Any]) -> set[str]:
+    """The names ``namespace`` has for ``objects`` (that are not numbers or strings)."""
+    ids = {id(o) for o in objects if not isinstance(o, (int, float, str, bytes, bool))}
+    if not ids:
+        return set()
+    return {n for n, v in namespace.items() if id(v) in ids and not is_internal_name(n)}
 
 
 class NotebookStep:
@@ -377,6 +386,11 @@ class NotebookStep:
         modules = module_changes({**self._modules, **fresh})  # a fresh one: all its data
         for module, values in module_stores(self._statements, self.namespace).items():
             modules.setdefault(module, {}).update(values)
+        # `from helpers import CACHE`: the notebook's name for it stays the same object
+        set_there = [v for values in modules.values() for v in values.values()]
+        aliases = _bound_to(set_there, self.namespace)
+        variables.update((n, self.namespace[n]) for n in aliases if n not in variables)
+        optional |= aliases
         payload = StepPayload(
             variables=variables,
             deleted=tuple(deleted),

@@ -102,3 +102,23 @@ def test_data_your_module_s_function_changed_is_set_again(
         assert run(show).stdout.strip() == "{3: 6} 1"  # as the plain run shows
     finally:
         sys.modules.pop("helpers", None)
+
+
+def test_the_notebook_s_own_name_for_your_module_s_data_stays_that_object(
+    ip: Any, run: Any, restart: Any, here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (here / "helpers.py").write_text(HELPERS)
+    monkeypatch.syspath_prepend(str(here))
+    setup = "from helpers import fetch, CACHE"
+    cell = "%%step key=f3\nv = fetch(3)"
+    show = "import helpers\nprint(CACHE, CACHE is helpers.CACHE)"
+    try:
+        assert run(setup).result.success and run(cell).result.success
+        assert run(show).stdout.strip() == "{3: 6} True"
+        restart()
+        sys.modules.pop("helpers")  # a new kernel imports it again
+        assert run(setup).result.success
+        assert any("restored" in n for n in run(cell).notes)
+        assert run(show).stdout.strip() == "{3: 6} True"  # as the plain run shows
+    finally:
+        sys.modules.pop("helpers", None)
