@@ -48,9 +48,18 @@ _ATOMS = (
     frozenset,
 )
 _FOLLOWED_MODULES = {"__main__", "types"}  # the notebook's classes, SimpleNamespace
-_NODES = 20_000
+_NODES = 10_000
 """Objects followed per step at most (a big list of records is followed in part)."""
-_PER_VARIABLE = 2_000
+_PER_VARIABLE = 1_000
+_PER_HOLDER = 200
+"""Objects followed in another variable, looking for an input's (``rows = [df]``)."""
+_HOLDER_MAX = 1_000
+"""Another variable's list or dict longer than this is not searched for an input's
+objects (a table of records); an input itself is followed within the budget."""
+
+
+def _big(obj: Any) -> bool:
+    return isinstance(obj, (list, tuple, dict)) and len(obj) > _HOLDER_MAX
 
 
 def _key(path: str) -> str:
@@ -67,7 +76,8 @@ def _walk(
     numpy = sys.modules.get("numpy")
     todo: list[tuple[Any, str]] = [(value, root)]
     seen: set[int] = set()
-    left = min(budget[0], _PER_VARIABLE)
+    most = _PER_VARIABLE if only is None else _PER_HOLDER
+    left = min(budget[0], most)
     while todo and left > 0:
         obj, path = todo.pop()
         if isinstance(obj, _ATOMS):
@@ -86,21 +96,28 @@ def _walk(
         if key in seen:  # met again: recorded above, followed once
             continue
         seen.add(key)
+        room = left - len(todo)  # what is followed stays within the budget
+        if room <= 0 or (only is not None and _big(obj)):
+            continue  # another variable's big list is data, not a holder of inputs
         if isinstance(obj, (tuple, list)):
-            items = enumerate(obj[:left])
-            todo.extend((item, f"{path}[{i}]") for i, item in reversed(list(items)))
+            items: Any = enumerate(obj[:room])
+            labels = "[{}]"
         elif isinstance(obj, dict):
-            pairs = enumerate(itertools.islice(obj.items(), left))
-            todo.extend(
-                (item, f"{path}[{k!r}]" if isinstance(k, (str, int)) else f"{path}[#{i}]")
-                for i, (k, item) in reversed(list(pairs))
-            )
+            items = itertools.islice(obj.items(), room)
+            labels = "[{!r}]"
         elif type(obj).__module__ in _FOLLOWED_MODULES and isinstance(
             getattr(obj, "__dict__", None), dict
         ):
-            attrs = list(itertools.islice(vars(obj).items(), left))
-            todo.extend((item, f"{path}.{a}") for a, item in reversed(attrs))
-    budget[0] -= min(budget[0], _PER_VARIABLE) - left
+            items = itertools.islice(vars(obj).items(), room)
+            labels = ".{}"
+        else:
+            continue
+        children = [(k, item) for k, item in items if not isinstance(item, _ATOMS)][:room]
+        todo.extend(
+            (item, path + (labels.format(k) if isinstance(k, (str, int)) else "[#]"))
+            for k, item in reversed(children)
+        )
+    budget[0] -= min(budget[0], most) - left
 
 
 def shared_objects(
@@ -127,6 +144,7 @@ def shared_objects(
     if not where:
         return None
     mine = set(where)
+    budget = [_NODES // 10]  # for the other variables
     for name in sorted(namespace):
         if name in inputs or name.startswith("__") or (skip is not None and skip(name)):
             continue
