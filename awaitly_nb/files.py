@@ -272,6 +272,8 @@ def literal_paths(statements: Iterable[ast.AST]) -> list[str]:
     ['data/s.parquet']
     >>> literal_paths(ast.parse("get_ipython().getoutput('cat data.txt | sort >out.txt')").body)
     ['data.txt', 'out.txt']
+    >>> literal_paths(ast.parse("get_ipython().system('wc -l *.csv')").body)
+    ['*.csv']
     """
     found: set[str] = set()
     for stmt in statements:
@@ -298,7 +300,7 @@ def _command_words(text: str) -> set[str]:
             tokens = line.split()
         for token in tokens:
             token = token.lstrip("<>")
-            if "://" not in token and _PATH_LIKE.fullmatch(token):
+            if "://" not in token and (_PATH_LIKE.fullmatch(token) or _GLOB_LIKE.fullmatch(token)):
                 words.add(token)
     return words
 

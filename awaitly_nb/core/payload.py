@@ -94,14 +94,26 @@ class StepPayload:
         return {**self.variables, **attributes, **parts}
 
     def without(self, names: set[str]) -> StepPayload:
-        """The payload with the variables ``names`` left out (and listed as skipped)."""
+        """The payload with the variables ``names`` left out (and listed as skipped); a
+        definition's part or a module attribute by ``name.part``."""
         kept = {n: v for n, v in self.variables.items() if n not in names}
         parts = {
             n: {p: v for p, v in values.items() if f"{n}.{p}" not in names}
             for n, values in self.definitions.items()
         }
         definitions = {n: values for n, values in parts.items() if values}
-        return replace(self, variables=kept, definitions=definitions, skipped=tuple(sorted(names)))
+        attributes = {
+            m: {a: v for a, v in values.items() if f"{m}.{a}" not in names}
+            for m, values in self.modules.items()
+        }
+        modules = {m: values for m, values in attributes.items() if values}
+        return replace(
+            self,
+            variables=kept,
+            definitions=definitions,
+            modules=modules,
+            skipped=tuple(sorted(names)),
+        )
 
     def to_saved(self) -> dict[str, Any]:
         """The dict that is serialised (the stored format)."""

@@ -66,6 +66,17 @@ def _key(path: str) -> str:
     return path if len(path) <= 60 else path[:57] + "..."
 
 
+def _identity(obj: Any, numpy: Any) -> tuple[int, bool]:
+    """The id that tells whether two values are one object: for a numpy array, the
+    memory it views (a restored array views the buffer it was read into)."""
+    if numpy is None or not isinstance(obj, numpy.ndarray):
+        return id(obj), False
+    base = obj
+    while isinstance(base.base, numpy.ndarray):
+        base = base.base
+    return id(base.base if base.base is not None else base), True
+
+
 def _walk(
     value: Any, root: str, where: dict[int, list[str]], budget: list[int], only: set[int] | None
 ) -> None:
@@ -83,14 +94,9 @@ def _walk(
         if isinstance(obj, _ATOMS):
             continue
         left -= 1
-        if numpy is not None and isinstance(obj, numpy.ndarray):
-            base = obj
-            while isinstance(base.base, numpy.ndarray):
-                base = base.base
-            memory = base.base if base.base is not None else base
-            key, path = id(memory), f"{path} (memory)"
-        else:
-            key = id(obj)
+        key, array = _identity(obj, numpy)
+        if array:
+            path = f"{path} (memory)"
         if (only is None or key in only) and not isinstance(obj, tuple):  # tuples: immutable
             where.setdefault(key, []).append(_key(path))
         if key in seen:  # met again: recorded above, followed once
@@ -144,6 +150,7 @@ def shared_objects(
     if not where:
         return None
     mine = set(where)
+    numpy = sys.modules.get("numpy")
     budget = [_NODES // 10]  # for the other variables
     for name in sorted(namespace):
         if name in inputs or name.startswith("__") or (skip is not None and skip(name)):
@@ -151,8 +158,9 @@ def shared_objects(
         value = namespace[name]
         if isinstance(value, _ATOMS):
             continue
-        if id(value) in mine:
-            where[id(value)].append(name)
+        key, array = _identity(value, numpy)
+        if key in mine:
+            where[key].append(f"{name} (memory)" if array else name)
         elif isinstance(value, (list, dict, tuple)) or type(value).__module__ in _FOLLOWED_MODULES:
             _walk(value, name, where, budget, mine)
     groups = sorted(" & ".join(sorted(paths)) for paths in where.values() if len(paths) > 1)

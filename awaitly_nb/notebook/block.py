@@ -449,7 +449,7 @@ def call_step(
     changed = process.changes(before, process.snapshot())
     code = getattr(target, "__code__", None)
     touched = in_place.changed(engine, values)
-    parts = touched["definitions"]
+    parts = {**touched["definitions"], **touched["modules"]}
     engine.finish(
         run,
         StepPayload(value=value, outputs=tuple(shown.outputs), process=changed, **touched),
@@ -491,14 +491,16 @@ class _InPlace:
         self.reached: dict[str, tuple[int, str]] = {}
         self.definitions: dict[str, tuple[int, dict[str, str | None]]] = {}
         self.modules: dict[str, dict[str, tuple[int, str | None]]] = {}
+        holder = getattr(target, "__self__", None) if isinstance(target, types.MethodType) else None
         if self.home is not None:
             direct = [n for n in decision.spec.reads if n in self.home]
-            direct += [n for n, v in self.home.items() if v is target]  # step(f): f's defaults
+            # step(f): f's defaults; step(Counter.bump): the class's attributes
+            mine = [target] if holder is None else [target, holder]
+            direct += [n for n, v in self.home.items() if any(v is m for m in mine)]
             reached = reach(direct, self.home)
             self.reached = digests(reached.data - set(decision.inputs), self.home)
             self.definitions = definition_digests(reached.definitions, self.home)
             self.modules = module_digests(reached.modules, own)
-        holder = getattr(target, "__self__", None) if isinstance(target, types.MethodType) else None
         self.holder: dict[str, Any] = {}
         self.held: dict[str, tuple[int, str]] = {}
         if holder is not None and not isinstance(holder, (type, types.ModuleType)):

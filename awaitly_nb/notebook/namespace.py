@@ -219,6 +219,13 @@ class _Reader(ast.NodeVisitor):
         if isinstance(node.ctx, ast.Load) and not any(node.id in s for s in self.local):
             self.names.add(node.id)
 
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        # `n += 1` reads n before it binds it (its target is a Store, not a Load)
+        target = node.target
+        if isinstance(target, ast.Name) and not any(target.id in s for s in self.local):
+            self.names.add(target.id)
+        self.generic_visit(node)
+
     def _scope(self, local: set[str], nodes: Iterable[ast.AST]) -> None:
         self.local.append(local)
         for node in nodes:
@@ -330,6 +337,8 @@ def input_names(statements: Iterable[ast.stmt]) -> set[str]:
     ['rows', 'z']
     >>> sorted(input_names(ast.parse("for v in items:\\n    total = v").body))
     ['items']
+    >>> sorted(input_names(ast.parse("n += 1\\nX *= 2").body))
+    ['X', 'n']
     """
     return _inputs(statements, set())
 
@@ -705,6 +714,31 @@ def _module_attributes(
                     yield node.value.id, module, node.attr, value
 
 
+_SHELL_CALLS = {"system", "getoutput", "run_cell_magic", "run_line_magic"}
+_EXPANDED = re.compile(r"\{([A-Za-z_]\w*)|\$([A-Za-z_]\w*)")
+
+
+def shell_names(statements: Iterable[ast.stmt]) -> set[str]:
+    r"""The variables a shell command or magic expands (``!head -n 2 {path}``, ``$path``):
+    IPython fills them in at run time, so the code does not name them.
+
+    >>> sorted(shell_names(ast.parse("get_ipython().system('head -n 2 {path} $out')").body))
+    ['out', 'path']
+    """
+    found: set[str] = set()
+    for statement in statements:
+        for node in ast.walk(statement):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _SHELL_CALLS
+            ):
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        found.update(a or b for a, b in _EXPANDED.findall(arg.value))
+    return found
+
+
 def step_inputs(
     statements: Iterable[ast.stmt],
     namespace: Mapping[str, Any],
@@ -714,7 +748,7 @@ def step_inputs(
     """A cell's or block's inputs: the names it reads, and where their values are (the
     namespace, with the attributes it reads from the user's modules: :func:`module_reads`)."""
     statements = list(statements)
-    reads = user_inputs(input_names(statements), namespace, hidden)
+    reads = user_inputs(input_names(statements) | shell_names(statements), namespace, hidden)
     extra = dict(module_reads(statements, reads, namespace, own))
     for module in sorted({m.split(".")[0] for m in imported_modules(statements)}):
         origin = module_origin(module)  # which copy `import` finds: sys.path may change

@@ -384,6 +384,8 @@ class NotebookStep:
             m: {} for m in self._fresh if m in sys.modules and self.engine.own_module(m)
         }
         modules = module_changes({**self._modules, **fresh})  # a fresh one: all its data
+        # one that cannot be saved (a lock, an open log file) is left out, not an error
+        optional |= {f"{m}.{a}" for m, values in modules.items() for a in values}
         for module, values in module_stores(self._statements, self.namespace).items():
             modules.setdefault(module, {}).update(values)
         # `from helpers import CACHE`: the notebook's name for it stays the same object

@@ -11,7 +11,7 @@ from awaitly_nb.core.sharing import shared_objects
 
 def test_numpy_views_share_their_base_memory() -> None:
     x = np.arange(6)
-    assert shared_objects({"y": x[2:]}, {"x": x, "y": x[2:]}) == "x & y (memory)"
+    assert shared_objects({"y": x[2:]}, {"x": x, "y": x[2:]}) == "x (memory) & y (memory)"
     assert shared_objects({"y": x.copy()}, {"x": x}) is None
 
 
@@ -48,3 +48,10 @@ def test_a_big_value_is_followed_in_part() -> None:
     big = [[i] for i in range(100_000)]
     assert shared_objects({"big": big}, {"alias": big[-1]}) is None  # beyond the budget
     assert shared_objects({"big": big}, {"alias": big[0]}) == "alias & big[0]"
+
+
+def test_a_restored_array_and_another_name_for_it_share_as_before() -> None:
+    made = np.arange(6.0).reshape(2, 3)
+    restored = np.frombuffer(bytearray(made.tobytes())).reshape(2, 3)  # as a load leaves it
+    for x in (made, restored):
+        assert shared_objects({"x": x}, {"x": x, "x_all": x}) == "x (memory) & x_all (memory)"

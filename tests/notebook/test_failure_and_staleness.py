@@ -244,3 +244,16 @@ def test_two_cells_sharing_a_key_are_told_so(ip: Any, run: Any, marks: Any) -> N
     assert any("another cell uses key 'same' with other code" in n for n in notes), notes
     notes = cell("%%step key=same\nmark()\nx = 3", "cell-b")  # the same cell, edited
     assert notes == ["[awaitly_nb] running 'same' again: code changed"]
+
+
+def test_an_augmented_assignment_reads_its_target(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    cell = "%%step key=aug\nmark()\nn += 1\nprint(n)"
+    assert run("n = 5").error is None
+    assert run(cell).stdout.strip() == "6"
+    restart()
+    assert run("n = 6").error is None  # an edited parameter
+    again = run(cell)
+    assert again.stdout.strip() == "7" and marks.count() == 2, again.notes
+    assert any("n changed (5 → 6)" in note for note in again.notes), again.notes

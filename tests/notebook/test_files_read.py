@@ -424,3 +424,16 @@ def test_which_copy_of_a_module_a_step_imports_is_an_input(
     finally:
         sys.modules.pop("awaitly_test_mod", None)
         sys.path[:] = [p for p in sys.path if not p.endswith(("libA", "libB"))]
+
+
+def test_a_variable_a_shell_command_expands_is_an_input(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    (here / "a.txt").write_text("one\n")
+    (here / "b.txt").write_text("two\n")
+    cell = "%%step key=s\nmark()\nlines = !cat {path}"
+    assert run("path = 'a.txt'").error is None and run(cell).error is None
+    restart()
+    assert run("path = 'b.txt'").error is None
+    again = run(cell)
+    assert list(ip.user_ns["lines"]) == ["two"] and marks.count() == 2, again.notes

@@ -122,3 +122,36 @@ def test_the_notebook_s_own_name_for_your_module_s_data_stays_that_object(
         assert run(show).stdout.strip() == "{3: 6} True"  # as the plain run shows
     finally:
         sys.modules.pop("helpers", None)
+
+
+def test_a_step_importing_your_module_that_holds_a_lock_is_saved(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (here / "locked.py").write_text("import threading\nLOCK = threading.Lock()\nN = 3\n")
+    monkeypatch.syspath_prepend(str(here))
+    cell = "%%step key=imp\nmark()\nimport locked\nn = locked.N"
+    try:
+        sys.modules.pop("locked", None)
+        first = run(cell)
+        assert first.error is None and not first.stderr, first.stderr  # no CacheWarning
+        restart()
+        sys.modules.pop("locked")
+        again = run(cell)
+        assert any("restored" in n for n in again.notes) and marks.count() == 1
+    finally:
+        sys.modules.pop("locked", None)
+
+
+def test_a_call_step_sets_again_a_class_attribute_its_classmethod_changed(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    define = (
+        "from awaitly_nb import step\nclass Counter:\n    total = 0\n    @classmethod\n"
+        "    def bump(cls, n):\n        mark()\n        cls.total += n\n        return cls.total"
+    )
+    cell = "t = step(Counter.bump, 5, key='bump')"
+    assert run(define).error is None and run(cell).error is None
+    restart()
+    assert run(define).error is None and run(cell).error is None
+    assert marks.count() == 1
+    assert (ip.user_ns["t"], ip.user_ns["Counter"].total) == (5, 5)
