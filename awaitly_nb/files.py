@@ -21,6 +21,7 @@ the import system makes are left out.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import os
 import re
@@ -371,7 +372,37 @@ def module_origin(name: str) -> str | None:
     if real.startswith(_installed_roots()):
         return None
     relative = os.path.relpath(real)
-    return real if relative.startswith("..") else relative
+    shown = real if relative.startswith("..") else relative
+    if os.path.basename(real) == "__init__.py":  # a package: any of its files may be used
+        return f"{shown} ({_package_fingerprint(os.path.dirname(real))})"
+    return shown
+
+
+_PACKAGES: dict[str, tuple[tuple[tuple[str, int, int, int, int], ...], str]] = {}
+
+
+def _package_fingerprint(folder: str) -> str:
+    """The code of a package's modules (``mypkg/util.py`` edited: it changes); its
+    files' stamps are checked at each call, their code read again only when changed."""
+    files = []
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__pycache__")))
+        for name in sorted(names):
+            if name.endswith(".py"):
+                path = os.path.join(top, name)
+                with contextlib.suppress(OSError):
+                    info = os.stat(path)
+                    stamp_ = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+                    files.append((path, *stamp_))
+        if len(files) > 500:  # a big tree: its stamps stand for its code
+            break
+    seen = tuple(files)
+    cached = _PACKAGES.get(folder)
+    if cached is None or cached[0] != seen:
+        parts = [f"{os.path.relpath(f[0], folder)}:{_source_fingerprint(f[0])}" for f in files]
+        cached = (seen, xxhash.xxh3_64_hexdigest("\n".join(parts).encode()))
+        _PACKAGES[folder] = cached
+    return cached[1]
 
 
 @functools.cache

@@ -437,3 +437,28 @@ def test_a_variable_a_shell_command_expands_is_an_input(
     assert run("path = 'b.txt'").error is None
     again = run(cell)
     assert list(ip.user_ns["lines"]) == ["two"] and marks.count() == 2, again.notes
+
+
+def test_a_step_importing_your_package_depends_on_all_its_modules(
+    ip: Any, run: Any, marks: Any, restart: Any, here: Path
+) -> None:
+    pkg = here / "awaitly_test_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .core import f\n")
+    (pkg / "core.py").write_text("from .util import g\ndef f(x):\n    return g(x) + 1\n")
+    (pkg / "util.py").write_text("def g(x):\n    return x * 2\n")
+    cell = "%%step key=q\nmark()\nimport awaitly_test_pkg.core as core\nr = core.f(10)"
+    sys.path.insert(0, str(here))
+    try:
+        assert run("import awaitly_test_pkg").error is None and run(cell).error is None
+        restart()
+        for name in [m for m in sys.modules if m.startswith("awaitly_test_pkg")]:
+            del sys.modules[name]
+        (pkg / "util.py").write_text("def g(x):\n    return x * 3\n")  # only util.py changes
+        assert run("import awaitly_test_pkg").error is None
+        again = run(cell)
+        assert ip.user_ns["r"] == 31 and marks.count() == 2, again.notes
+    finally:
+        sys.path.remove(str(here))
+        for name in [m for m in sys.modules if m.startswith("awaitly_test_pkg")]:
+            del sys.modules[name]
