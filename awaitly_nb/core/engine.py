@@ -770,7 +770,8 @@ class StepEngine:
         digest = value_digest(value, values, self._module_version)
         if digest is None:
             return None, ""
-        said = summary(value)
+        # which inputs are one object: the whole text, for the note that says what changed
+        said = repr(value[:200]) if name == SHARED and isinstance(value, str) else summary(value)
         if memo is not None:
             memo.digested(name, value, digest, said)
         return digest, said

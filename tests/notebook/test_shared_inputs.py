@@ -66,3 +66,17 @@ def test_unchanged_sharing_restores(ip: Any, run: Any, marks: Any, restart: Any)
     again = run(cell)
     assert marks.count() == 1, again.notes
     assert ip.user_ns["a"] == [1, 2, 3, 2] and ip.user_ns["a"] is ip.user_ns["b"]
+
+
+def test_the_note_says_which_objects_were_shared_in_full(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    names = "first_list_with_a_long_name = [1]\nsecond_list_with_a_long_name = "
+    cell = "%%step key=long\nsecond_list_with_a_long_name.append(2)\nmark()"
+    assert run(names + "first_list_with_a_long_name").result.success
+    assert run(cell).result.success
+    restart()
+    assert run(names + "[1]").result.success
+    again = run(cell)
+    shared = "'first_list_with_a_long_name & second_list_with_a_long_name' → none"
+    assert any(shared in n for n in again.notes), again.notes
