@@ -37,6 +37,7 @@ from awaitly_nb.files import ReadRecorder, code_constants, literal_paths, named_
 from awaitly_nb.notebook.capture import OutputRecorder, replay_outputs
 from awaitly_nb.notebook.many import map_steps
 from awaitly_nb.notebook.namespace import (
+    assigned_names,
     definition_changes,
     definition_digests,
     is_internal_name,
@@ -194,6 +195,7 @@ class StepBlock:
             exclude=self.exclude,
             quiet=self.quiet,
             hint='exclude="{names}" to step(...)',
+            targets=None if body is None else assigned_names(body).bound,
         )
         if self._step.lookup().hit:
             self._previous_trace = sys.gettrace()

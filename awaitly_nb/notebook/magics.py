@@ -30,7 +30,7 @@ from awaitly_nb.core.fingerprint import code_fingerprint, parse
 from awaitly_nb.core.payload import NOTHING
 from awaitly_nb.errors import AwaitlyError, InvalidKeyError
 from awaitly_nb.files import literal_paths, named_paths
-from awaitly_nb.notebook.namespace import step_inputs
+from awaitly_nb.notebook.namespace import assigned_names, step_inputs
 from awaitly_nb.notebook.running import NotebookStep
 from awaitly_nb.notebook.status_table import status_text
 
@@ -310,6 +310,7 @@ class StepMagics(Magics):
             exclude=exclude,
             quiet=args.quiet,
             hint="exclude={names} to the %%step line",
+            targets=assigned_names(body).bound,
         )
         try:
             step.lookup()

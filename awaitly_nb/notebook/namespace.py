@@ -626,6 +626,28 @@ def co_variables(
     return found
 
 
+def apart(
+    carried: Iterable[str], inputs: Mapping[str, Any], namespace: Mapping[str, Any]
+) -> list[str]:
+    """Those of ``carried`` (variables a saved step holds because they shared objects
+    with what it changed: ``clf`` inside ``pipe``) that share none with ``inputs``
+    now: a replay would bind them to the saved objects, undoing an edit that
+    separated them (``pipe`` made with a new estimator).
+
+    >>> rows = []; holder = {"rows": rows}
+    >>> apart(["holder", "other"], {"rows": rows}, {"holder": holder, "other": {"x": []}})
+    ['other']
+    """
+    names = [n for n in carried if n in namespace and not isinstance(namespace[n], _ATOMS)]
+    if not names:
+        return []
+    below = _reachable(inputs.values())
+    roots = {id(v) for v in inputs.values() if not isinstance(v, _ATOMS)}
+    return [
+        n for n in names if id(namespace[n]) not in below and not roots & _reachable([namespace[n]])
+    ]
+
+
 def user_inputs(
     names: Iterable[str], namespace: Mapping[str, Any], hidden: Mapping[str, Any] | None = None
 ) -> set[str]:

@@ -29,6 +29,7 @@ from awaitly_nb.notebook.capture import (
     flush_inline_figures,
 )
 from awaitly_nb.notebook.namespace import (
+    apart,
     assigned_names,
     co_variables,
     definition_changes,
@@ -236,15 +237,20 @@ class NotebookStep:
         exclude: Iterable[str] = (),
         quiet: bool = False,
         hint: str,
+        targets: Iterable[str] | None = None,
     ) -> None:
         self.spec, self.namespace, self.shell = spec, namespace, shell
         self.outputs, self.exclude, self.quiet, self.hint = outputs, set(exclude), quiet, hint
+        self.targets = None if targets is None else set(targets)
         self.engine = get_session().engine
         self._run: Run | None = None
 
     def lookup(self) -> Decision:
         """Ask the engine; say why a saved entry is not used."""
         self.decision = self.engine.lookup(self.spec)
+        separated = self._separated()
+        if separated:
+            self.decision = self.decision._replace(status="stale", payload=None, reason=separated)
         note = rerun_note(self.decision)
         shared = self._shared_key()
         if shared:
@@ -252,6 +258,30 @@ class NotebookStep:
         if note and not self.quiet:
             show_note(note, self.shell)
         return self.decision
+
+    def _separated(self) -> str:
+        """Why a hit cannot stand: a variable it would bind again because it shared
+        objects with what the step changed shares none with its inputs now."""
+        manifest, payload = self.decision.manifest, self.decision.payload
+        if not self.decision.hit or manifest is None or payload is None or self.targets is None:
+            return ""
+        reads = self.spec.reads
+        reached = reach(reads, self.namespace)
+        # your module's data it changed, under the notebook's name for it (CACHE)
+        modules = [id(v) for values in payload.modules.values() for v in values.values()]
+        carried = [
+            n
+            for n in manifest.variables
+            if n not in self.targets
+            and n not in reads
+            and n not in reached.data
+            and id(payload.variables.get(n)) not in modules
+        ]
+        inputs = {n: self.namespace[n] for n in reads if n in self.namespace}
+        names = apart(carried, inputs, self.namespace)
+        if not names:
+            return ""
+        return f"{', '.join(names)} no longer shares objects with what it read"
 
     def _shared_key(self) -> str:
         """Why a key's code changed when another cell of this kernel uses the same key."""

@@ -80,3 +80,23 @@ def test_the_note_says_which_objects_were_shared_in_full(
     again = run(cell)
     shared = "'first_list_with_a_long_name & second_list_with_a_long_name' → none"
     assert any(shared in n for n in again.notes), again.notes
+
+
+def test_a_variable_an_edit_separated_from_what_the_step_changed_is_not_bound_again(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    # `clf` inside `pipe` (a library object: only identity counts there), fitted by a
+    # step through `pipe`; an edit gives `pipe` a new estimator of its own.
+    cell = "%%step key=fit\nmark()\npipe[0].append('fitted')"
+    assert run("from collections import deque\nclf = []\npipe = deque([clf])").result.success
+    assert run(cell).result.success
+    assert ip.user_ns["clf"] == ["fitted"]
+    restart()
+    assert run("from collections import deque\nclf = []\npipe = deque([[]])").result.success
+    again = run(cell)
+    assert marks.count() == 2, again.notes
+    assert ip.user_ns["clf"] == [] and list(ip.user_ns["pipe"]) == [["fitted"]]
+    assert any("clf no longer shares objects" in n for n in again.notes), again.notes
+    restart()  # unchanged: it replays
+    assert run("from collections import deque\nclf = []\npipe = deque([[]])").result.success
+    assert any("restored" in n for n in run(cell).notes) and marks.count() == 2
