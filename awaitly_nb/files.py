@@ -374,16 +374,25 @@ def module_origin(name: str) -> str | None:
     relative = os.path.relpath(real)
     shown = real if relative.startswith("..") else relative
     if os.path.basename(real) == "__init__.py":  # a package: any of its files may be used
-        return f"{shown} ({_package_fingerprint(os.path.dirname(real))})"
+        code = _package_fingerprint(os.path.dirname(real))
+        return f"{shown} ({code})" if code else shown
     return shown
 
 
 _PACKAGES: dict[str, tuple[tuple[tuple[str, int, int, int, int], ...], str]] = {}
 
 
+_PACKAGE_FILES = 100
+"""A package with more modules than this is someone else's (a library on ``PYTHONPATH``
+or installed with ``pip --target``): its code is not read at every kernel start."""
+
+
 def _package_fingerprint(folder: str) -> str:
     """The code of a package's modules (``mypkg/util.py`` edited: it changes); its
-    files' stamps are checked at each call, their code read again only when changed."""
+    files' stamps are checked at each call, their code read again only when changed.
+    Empty for a big package (see ``_PACKAGE_FILES``) or one in a ``site-packages``."""
+    if any(part in ("site-packages", "dist-packages") for part in folder.split(os.sep)):
+        return ""
     files = []
     for top, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__pycache__")))
@@ -394,8 +403,8 @@ def _package_fingerprint(folder: str) -> str:
                     info = os.stat(path)
                     stamp_ = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
                     files.append((path, *stamp_))
-        if len(files) > 500:  # a big tree: its stamps stand for its code
-            break
+        if len(files) > _PACKAGE_FILES:
+            return ""
     seen = tuple(files)
     cached = _PACKAGES.get(folder)
     if cached is None or cached[0] != seen:

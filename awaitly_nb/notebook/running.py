@@ -414,9 +414,16 @@ class NotebookStep:
             m: {} for m in self._fresh if m in sys.modules and self.engine.own_module(m)
         }
         modules = module_changes({**self._modules, **fresh})  # a fresh one: all its data
-        # one that cannot be saved (a lock, an open log file) is left out, not an error
-        optional |= {f"{m}.{a}" for m, values in modules.items() for a in values}
-        for module, values in module_stores(self._statements, self.namespace).items():
+        stores = module_stores(self._statements, self.namespace)  # helpers.CONN = ...
+        # one its functions changed that cannot be saved (a lock made at import) is left
+        # out, not an error; one the step's own code set must be saved
+        optional |= {
+            f"{m}.{a}"
+            for m, values in modules.items()
+            for a in values
+            if a not in stores.get(m, {})
+        }
+        for module, values in stores.items():
             modules.setdefault(module, {}).update(values)
         # `from helpers import CACHE`: the notebook's name for it stays the same object
         set_there = [v for values in modules.values() for v in values.values()]

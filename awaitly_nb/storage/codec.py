@@ -152,10 +152,23 @@ def _pickler() -> type:
     return _ReferencingPickler
 
 
+def _root(array: Any, ndarray: Any) -> Any:
+    """The array owning the memory ``array`` views (itself when it owns it)."""
+    while type(array.base) is ndarray:
+        array = array.base
+    return array
+
+
 def _array_roots(value: Any, ndarray: Any, budget: int = 10_000) -> set[int]:
-    """Ids of the arrays owning their memory among ``value``'s lists, tuples, dicts and
-    objects' attributes (a step's variables): the bases a view may be saved against."""
-    roots: set[int] = set()
+    """Ids of the arrays owning the memory of two or more arrays among ``value``'s
+    lists, tuples, dicts and objects' attributes (a step's variables), or owning
+    their own and saved: the bases views are saved against, so they stay shared.
+
+    A base that only one small view uses is not saved for it (``head = big[:10]``
+    is saved as a copy of ten rows, not with all of ``big``).
+    """
+    users: dict[int, list[Any]] = {}
+    roots: dict[int, Any] = {}
     seen: set[int] = set()
     todo = [value]
     while todo and budget > 0:
@@ -165,29 +178,29 @@ def _array_roots(value: Any, ndarray: Any, budget: int = 10_000) -> set[int]:
         seen.add(id(obj))
         budget -= 1
         if type(obj) is ndarray:
-            if obj.base is None:
-                roots.add(id(obj))
+            root = _root(obj, ndarray)
+            if root.base is None and root.flags.c_contiguous:
+                roots[id(root)] = root
+                users.setdefault(id(root), []).append(obj)
         elif isinstance(obj, (list, tuple)):
             todo.extend(obj[:budget])
         elif isinstance(obj, dict):
             todo.extend(list(obj.values())[:budget])
         elif isinstance(getattr(obj, "__dict__", None), dict) and not isinstance(obj, type):
             todo.extend(list(vars(obj).values())[:budget])
-    return roots
+    return {
+        key
+        for key, arrays in users.items()
+        if any(a is roots[key] for a in arrays)
+        or (len(arrays) > 1 and roots[key].nbytes <= 2 * sum(a.nbytes for a in arrays))
+    }
 
 
 def _as_view(array: Any, ndarray: Any, roots: set[int]) -> Any:
     """A numpy view saved as a view of its base, when the base is saved too: a replay
     keeps them sharing memory, as a run leaves them (``part = whole[:10]``)."""
-    root: Any = array.base
-    while type(root) is ndarray and root.base is not None:
-        root = root.base
-    if (
-        type(root) is not ndarray
-        or id(root) not in roots
-        or not root.flags.c_contiguous
-        or array.dtype.hasobject
-    ):
+    root = _root(array, ndarray)
+    if root is array or id(root) not in roots or array.dtype.hasobject:
         return None
     offset = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
     layout = (array.shape, array.strides, array.dtype, array.flags.writeable)

@@ -140,3 +140,20 @@ def test_a_with_target_closed_by_its_block_is_left_out_one_still_open_is_not(
     with pytest.warns(CacheWarning):
         run(still_open)
     assert marks.count() == 3
+
+
+def test_a_module_attribute_the_step_sets_to_an_unsaveable_value_is_not_left_out(
+    ip: Any, run: Any, saved: Any, here: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    (here / "awaitly_test_settings.py").write_text("N = 1\n")  # one of your modules
+    monkeypatch.syspath_prepend(str(here))
+    try:
+        assert run("import awaitly_test_settings as settings").result.success
+        with pytest.warns(CacheWarning, match=r"awaitly_test_settings\.CONN \(lock\)"):
+            ran = run("%%step key=conn\nimport threading\nsettings.CONN = threading.Lock()")
+        assert ran.result.success, ran.error
+        assert "conn" not in saved()  # a replay would lack CONN: it is not saved at all
+    finally:
+        sys.modules.pop("awaitly_test_settings", None)

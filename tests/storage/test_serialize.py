@@ -232,3 +232,15 @@ def test_a_view_saved_with_its_base_comes_back_a_view_of_it(tmp_path: Path) -> N
     again = LocalStore(tmp_path)
     again.save("w", "r", {}, {"base": readonly, "view": readonly[2:]})
     assert not again.load("w", "r")["view"].flags.writeable
+
+
+def test_views_of_a_base_no_variable_holds_stay_shared(tmp_path: Path) -> None:
+    from awaitly_nb.storage.local import LocalStore
+
+    grid = np.arange(120_000.0).reshape(300, 400)  # itself a view of arange's memory
+    values = {"grid": grid, "row": grid[0], "column": grid[:, 1]}
+    store = LocalStore(tmp_path)
+    store.save("w", "k", {}, values)
+    back = LocalStore(tmp_path).load("w", "k")
+    back["grid"] *= 2
+    assert back["row"][1] == 2.0 and back["column"][1] == 2 * 401.0  # one memory, as after a run
