@@ -455,6 +455,8 @@ def test_a_step_importing_your_package_depends_on_all_its_modules(
         for name in [m for m in sys.modules if m.startswith("awaitly_test_pkg")]:
             del sys.modules[name]
         (pkg / "util.py").write_text("def g(x):\n    return x * 3\n")  # only util.py changes
+        later = (pkg / "util.py").stat().st_mtime + 5  # past Python's cached bytecode's time
+        os.utime(pkg / "util.py", (later, later))
         assert run("import awaitly_test_pkg").error is None
         again = run(cell)
         assert ip.user_ns["r"] == 31 and marks.count() == 2, again.notes
