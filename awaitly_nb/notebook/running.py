@@ -281,7 +281,8 @@ class NotebookStep:
         names = apart(carried, inputs, self.namespace)
         if not names:
             return ""
-        return f"{', '.join(names)} no longer shares objects with what it read"
+        verb = "shares" if len(names) == 1 else "share"
+        return f"{', '.join(names)} no longer {verb} objects with what it read"
 
     def _shared_key(self) -> str:
         """Why a key's code changed when another cell of this kernel uses the same key."""
@@ -309,8 +310,7 @@ class NotebookStep:
         problems += set_definition_state(self.namespace, payload.definitions)
         if problems:
             show_note(
-                f"{self.spec.key!r} set module attributes that cannot be set again here: "
-                + "; ".join(problems),
+                f"{self.spec.key!r} changed what cannot be set again here: " + "; ".join(problems),
                 self.shell,
             )
         manifest = self.decision.manifest
