@@ -26,12 +26,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["SHARED", "shared_objects"]
+__all__ = ["ATOMS", "SHARED", "shared_objects"]
 
 SHARED = "(shared objects)"
 """The input name under which a step's sharing is compared."""
 
-_ATOMS = (
+ATOMS = (
     type(None),
     bool,
     int,
@@ -39,14 +39,15 @@ _ATOMS = (
     complex,
     str,
     bytes,
-    range,
     type,
     types.ModuleType,
     types.FunctionType,
     types.BuiltinFunctionType,
     types.MethodType,
-    frozenset,
 )
+"""Values that are not data a step could share or change in place: scalars, strings,
+and definitions (followed by their code, not their objects)."""
+_ATOMS = (*ATOMS, range, frozenset)  # nor are ranges and frozensets, for sharing
 _FOLLOWED_MODULES = {"__main__", "types"}  # the notebook's classes, SimpleNamespace
 _NODES = 10_000
 """Objects followed per step at most (a big list of records is followed in part)."""

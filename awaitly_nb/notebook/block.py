@@ -49,6 +49,7 @@ from awaitly_nb.notebook.namespace import (
 from awaitly_nb.notebook.restore import restore, set_definition_state, set_module_attributes
 from awaitly_nb.notebook.running import (
     NotebookStep,
+    bound_to,
     changed_inputs,
     changed_since,
     code_calls_seed,
@@ -525,11 +526,7 @@ class _InPlace:
                 objects.append(value)
         if changed_since(self.held, self.holder):
             objects.append(self.holder["self"])
-        bound = {
-            n: v
-            for n, v in (caller or {}).items()
-            if any(v is o for o in objects) and not is_internal_name(n)
-        }
+        bound = {n: caller[n] for n in bound_to(objects, caller)} if caller is not None else {}
         modules = module_changes(self.modules)
         if caller is None or caller is home:
             found.update(bound)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from awaitly_nb.core.digest import value_digest
 from awaitly_nb.core.fingerprint import global_names
-from awaitly_nb.core.sharing import SHARED, shared_objects
+from awaitly_nb.core.sharing import ATOMS, SHARED, shared_objects
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import module_origin
 
@@ -557,20 +557,7 @@ def module_changes(
     return changed
 
 
-_ATOMS = (
-    type(None),
-    bool,
-    int,
-    float,
-    complex,
-    str,
-    bytes,
-    type,
-    types.ModuleType,
-    types.FunctionType,
-    types.BuiltinFunctionType,
-    types.MethodType,
-)
+_ATOMS = ATOMS
 _MAX_OBJECTS = 100_000
 
 

@@ -206,7 +206,7 @@ def changed_inputs(
     return changed
 
 
-def _bound_to(objects: list[Any], namespace: Mapping[str, Any]) -> set[str]:
+def bound_to(objects: list[Any], namespace: Mapping[str, Any]) -> set[str]:
     """The names ``namespace`` has for ``objects`` (that are not numbers or strings)."""
     ids = {id(o) for o in objects if not isinstance(o, (int, float, str, bytes, bool))}
     if not ids:
@@ -427,7 +427,7 @@ class NotebookStep:
             modules.setdefault(module, {}).update(values)
         # `from helpers import CACHE`: the notebook's name for it stays the same object
         set_there = [v for values in modules.values() for v in values.values()]
-        aliases = _bound_to(set_there, self.namespace)
+        aliases = bound_to(set_there, self.namespace)
         variables.update((n, self.namespace[n]) for n in aliases if n not in variables)
         optional |= aliases
         payload = StepPayload(
