@@ -26,7 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["ATOMS", "SHARED", "shared_objects"]
+__all__ = ["ATOMS", "SHARED", "memory_of", "shared_objects"]
 
 SHARED = "(shared objects)"
 """The input name under which a step's sharing is compared."""
@@ -76,6 +76,20 @@ def _identity(obj: Any, numpy: Any) -> tuple[int, bool]:
     while isinstance(base.base, numpy.ndarray):
         base = base.base
     return id(base.base if base.base is not None else base), True
+
+
+def memory_of(obj: Any) -> int | None:
+    """For a numpy array, the id of the memory it views (through views, its base's);
+    None for any other value.
+
+    >>> import numpy as np
+    >>> data = np.arange(10.0)
+    >>> memory_of(data[:7]) == memory_of(data[7:]) == memory_of(data), memory_of([1])
+    (True, None)
+    """
+    numpy = sys.modules.get("numpy")
+    key, array = _identity(obj, numpy)
+    return key if array else None
 
 
 def _walk(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from awaitly_nb.core.digest import value_digest
 from awaitly_nb.core.fingerprint import global_names
-from awaitly_nb.core.sharing import ATOMS, SHARED, shared_objects
+from awaitly_nb.core.sharing import ATOMS, SHARED, memory_of, shared_objects
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import module_origin
 
@@ -578,10 +578,16 @@ def co_variables(
     outputs: Mapping[str, Any],
     namespace: Mapping[str, Any],
     hidden: Mapping[str, Any] | None = None,
+    in_place: Iterable[str] = (),
 ) -> set[str]:
     """Other variables that share objects with a step's outputs, so they are saved
     (and restored) with them and stay shared: ``fig`` when ``ax`` is an output
     (``ax.figure``), ``alias`` when it is ``df``, ``pipe`` when ``clf`` in it is.
+
+    ``in_place`` names the outputs the step changed without rebinding them: the
+    numpy arrays among them changed the memory they view, so the other arrays
+    viewing it changed too (``data`` when the step ran ``train -= 1`` on
+    ``train = data[:7]``).
 
     >>> class Fig: pass
     >>> class Ax:
@@ -589,11 +595,16 @@ def co_variables(
     >>> fig = Fig(); ns = {"fig": fig, "ax": Ax(fig), "n": 3, "other": Fig()}
     >>> sorted(co_variables({"ax": ns["ax"]}, ns))
     ['fig']
+    >>> import numpy as np
+    >>> data = np.arange(10.0); ns = {"data": data, "train": data[:7], "test": data[7:]}
+    >>> sorted(co_variables({"train": ns["train"]}, ns, in_place=["train"]))
+    ['data', 'test']
     """
     roots = {id(v) for v in outputs.values() if not isinstance(v, _ATOMS)}
     if not roots:
         return set()
     below = _reachable(outputs.values())
+    memory = {m for n in in_place if (m := memory_of(outputs.get(n))) is not None}
     found = set()
     budget = _MAX_OBJECTS * 3  # a notebook of big pure-Python structures is searched in part
     for name, value in namespace.items():
@@ -601,7 +612,7 @@ def co_variables(
             continue
         if hidden and name in hidden and hidden[name] is value:
             continue
-        if id(value) in below:
+        if id(value) in below or (memory and memory_of(value) in memory):
             found.add(name)
             continue
         if budget <= 0:
@@ -630,8 +641,13 @@ def apart(
         return []
     below = _reachable(inputs.values())
     roots = {id(v) for v in inputs.values() if not isinstance(v, _ATOMS)}
+    memory = {m for v in inputs.values() if (m := memory_of(v)) is not None}
     return [
-        n for n in names if id(namespace[n]) not in below and not roots & _reachable([namespace[n]])
+        n
+        for n in names
+        if id(namespace[n]) not in below
+        and not roots & _reachable([namespace[n]])
+        and memory_of(namespace[n]) not in memory  # nor views the same memory
     ]
 
 

@@ -235,6 +235,32 @@ def test_shared_references_stay_shared(ip: Any, run: Any, marks: Any, restart: A
     assert ip.user_ns["alias"] is ip.user_ns["rows"]
 
 
+def test_arrays_viewing_the_memory_a_step_changed_in_place_are_saved_with_it(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    setup = "import numpy as np\ndata = np.arange(10.0)\ntrain, test = data[:7], data[7:]"
+    cell = "%%step key=center\ntrain -= train.mean()\nmark()"
+    assert run(setup).result.success
+    assert run(cell).result.success
+    assert _saved_variables(saved, "center") == ["data", "test", "train"]
+
+    restart()
+    assert run(setup).result.success
+    assert run(cell).result.success
+
+    assert marks.count() == 1
+    ns = ip.user_ns
+    assert ns["data"].tolist() == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 7.0, 8.0, 9.0]
+    ns["data"][0] = 99.0  # still views of one memory, as after a run
+    assert (ns["train"][0], ns["test"].base is not None) == (99.0, True)
+
+    restart()  # an edit that copies the slice: data no longer changes with train
+    assert run(setup.replace("data[:7]", "data[:7].copy()")).result.success
+    assert run(cell).result.success
+    assert marks.count() == 2
+    assert ip.user_ns["data"][0] == 0.0
+
+
 @pytest.mark.parametrize("line", ["%time y = 2", "!echo hi"], ids=["line-magic", "shell-escape"])
 def test_cells_with_ipython_syntax_are_saved(
     ip: Any, run: Any, marks: Any, restart: Any, saved: Any, line: str
