@@ -526,6 +526,8 @@ class _InPlace:
                 objects.append(value)
         if changed_since(self.held, self.holder):
             objects.append(self.holder["self"])
+        if home is not None and found:  # other names for what changed (arrays viewing it)
+            found.update((n, home[n]) for n in bound_to(list(found.values()), home))
         bound = {n: caller[n] for n in bound_to(objects, caller)} if caller is not None else {}
         modules = module_changes(self.modules)
         if caller is None or caller is home:

@@ -20,6 +20,7 @@ from awaitly_nb.core import process
 from awaitly_nb.core.digest import VALUE, value_digest
 from awaitly_nb.core.engine import Decision, Run, StepEngine, StepSpec, unsaveable
 from awaitly_nb.core.payload import NOTHING, StepPayload
+from awaitly_nb.core.sharing import memory_of
 from awaitly_nb.files import ReadRecorder
 from awaitly_nb.formatting import NOTE_METADATA, format_duration, format_time, note_data
 from awaitly_nb.notebook.capture import (
@@ -207,11 +208,18 @@ def changed_inputs(
 
 
 def bound_to(objects: list[Any], namespace: Mapping[str, Any]) -> set[str]:
-    """The names ``namespace`` has for ``objects`` (that are not numbers or strings)."""
+    """The names ``namespace`` has for ``objects`` (that are not numbers or strings),
+    and for a numpy array among them, the arrays viewing its memory (a change made
+    through ``train`` is a change of ``data`` when ``train = data[:7]``)."""
     ids = {id(o) for o in objects if not isinstance(o, (int, float, str, bytes, bool))}
     if not ids:
         return set()
-    return {n for n, v in namespace.items() if id(v) in ids and not is_internal_name(n)}
+    memory = {m for o in objects if (m := memory_of(o)) is not None}
+    return {
+        n
+        for n, v in namespace.items()
+        if (id(v) in ids or (memory and memory_of(v) in memory)) and not is_internal_name(n)
+    }
 
 
 class NotebookStep:

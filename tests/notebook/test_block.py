@@ -346,7 +346,17 @@ import helpers
 counts = Counter()
 step(counts.update, "abca", key="counts")  # a library's method: its module is not ours
 step(helpers.tag, data, key="tag")  # an argument, passed to another module's function
-print(repr([a, b, log, c, int(rng.integers(0, 100)), data, acc.items, n, dict(counts)]))
+grid = np.arange(6.0)
+head, tail = grid[:3], grid[3:]  # views: a change through one is a change of grid
+def center(part):
+    part -= part.mean()
+def shift():
+    tail[:] += 10
+step(center, head, key="center")  # an argument viewing grid's memory
+step(shift, key="shift")  # a global viewing it
+grid[0] = 7  # still one memory after a replay, as after a run
+print(repr([a, b, log, c, int(rng.integers(0, 100)), data, acc.items, n, dict(counts),
+            grid.tolist(), head.tolist(), tail.tolist()]))
 """
 
 
@@ -376,6 +386,8 @@ def test_a_call_step_replays_what_it_changed_in_place(tmp_path: Any) -> None:
         ('step(acc.add, 5, key="acc")', "acc.add(5)"),
         ('step(counts.update, "abca", key="counts")', 'counts.update("abca")'),
         ('step(helpers.tag, data, key="tag")', "helpers.tag(data)"),
+        ('step(center, head, key="center")', "center(head)"),
+        ('step(shift, key="shift")', "shift()"),
     ]:
         assert call in plain
         plain = plain.replace(call, direct)
