@@ -578,16 +578,14 @@ def co_variables(
     outputs: Mapping[str, Any],
     namespace: Mapping[str, Any],
     hidden: Mapping[str, Any] | None = None,
-    in_place: Iterable[str] = (),
 ) -> set[str]:
     """Other variables that share objects with a step's outputs, so they are saved
     (and restored) with them and stay shared: ``fig`` when ``ax`` is an output
     (``ax.figure``), ``alias`` when it is ``df``, ``pipe`` when ``clf`` in it is.
 
-    ``in_place`` names the outputs the step changed without rebinding them: the
-    numpy arrays among them changed the memory they view, so the other arrays
-    viewing it changed too (``data`` when the step ran ``train -= 1`` on
-    ``train = data[:7]``).
+    For a numpy array among the outputs, the other arrays viewing its memory come
+    along: ``data`` when the step made ``train = data[:7]`` (a replay keeps
+    ``train`` a view of it) or changed ``train`` in place (``data`` changed too).
 
     >>> class Fig: pass
     >>> class Ax:
@@ -597,14 +595,14 @@ def co_variables(
     ['fig']
     >>> import numpy as np
     >>> data = np.arange(10.0); ns = {"data": data, "train": data[:7], "test": data[7:]}
-    >>> sorted(co_variables({"train": ns["train"]}, ns, in_place=["train"]))
+    >>> sorted(co_variables({"train": ns["train"]}, ns))
     ['data', 'test']
     """
     roots = {id(v) for v in outputs.values() if not isinstance(v, _ATOMS)}
     if not roots:
         return set()
     below = _reachable(outputs.values())
-    memory = {m for n in in_place if (m := memory_of(outputs.get(n))) is not None}
+    memory = {m for v in outputs.values() if (m := memory_of(v)) is not None}
     found = set()
     budget = _MAX_OBJECTS * 3  # a notebook of big pure-Python structures is searched in part
     for name, value in namespace.items():

@@ -409,10 +409,7 @@ class NotebookStep:
             names = sorted({*names, *changed})
             optional |= changed
             # Variables sharing objects with the outputs come along, so they stay shared.
-            in_place = [n for n in names if self._before.get(n) == id(self.namespace[n])]
-            shared = co_variables(
-                {n: self.namespace[n] for n in names}, self.namespace, hidden, in_place
-            )
+            shared = co_variables({n: self.namespace[n] for n in names}, self.namespace, hidden)
             shared -= excluded
             names = sorted({*names, *shared})
             optional |= shared

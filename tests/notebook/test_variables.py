@@ -261,6 +261,27 @@ def test_arrays_viewing_the_memory_a_step_changed_in_place_are_saved_with_it(
     assert ip.user_ns["data"][0] == 0.0
 
 
+def test_a_view_a_step_made_of_a_variable_s_array_stays_a_view_of_it(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    setup = "import numpy as np\nX = np.arange(10.0)"
+    split = "%%step key=split\nhead = X[:3]\nmark()"
+    center = "%%step key=center\nhead -= 1\nmark()"
+    for cell in (setup, split, center):
+        assert run(cell).result.success
+    assert _saved_variables(saved, "split") == ["X", "head"]
+
+    restart()
+    for cell in (setup, split, center):
+        assert run(cell).result.success
+
+    assert marks.count() == 2  # both restored
+    ns = ip.user_ns
+    assert ns["X"].tolist() == [-1.0, 0.0, 1.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    ns["X"][0] = 99.0
+    assert ns["head"][0] == 99.0
+
+
 @pytest.mark.parametrize("line", ["%time y = 2", "!echo hi"], ids=["line-magic", "shell-escape"])
 def test_cells_with_ipython_syntax_are_saved(
     ip: Any, run: Any, marks: Any, restart: Any, saved: Any, line: str
