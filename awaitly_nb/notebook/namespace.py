@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import gc
+import os
 import re
 import sys
 import types
@@ -762,6 +763,47 @@ def shell_names(statements: Iterable[ast.stmt]) -> set[str]:
     return found
 
 
+_ENV_READS = {"get", "setdefault"}
+
+
+def _is_environ(node: ast.AST | None) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+        isinstance(node, ast.Name) and node.id == "environ"
+    )
+
+
+def _text(node: ast.AST | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def environ_names(statements: Iterable[ast.stmt]) -> set[str]:
+    """The environment variables the code reads by name: ``os.environ["X"]``,
+    ``os.environ.get("X")``, ``os.getenv("X")``, ``"X" in os.environ``.
+
+    >>> code = "a = os.environ['A']; b = os.getenv('B', '1'); c = 'C' in environ"
+    >>> sorted(environ_names(ast.parse(code + "; os.environ['D'] = a").body))
+    ['A', 'B', 'C']
+    """
+    found: set[str] = set()
+    for statement in statements:
+        for node in ast.walk(statement):
+            name = None
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+                name = _text(node.slice) if _is_environ(node.value) else None
+            elif isinstance(node, ast.Call) and node.args:
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called == "getenv" or (
+                    called in _ENV_READS and _is_environ(getattr(func, "value", None))
+                ):
+                    name = _text(node.args[0])
+            elif isinstance(node, ast.Compare) and any(_is_environ(c) for c in node.comparators):
+                name = _text(node.left)
+            if name is not None:
+                found.add(name)
+    return found
+
+
 def step_inputs(
     statements: Iterable[ast.stmt],
     namespace: Mapping[str, Any],
@@ -777,6 +819,8 @@ def step_inputs(
         origin = module_origin(module)  # which copy `import` finds: sys.path may change
         if origin is not None:
             extra[f"import {module}"] = origin
+    for name in sorted(environ_names(statements)):  # set by the kernel's environment or a cell
+        extra[f"os.environ[{name!r}]"] = os.environ.get(name)
     shared = shared_objects(  # one object under two names is not two equal values
         {n: namespace[n] for n in reads if n in namespace},
         namespace,

@@ -59,7 +59,9 @@ if TYPE_CHECKING:
 __all__ = ["NotebookStep", "show_note"]
 
 
-_SEED = re.compile(r"\bseed\s*\(")
+_SEED = re.compile(r"seed\w*\s*\(|set_state\s*\(")
+"""A call that seeds a generator or sets its state: ``np.random.seed(0)``,
+``set_seed(0)``, ``seed_everything(0)``, ``np.random.set_state(saved)``."""
 
 
 def _seeded(namespace: Any) -> bool:

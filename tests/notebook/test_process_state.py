@@ -407,3 +407,69 @@ class _Printer:
 
     def text(self, value: str) -> None:
         self.shown += value
+
+
+BLOCK_STEP = """
+import os, sys
+import numpy as np
+import awaitly_nb
+from utils import set_seed
+awaitly_nb.configure(dir=sys.argv[1], workflow="w")
+set_seed(1)  # a helper of yours seeds the generator; no call named seed here
+with awaitly_nb.step("draw"):
+    x = np.random.rand(2).round(6).tolist()
+    mode = os.environ.get("AWAITLY_TEST_MODE", "none")
+print(repr([x, mode]))
+"""
+
+
+def _block_script(tmp_path: Path, offset: int, mode: str, *, plain: bool = False) -> list[Any]:
+    import ast
+    import subprocess
+    import sys
+
+    (tmp_path / "utils.py").write_text(
+        f"import numpy as np\ndef set_seed(s):\n    np.random.seed(s + {offset})\n"
+    )
+    code = BLOCK_STEP
+    if plain:
+        code = code.replace('with awaitly_nb.step("draw"):', "if True:")
+    path = tmp_path / "script.py"
+    path.write_text(code)
+    done = subprocess.run(
+        [sys.executable, str(path), str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AWAITLY_TEST_MODE": mode},
+        cwd=tmp_path,
+        check=True,
+    )
+    return ast.literal_eval(done.stdout.strip())  # type: ignore[no-any-return]
+
+
+def test_a_seed_set_through_a_helper_and_an_environment_variable_read_are_inputs(
+    tmp_path: Path,
+) -> None:
+    assert _block_script(tmp_path, 1, "alpha") == _block_script(tmp_path, 1, "alpha", plain=True)
+    assert _block_script(tmp_path, 2, "alpha") == _block_script(tmp_path, 2, "alpha", plain=True)
+    assert _block_script(tmp_path, 2, "beta") == _block_script(tmp_path, 2, "beta", plain=True)
+    assert _block_script(tmp_path, 2, "beta")[1] == "beta"  # restored now: nothing changed
+
+
+def test_an_environment_variable_a_cell_reads_is_an_input(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    cell = "%%step key=mode\nimport os\nmark()\nmode = os.getenv('AWAITLY_TEST_MODE')"
+    os.environ["AWAITLY_TEST_MODE"] = "alpha"
+    try:
+        run(cell)
+        restart()
+        run(cell)
+        assert (marks.count(), ip.user_ns["mode"]) == (1, "alpha")
+        restart()
+        os.environ["AWAITLY_TEST_MODE"] = "beta"
+        ran = run(cell)
+        assert (marks.count(), ip.user_ns["mode"]) == (2, "beta")
+        assert any("os.environ['AWAITLY_TEST_MODE'] changed" in n for n in ran.notes), ran.notes
+    finally:
+        os.environ.pop("AWAITLY_TEST_MODE", None)
