@@ -605,21 +605,31 @@ def co_variables(
     below = _reachable(outputs.values())
     memory = {m for v in outputs.values() if (m := memory_of(v)) is not None}
     found = set()
+    inside: dict[str, set[int]] = {}  # what each other variable holds
     budget = _MAX_OBJECTS * 3  # a notebook of big pure-Python structures is searched in part
     for name, value in namespace.items():
         if name in outputs or is_internal_name(name) or isinstance(value, _ATOMS):
             continue
         if hidden and name in hidden and hidden[name] is value:
             continue
-        if id(value) in below or (memory and memory_of(value) in memory):
+        if memory and memory_of(value) in memory:
             found.add(name)
-            continue
-        if budget <= 0:
-            continue
-        inside = _reachable([value], limit=min(budget, _MAX_OBJECTS))
-        budget -= len(inside)
-        if roots & inside:
+        elif budget > 0:
+            inside[name] = _reachable([value], limit=min(budget, _MAX_OBJECTS))
+            budget -= len(inside[name])
+        elif id(value) in below:
             found.add(name)
+    # Held by an output or holding one, and so on: `b = {"ref": a}` comes along
+    # when `c = [a, a]` is an output (a replay binds a to the saved object).
+    grown = True
+    while grown:
+        grown = False
+        for name, held in inside.items():
+            if name not in found and (id(namespace[name]) in below or roots & held):
+                found.add(name)
+                roots.add(id(namespace[name]))
+                below |= held
+                grown = True
     return found
 
 

@@ -235,6 +235,28 @@ def test_shared_references_stay_shared(ip: Any, run: Any, marks: Any, restart: A
     assert ip.user_ns["alias"] is ip.user_ns["rows"]
 
 
+def test_a_variable_holding_what_a_step_s_output_holds_stays_shared_with_it(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    cells = [
+        "%%step key=make\na = [0]\nb = {'ref': a}\nmark()",
+        "%%step key=pair\nc = [a, a]\nmark()",
+        "%%step key=grow\na.append(1)\nmark()",
+    ]
+    for cell in cells:
+        assert run(cell).result.success
+    assert _saved_variables(saved, "pair") == ["a", "b", "c"]  # b holds the a that c holds
+
+    restart()
+    for cell in cells:
+        assert run(cell).result.success
+
+    assert marks.count() == 3  # all three restored
+    ns = ip.user_ns
+    assert ns["b"]["ref"] is ns["a"] is ns["c"][0] is ns["c"][1]
+    assert ns["b"] == {"ref": [0, 1]}
+
+
 def test_arrays_viewing_the_memory_a_step_changed_in_place_are_saved_with_it(
     ip: Any, run: Any, marks: Any, restart: Any, saved: Any
 ) -> None:
