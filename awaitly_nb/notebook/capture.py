@@ -38,16 +38,17 @@ class _Tee:
     """A text stream that writes through to ``target`` and hands what it wrote to the
     recorders of the code writing it (see :func:`_recorders`)."""
 
-    def __init__(self, target: Any, name: str) -> None:
+    def __init__(self, target: Any, name: str, *, records: bool = True) -> None:
         self._target = target
         self._name = name
+        self._records = records  # False: the target records its own writes (_Hub._hook)
         self.stands_for = name
         """Which of ``sys.stdout``/``sys.stderr`` this is (a log handler made while a step
         ran holds it: :mod:`awaitly_nb.core.process` replays it as that stream)."""
 
     def write(self, text: str) -> int:
         written = self._target.write(text)
-        for recorder in _recorders():
+        for recorder in _recorders() if self._records else ():
             recorder._stream(self._name, text)
         return int(written) if isinstance(written, int) else len(text)
 
@@ -57,8 +58,8 @@ class _Tee:
 
     def flush(self) -> None:
         self._target.flush()
-        for recorder in _recorders():  # Jupyter sends the text now (a tqdm bar does this)
-            recorder._flushed(self._name)
+        for recorder in _recorders() if self._records else ():
+            recorder._flushed(self._name)  # Jupyter sends the text now (a tqdm bar does this)
 
     def __getattr__(self, attr: str) -> Any:  # encoding, fileno, isatty, ...
         return getattr(self._target, attr)
@@ -255,11 +256,39 @@ class _Hub:
         self._saved.append((obj, attr, obj.__dict__.get(attr, _ABSENT)))
         setattr(obj, attr, value)
 
+    def _hook(self, stream: Any, name: str) -> bool:
+        """Record what is written to ``stream`` itself, also by code that held it before
+        the step began (a log handler ``basicConfig`` made, ``print(file=OUT)``); False
+        when the stream takes no attributes (a script's ``sys.stdout``)."""
+        if not isinstance(getattr(stream, "__dict__", None), dict):
+            return False
+        write, flush = stream.write, stream.flush
+
+        def recording_write(text: str) -> Any:
+            written = write(text)
+            for recorder in _recorders():
+                recorder._stream(name, text)
+            return written
+
+        def recording_flush() -> Any:
+            flushed = flush()
+            for recorder in _recorders():
+                recorder._flushed(name)
+            return flushed
+
+        try:
+            self._patch(stream, "write", recording_write)
+            self._patch(stream, "flush", recording_flush)
+        except (AttributeError, TypeError):
+            return False
+        return True
+
     def _install(self, shell: Any) -> None:
         stdout, stderr = sys.stdout, sys.stderr
         self._streams = (stdout, stderr)
-        sys.stdout = _Tee(stdout, "stdout")
-        sys.stderr = _Tee(stderr, "stderr")
+        sys.stdout = _Tee(stdout, "stdout", records=not self._hook(stdout, "stdout"))
+        hooked = stderr is not stdout and self._hook(stderr, "stderr")  # one object: once
+        sys.stderr = _Tee(stderr, "stderr", records=not hooked)
         pub = getattr(shell, "display_pub", None)
         if pub is None:
             return

@@ -305,3 +305,20 @@ def test_a_step_drawing_on_axes_a_plain_cell_made_replays_in_a_new_kernel(
     first, second = _run_twice(tmp_path / "axes.ipynb", cells)
     assert any("restored 'draw'" in n for n in _notes(second.cells[2])), _notes(second.cells[2])
     assert _visible(second.cells[2]) == _visible(first.cells[2])
+
+
+def test_a_replay_shows_what_the_step_wrote_to_a_stream_held_since_before_it(
+    tmp_path: Path,
+) -> None:
+    cells = [
+        "%load_ext awaitly_nb",
+        "import logging, sys\nlogging.basicConfig(level=logging.INFO)\nOUT = sys.stdout",
+        "%%step key=held\nlogging.getLogger('nb').info('loaded %d rows', 10)\n"
+        "print('via the held stream', file=OUT)",
+    ]
+    first, second = _run_twice(tmp_path / "held.ipynb", cells)
+    assert any("restored 'held'" in n for n in _notes(second.cells[2]))
+    shown = _visible(first.cells[2])
+    assert {"stream": "stderr", "text": "INFO:nb:loaded 10 rows\n"} in shown
+    assert {"stream": "stdout", "text": "via the held stream\n"} in shown
+    assert _visible(second.cells[2]) == shown
