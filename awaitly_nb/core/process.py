@@ -315,19 +315,25 @@ def _apply_pandas(delta: Any) -> None:
         raise ValueError(f"pandas refused {', '.join(refused)}")
 
 
+_RC_FRONT_END = frozenset(("backend", "interactive"))
+
+
 def _rc_params() -> Any:
     if "matplotlib" not in sys.modules:
         return None
     import matplotlib
 
-    return {k: v for k, v in matplotlib.rcParams.items() if k != "backend"}
+    # the backend and interactive mode are the front end's: the inline backend turns
+    # interactive mode on when it loads, which a replay may do earlier than a run
+    return {k: v for k, v in matplotlib.rcParams.items() if k not in _RC_FRONT_END}
 
 
 def _apply_rc(delta: Any) -> None:
     import matplotlib
 
     params: Any = matplotlib.rcParams
-    params.update(_differing({k: params[k] for k in delta["set"] if k in params}, delta["set"]))
+    wanted = {k: v for k, v in delta["set"].items() if k in params and k not in _RC_FRONT_END}
+    params.update(_differing({k: params[k] for k in wanted}, wanted))
 
 
 def _set_filters(filters: Any) -> None:

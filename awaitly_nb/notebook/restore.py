@@ -158,12 +158,13 @@ def _settle_figures(values: Any) -> None:
     figure = sys.modules.get("matplotlib.figure")
     if plt is None or figure is None:
         return
-    with contextlib.suppress(Exception):
-        plt._get_backend_mod()
-    for value in values:
-        if isinstance(value, figure.Figure):
-            with contextlib.suppress(Exception):
-                plt.close(value)
+    figures = [v for v in values if isinstance(v, figure.Figure)]
+    if figures:  # else the backend loads when a cell first draws, as in a run
+        with contextlib.suppress(Exception):
+            plt._get_backend_mod()
+    for value in figures:
+        with contextlib.suppress(Exception):
+            plt.close(value)
 
 
 def replay(payload: StepPayload, shell: Any = None) -> Any:

@@ -182,11 +182,29 @@ def display_settings(shell: Any = None) -> dict[str, Any]:
     config = sys.modules.get("matplotlib_inline.config")
     if config is not None and config.InlineBackend.initialized():
         backend = config.InlineBackend.instance()
-        if sorted(backend.figure_formats) != ["png"]:
-            found["figure_formats"] = sorted(backend.figure_formats)
-        if dict(backend.print_figure_kwargs) != _FIGURE_KWARGS:
-            found["print_figure_kwargs"] = dict(backend.print_figure_kwargs)
+        formats, kwargs = sorted(backend.figure_formats), dict(backend.print_figure_kwargs)
+    else:  # `%config InlineBackend...` before pyplot loads it: what it will start with
+        formats, kwargs = _pending_inline(shell)
+    if formats != ["png"]:
+        found["figure_formats"] = formats
+    if kwargs != _FIGURE_KWARGS:
+        found["print_figure_kwargs"] = kwargs
     return found
+
+
+def _pending_inline(shell: Any) -> tuple[list[str], dict[str, Any]]:
+    """The figure formats and print options the shell's configuration holds for the
+    inline backend not loaded yet (``%config InlineBackend.figure_format = 'svg'``)."""
+    try:
+        config = shell.config
+        section = config.get("InlineBackend", {})
+        formats = section.get("figure_formats") or (
+            {section["figure_format"]} if section.get("figure_format") else {"png"}
+        )
+        kwargs = section.get("print_figure_kwargs") or _FIGURE_KWARGS
+        return sorted(formats), dict(kwargs)
+    except Exception:  # no shell, or a configuration of another shape
+        return ["png"], dict(_FIGURE_KWARGS)
 
 
 _FIGURE_KWARGS = {"bbox_inches": "tight"}

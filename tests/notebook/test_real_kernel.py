@@ -322,3 +322,43 @@ def test_a_replay_shows_what_the_step_wrote_to_a_stream_held_since_before_it(
     assert {"stream": "stderr", "text": "INFO:nb:loaded 10 rows\n"} in shown
     assert {"stream": "stdout", "text": "via the held stream\n"} in shown
     assert _visible(second.cells[2]) == shown
+
+
+def test_a_plain_cell_plotting_after_a_restored_pyplot_import_shows_its_figure(
+    tmp_path: Path,
+) -> None:
+    cells = [
+        "%load_ext awaitly_nb",
+        "%%step key=imp\nimport matplotlib.pyplot as plt",
+        "plt.figure(figsize=(2, 2), dpi=30)\nplt.plot([1, 2])\nprint('plotted')",
+    ]
+    first, second = _run_twice(tmp_path / "figs.ipynb", cells)
+    assert any("restored 'imp'" in n for n in _notes(second.cells[1]))
+    for run in (first, second):  # the inline backend shows it at the cell's end, as in a run
+        shown = _visible(run.cells[2])
+        assert any("image/png" in o.get("data", {}) for o in shown), shown
+
+
+def test_an_inline_figure_format_configured_before_pyplot_loads_is_a_setting(
+    tmp_path: Path,
+) -> None:
+    def run(fmt: str) -> nbformat.NotebookNode:
+        cells = [
+            "%load_ext awaitly_nb",
+            f"%config InlineBackend.figure_format = '{fmt}'",
+            "%%step key=plot\nimport matplotlib.pyplot as plt\nplt.figure(figsize=(2, 2))\n"
+            "plt.plot([1, 2])\nplt.show()",
+        ]
+        nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+        path = tmp_path / "fmt.ipynb"
+        nbformat.write(nb, path)
+        return _execute(path, tmp_path / "store", tmp_path / "runs.log")
+
+    def formats(nb: nbformat.NotebookNode) -> list[str]:
+        return [k for o in _visible(nb.cells[2]) for k in o.get("data", {}) if k != "text/plain"]
+
+    assert formats(run("png")) == ["image/png"]
+    edited = run("svg")
+    assert any("settings made before it changed" in n for n in _notes(edited.cells[2]))
+    assert formats(edited) == ["image/svg+xml"]
