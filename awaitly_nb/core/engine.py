@@ -184,7 +184,7 @@ def _input_change(
     if name == INPUT_PREFIX + SETTINGS:
         return (
             "settings made before it changed (pandas or numpy options, rcParams, logging, "
-            "warnings filters, IPython display)"
+            "warnings filters, scikit-learn or IPython display)"
         )
     if name.startswith(INPUT_PREFIX):
         return f"the {name[len(INPUT_PREFIX) :]} state before it changed (another seed?)"

@@ -498,6 +498,14 @@ def _decimal_changed() -> dict[str, Any]:
     return _changed_from(defaults, _decimal_context() or {})
 
 
+_SKLEARN_DISPLAY = {"display": "diagram", "print_changed_only": True}
+"""scikit-learn's settings that change how an estimator shows, at their defaults."""
+
+
+def _sklearn_changed() -> dict[str, Any]:
+    return _changed_from(_SKLEARN_DISPLAY, _sklearn_config() or {})
+
+
 def _logging_changed() -> dict[str, Any]:
     root = _logging_root()
     if root is None or (root["level"] == 30 and not root["handlers"]):  # WARNING, none
@@ -537,8 +545,8 @@ their defaults (the notebook layer adds IPython's display settings)."""
 def settings() -> dict[str, dict[str, Any]]:
     """The settings that change how a cell's output looks, where they differ from their
     defaults: pandas options, matplotlib rcParams, numpy print options and error
-    handling, the ``decimal`` context, the root logger, the warnings filters that
-    apply to a whole category of warnings.
+    handling, the ``decimal`` context, scikit-learn's display options, the root
+    logger, the warnings filters that apply to a whole category of warnings.
 
     They are inputs of every ``%%step`` cell and ``with step`` block (``@settings``):
     a cell that prints a table after an edited cell set ``display.precision`` runs
@@ -553,6 +561,7 @@ def settings() -> dict[str, dict[str, Any]]:
         ("numpy.printoptions", lambda: _changed_from(_NUMPY_PRINT, numpy.get_printoptions())),
         ("numpy.seterr", lambda: _changed_from(_NUMPY_ERRORS, numpy.geterr())),
         ("decimal.context", _decimal_changed),
+        ("sklearn.display", _sklearn_changed),
         ("logging.root", _logging_changed),
         ("warnings.filters", _warnings_changed),
         *SETTINGS_SOURCES.items(),

@@ -254,6 +254,24 @@ def test_scikit_learns_config_changed_by_a_step_is_replayed(monkeypatch: Any) ->
     assert apply_changes(changed) == [] and config["display"] == "text"
 
 
+def test_scikit_learns_display_options_are_settings_a_step_s_output_follows(
+    monkeypatch: Any,
+) -> None:
+    import types
+
+    from awaitly_nb.core.process import settings
+
+    config = {"display": "diagram", "print_changed_only": True, "assume_finite": False}
+    fake = types.ModuleType("sklearn")
+    fake.get_config = lambda: dict(config)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sklearn", fake)
+    assert "sklearn.display" not in settings()  # at their defaults
+    config["assume_finite"] = True  # not about how estimators show
+    assert "sklearn.display" not in settings()
+    config["print_changed_only"] = False
+    assert settings()["sklearn.display"] == {"print_changed_only": False}
+
+
 LOGGING_STEP = """
 import logging, sys, awaitly_nb
 awaitly_nb.configure(dir=sys.argv[1], workflow="w")
