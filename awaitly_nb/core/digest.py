@@ -300,8 +300,15 @@ class _Hasher:
         """A notebook class or function inside a pickled value, named by its digest:
         the same whether it is the live definition or one restored from a step. One
         of the user's own modules (``functools.partial(helpers.g, 2)``) is named by
-        its digest too, which holds its module's source: pickle names it only."""
+        its digest too, which holds its module's source: pickle names it only.
+
+        Raises:
+            _Unhashable: a matplotlib artist inside the value (``axs``, an array of
+                axes): it pickles differently in every process.
+        """
         if not isinstance(obj, (type, types.FunctionType)):
+            if _is_artist(obj):
+                raise _Unhashable("a matplotlib artist inside")
             return None
         if obj.__module__ != "__main__" and not self._own(obj.__module__):
             return None
