@@ -348,6 +348,7 @@ class NotebookStep:
         self._settings = process.state_digest(process.SETTINGS)  # what its output may follow
         self._seeds = _calls_seed(statements)
         self._statements = statements
+        self._shown_bundle: dict[str, Any] | None = None  # the last value as shown
         self._recorder = OutputRecorder(self.shell).__enter__()
         self._reads = ReadRecorder(ignore=[get_session().store.directory]).__enter__()
         self._run = self.engine.begin(self.decision)
@@ -363,8 +364,28 @@ class NotebookStep:
         if result is NOTHING or result is None or hook is None:
             return False
         self._recorder.outputs.append({"type": "result"})
-        with self._recorder.paused():
-            hook(result)
+        compute = getattr(hook, "compute_format_data", None)
+        if compute is None:
+            with self._recorder.paused():
+                hook(result)
+            return True
+
+        def keep(value: Any) -> Any:  # what it showed is what a replay shows: no second repr
+            data = compute(value)
+            if value is result and isinstance(data, tuple) and data:
+                self._shown_bundle = data[0]
+            return data
+
+        had = "compute_format_data" in vars(hook)
+        hook.compute_format_data = keep
+        try:
+            with self._recorder.paused():
+                hook(result)
+        finally:
+            if had:
+                hook.compute_format_data = compute
+            else:
+                del hook.compute_format_data
         return True
 
     def end(
@@ -541,11 +562,13 @@ class NotebookStep:
             return {}
         fields: dict[str, Any] = {}
         formatter = getattr(self.shell, "display_formatter", None)
-        if formatter is not None:
+        bundle = self._shown_bundle
+        if bundle is None and formatter is not None:
             try:
                 bundle, _ = formatter.format(result)
             except Exception:  # a repr that raises: IPython shows the error when it displays
                 bundle = None
+        if bundle is not None:
             if bundle and WIDGET_MIME in bundle:  # its model is gone after a restart
                 text = str(bundle.get("text/plain", type(result).__name__))
                 bundle = {"text/plain": f"{text}\n{LIVE_WIDGET_HINT}"}

@@ -112,3 +112,25 @@ def test_dataframe_as_last_expression_is_replayed_as_html(
     shown_again = execute_results[1]
     assert shown_again["text/html"] == shown_first["text/html"]
     assert again.result.result.equals(ip.user_ns["df"])
+
+
+def test_the_last_value_is_rendered_once_and_replayed_as_it_was_shown(
+    ip: Any, run: Any, restart: Any, execute_results: Any
+) -> None:
+    ip.user_ns["renders"] = renders = []
+    setup = (
+        "class Shown:\n    def _repr_html_(self):\n        renders.append(1)\n"
+        "        return f'<b>render {len(renders)}</b>'"
+    )
+    cell = "%%step key=shown\nvalue = Shown()\nvalue"
+    assert run(setup).result.success
+    assert run(cell, store_history=True).result.success
+    assert len(renders) == 1  # as a plain run renders it: once
+    assert execute_results[0]["text/html"] == "<b>render 1</b>"
+
+    restart()
+    ip.user_ns["renders"] = renders = []  # as in a new kernel
+    assert run(setup).result.success
+    assert run(cell, store_history=True).result.success
+    assert renders == []  # restored: not rendered again
+    assert execute_results[1]["text/html"] == "<b>render 1</b>"  # what the run showed
