@@ -84,6 +84,7 @@ class _Hasher:
         self.types: dict[type, str] = {}  # a class's digest, once per value
         self.defs: dict[int, str] = {}  # notebook definitions inside pickled values
         self.owns: dict[Any, bool] = {}  # module name -> one of the user's own modules
+        self.shared: frozenset[int] = frozenset()  # ids of objects digested as "shared"
 
     def tag(self, text: str) -> None:
         self.h.update(text.encode("utf-8", "surrogatepass") + b"\x00")
@@ -106,6 +107,9 @@ class _Hasher:
                 self.h.update(value)
             return
         key = id(value)
+        if key in self.shared:
+            self.tag("shared")
+            return
         if key in self.active:  # a cycle: name the position it points back to
             self.tag(f"cycle:{self.active[key]}")
             return
@@ -239,7 +243,7 @@ class _Hasher:
     def _tolerant(self, value: Any) -> str:
         """The digest of a class member, or "?" if it has none (an ABC's cache, a lock)."""
         sub = _Hasher(self.namespace, self.module_version)
-        sub.active, sub.depth = self.active, self.depth
+        sub.active, sub.depth, sub.shared = self.active, self.depth, self.shared
         try:
             sub.feed(value)
         except _Unhashable:
@@ -306,6 +310,8 @@ class _Hasher:
             _Unhashable: a matplotlib artist inside the value (``axs``, an array of
                 axes): it pickles differently in every process.
         """
+        if id(obj) in self.shared:
+            return "shared"
         if not isinstance(obj, (type, types.FunctionType)):
             if _is_artist(obj):
                 raise _Unhashable("a matplotlib artist inside")
@@ -464,9 +470,18 @@ def value_digest(
     value: Any,
     namespace: Mapping[str, Any] | None = None,
     module_version: ModuleVersion | None = None,
+    *,
+    shared: frozenset[int] = frozenset(),
 ) -> str | None:
     """A digest of ``value`` that is equal for equal values, in any process; None if unknown.
 
+    ``shared``: ids of objects inside ``value`` that count as a placeholder, not by
+    their content (what a holder shares with a step's variables).
+
+    >>> a, b = [1], [2]
+    >>> value_digest({"ref": a, "tag": 1}, shared=frozenset({id(a)})) == value_digest(
+    ...     {"ref": b, "tag": 1}, shared=frozenset({id(b)}))
+    True
     >>> value_digest({"a": [1, 2.0]}) == value_digest({"a": [1, 2.0]})
     True
     >>> value_digest({1, 2, 3}) == value_digest({3, 2, 1})
@@ -478,6 +493,7 @@ def value_digest(
     True
     """
     hasher = _Hasher(namespace, module_version)
+    hasher.shared = shared
     try:
         hasher.feed(value)
     except Exception:  # _Unhashable, RecursionError, or anything a strange object raises

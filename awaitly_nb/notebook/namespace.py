@@ -34,6 +34,7 @@ __all__ = [
     "assigned_names",
     "changed_names",
     "co_variables",
+    "edited_holders",
     "input_names",
     "is_internal_name",
     "produced",
@@ -644,6 +645,9 @@ def apart(
     >>> rows = []; holder = {"rows": rows}
     >>> apart(["holder", "other"], {"rows": rows}, {"holder": holder, "other": {"x": []}})
     ['other']
+    >>> grid = {"estimator": rows, "params": {"C": [1]}}; ns = {"grid": grid, "p": grid["params"]}
+    >>> apart(["grid", "p"], {"rows": rows}, ns)  # p through grid
+    []
     """
     names = [n for n in carried if n in namespace and not isinstance(namespace[n], _ATOMS)]
     if not names:
@@ -651,13 +655,62 @@ def apart(
     below = _reachable(inputs.values())
     roots = {id(v) for v in inputs.values() if not isinstance(v, _ATOMS)}
     memory = {m for v in inputs.values() if (m := memory_of(v)) is not None}
-    return [
+    inside = {n: _reachable([namespace[n]]) for n in names}
+    joined: set[str] = set()
+    grown = True
+    while grown:  # as co_variables found them: through one another (grid holding pipe)
+        grown = False
+        for name in names:
+            value = namespace[name]
+            if name not in joined and (
+                id(value) in below
+                or roots & inside[name]
+                or memory_of(value) in memory  # views the same memory
+            ):
+                joined.add(name)
+                roots.add(id(value))
+                below |= inside[name]
+                grown = True
+    return [n for n in names if n not in joined]
+
+
+def edited_holders(
+    carried: Iterable[str], saved: Mapping[str, Any], namespace: Mapping[str, Any]
+) -> list[str]:
+    """Those of ``carried`` (variables a saved step holds because they share objects
+    with its variables) whose own contents differ now from the saved ones: the
+    cell that made them was edited (``config = {"model": model, "lr": 0.2}``, saved
+    with ``lr`` 0.1). What they share with the step's variables is left out of the
+    comparison, as are arrays (they view the memory the step changed).
+
+    >>> a = [1]; old = {"ref": a, "lr": 0.1}
+    >>> now = {"a": [1], "config": {"ref": None, "lr": 0.2}}; now["config"]["ref"] = now["a"]
+    >>> edited_holders(["config"], {"a": a, "config": old}, now)
+    ['config']
+    >>> now["config"]["lr"] = 0.1
+    >>> edited_holders(["config"], {"a": a, "config": old}, now)
+    []
+    """
+    held = set(carried)
+    names = [
         n
-        for n in names
-        if id(namespace[n]) not in below
-        and not roots & _reachable([namespace[n]])
-        and memory_of(namespace[n]) not in memory  # nor views the same memory
+        for n in sorted(held)
+        if n in namespace
+        and n in saved
+        and not isinstance(namespace[n], _ATOMS)
+        and memory_of(namespace[n]) is None
     ]
+    if not names:
+        return []
+    then = frozenset(_reachable([v for n, v in saved.items() if n not in held]))
+    now = frozenset(_reachable([namespace[n] for n in saved if n not in held and n in namespace]))
+    edited = []
+    for name in names:
+        before = value_digest(saved[name], namespace, shared=then)
+        after = value_digest(namespace[name], namespace, shared=now)
+        if before is not None and after is not None and before != after:
+            edited.append(name)
+    return edited
 
 
 def user_inputs(

@@ -31,6 +31,7 @@ from awaitly_nb.notebook.capture import (
 )
 from awaitly_nb.notebook.namespace import (
     apart,
+    edited_holders,
     assigned_names,
     co_variables,
     definition_changes,
@@ -80,21 +81,27 @@ def _seeded(namespace: Any) -> bool:
         return False
 
 
+def _seeds(name: str) -> bool:
+    """A call of this name seeds a generator: ``seed``, ``set_seed``, ``seed_everything``."""
+    return "seed" in name
+
+
 def _calls_seed(statements: Iterable[ast.stmt]) -> bool:
-    """True if the code calls something named ``seed`` (``random.seed(1)``)."""
+    """True if the code calls something named like a seed (``random.seed(1)``,
+    ``set_seed(1)``): then the generators' state before it is not one of its inputs."""
     for stmt in statements:
         for node in ast.walk(stmt):
             if isinstance(node, ast.Call):
                 func = node.func
                 name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if name == "seed":
+                if isinstance(name, str) and _seeds(name):
                     return True
     return False
 
 
 def code_calls_seed(code: types.CodeType) -> bool:
-    """True if compiled code (or code nested in it) calls something named ``seed``."""
-    return "seed" in code.co_names or any(
+    """True if compiled code (or code nested in it) calls something named like a seed."""
+    return any(_seeds(name) for name in code.co_names) or any(
         isinstance(const, types.CodeType) and code_calls_seed(const) for const in code.co_consts
     )
 
@@ -289,10 +296,13 @@ class NotebookStep:
         ]
         inputs = {n: self.namespace[n] for n in reads if n in self.namespace}
         names = apart(carried, inputs, self.namespace)
-        if not names:
-            return ""
-        verb = "shares" if len(names) == 1 else "share"
-        return f"{', '.join(names)} no longer {verb} objects with what it read"
+        if names:
+            verb = "shares" if len(names) == 1 else "share"
+            return f"{', '.join(names)} no longer {verb} objects with what it read"
+        edited = edited_holders(carried, payload.variables, self.namespace)
+        if edited:  # `config = {"model": model, "lr": 0.2}` edited: not the saved 0.1
+            return f"{', '.join(edited)} changed since the step saved it"
+        return ""
 
     def _shared_key(self) -> str:
         """Why a key's code changed when another cell of this kernel uses the same key."""

@@ -491,3 +491,19 @@ def test_an_environment_variable_a_cell_reads_is_an_input(
         assert any("os.environ['AWAITLY_TEST_MODE'] changed" in n for n in ran.notes), ran.notes
     finally:
         os.environ.pop("AWAITLY_TEST_MODE", None)
+
+
+def test_a_step_that_seeds_through_a_helper_does_not_depend_on_the_state_before_it(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    helper = "import numpy as np\ndef set_seed(s):\n    np.random.seed(s)"
+    cell = "%%step key=init\nmark()\nset_seed(42)\nx = np.random.rand(2)"
+    run(helper, store_history=True)
+    run(cell, store_history=True)
+    first = ip.user_ns["x"].tolist()
+    restart()
+    run(helper, store_history=True)
+    run("np.random.rand(5)")  # another kernel: another state before the step
+    ran = run(cell, store_history=True)
+    assert marks.count() == 1, ran.notes  # restored: it seeds itself
+    assert ip.user_ns["x"].tolist() == first

@@ -257,6 +257,30 @@ def test_a_variable_holding_what_a_step_s_output_holds_stays_shared_with_it(
     assert ns["b"] == {"ref": [0, 1]}
 
 
+def test_an_edit_to_a_holder_saved_with_a_later_step_runs_that_step_again(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    make = "%%step key=make\nmodel = [0]"
+    config = "config = {'model': model, 'lr': 0.1}"
+    fit = "%%step key=fit\nmodel.append(1)\nmark()"
+    for cell in (make, config, fit):
+        assert run(cell).result.success
+    assert _saved_variables(saved, "fit") == ["config", "model"]  # config holds model
+
+    restart()
+    for cell in (make, config, fit):  # unchanged: restored
+        assert run(cell).result.success
+    assert marks.count() == 1
+
+    restart()
+    for cell in (make, config.replace("0.1", "0.2"), fit):
+        ran = run(cell)
+    assert marks.count() == 2
+    assert any("config changed since the step saved it" in n for n in ran.notes), ran.notes
+    ns = ip.user_ns
+    assert ns["config"] == {"model": [0, 1], "lr": 0.2} and ns["config"]["model"] is ns["model"]
+
+
 def test_arrays_viewing_the_memory_a_step_changed_in_place_are_saved_with_it(
     ip: Any, run: Any, marks: Any, restart: Any, saved: Any
 ) -> None:
