@@ -31,11 +31,11 @@ from awaitly_nb.notebook.capture import (
 )
 from awaitly_nb.notebook.namespace import (
     apart,
-    edited_holders,
     assigned_names,
     co_variables,
     definition_changes,
     definition_digests,
+    edited_holders,
     imported_modules,
     is_internal_name,
     module_changes,
