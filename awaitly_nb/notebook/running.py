@@ -302,6 +302,21 @@ class NotebookStep:
         edited = edited_holders(carried, payload.variables, self.namespace)
         if edited:  # `config = {"model": model, "lr": 0.2}` edited: not the saved 0.1
             return f"{', '.join(edited)} changed since the step saved it"
+        # one holding what it restores that could not be saved with it (a lock inside)
+        # would go on holding the objects the restore replaces
+        replaced = {n: self.namespace[n] for n in payload.variables if n in self.namespace}
+        stuck = [
+            n
+            for n in payload.skipped
+            if n in self.namespace
+            and n not in replaced
+            and n not in reads
+            and replaced
+            and not apart([n], replaced, self.namespace)
+        ]
+        if stuck:
+            verb = "holds" if len(stuck) == 1 else "hold"
+            return f"{', '.join(stuck)} {verb} what it saved but could not be saved with it"
         return ""
 
     def _shared_key(self) -> str:

@@ -444,3 +444,19 @@ def test_a_global_read_inside_a_function_or_lambda_stays_an_input(
     again = run(cell)
     assert marks.count() == 2, again.notes  # rate changed: run again
     assert ip.user_ns["value"] == 4
+
+
+def test_a_holder_that_cannot_be_saved_with_a_step_makes_its_replay_run_again(
+    ip: Any, run: Any, marks: Any, restart: Any
+) -> None:
+    setup = "import threading\ndata = [1]\nctx = {'data': data, 'lock': threading.Lock()}"
+    cell = "%%step key=grow\ndata.append(2)\nmark()"
+    assert run(setup).result.success
+    assert run(cell).result.success
+
+    restart()
+    assert run(setup).result.success
+    ran = run(cell)
+    assert marks.count() == 2  # a replay would leave ctx holding the list it replaced
+    assert any("ctx holds what it saved but could not be saved" in n for n in ran.notes), ran.notes
+    assert ip.user_ns["ctx"]["data"] is ip.user_ns["data"] == [1, 2]
