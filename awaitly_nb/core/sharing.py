@@ -20,13 +20,13 @@ from __future__ import annotations
 import itertools
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["ATOMS", "SHARED", "memory_of", "shared_objects"]
+__all__ = ["ATOMS", "SHARED", "memory_of", "shared_objects", "sharing_with"]
 
 SHARED = "(shared objects)"
 """The input name under which a step's sharing is compared."""
@@ -180,3 +180,40 @@ def shared_objects(
             _walk(value, name, where, budget, mine)
     groups = sorted(" & ".join(sorted(paths)) for paths in where.values() if len(paths) > 1)
     return "; ".join(groups) or None
+
+
+def sharing_with(
+    values: Mapping[str, Any], namespace: Mapping[str, Any], names: Iterable[str]
+) -> set[str]:
+    """Those of ``names`` (variables of ``namespace``) holding one of the objects
+    ``values`` hold, followed as :func:`shared_objects` follows them: ``parts`` when
+    a step made ``sel = [parts["p3"]]`` (a replay binding ``sel`` must bind ``parts``
+    too, or ``sel[0] += 1`` would no longer change ``parts["p3"]``).
+
+    >>> p3 = [3]; ns = {"parts": {"p3": p3, "p7": [7]}, "other": {"x": [3]}}
+    >>> sorted(sharing_with({"sel": [p3]}, ns, ["parts", "other"]))
+    ['parts']
+    """
+    where: dict[int, list[str]] = {}
+    budget = [_NODES]
+    for name in sorted(values):
+        _walk(values[name], name, where, budget, None)
+    if not where:
+        return set()
+    mine = set(where)
+    numpy = sys.modules.get("numpy")
+    found = set()
+    budget = [_NODES // 10]
+    for name in sorted(names):
+        value = namespace.get(name)
+        if value is None or isinstance(value, _ATOMS):
+            continue
+        key, _array = _identity(value, numpy)
+        if key in mine:
+            found.add(name)
+        elif isinstance(value, (list, dict, tuple)) or type(value).__module__ in _FOLLOWED_MODULES:
+            held: dict[int, list[str]] = {}
+            _walk(value, name, held, budget, mine)
+            if held:
+                found.add(name)
+    return found

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from awaitly_nb.core.digest import value_digest
 from awaitly_nb.core.fingerprint import global_names
-from awaitly_nb.core.sharing import ATOMS, SHARED, memory_of, shared_objects
+from awaitly_nb.core.sharing import ATOMS, SHARED, memory_of, shared_objects, sharing_with
 from awaitly_nb.errors import AwaitlyError
 from awaitly_nb.files import module_origin
 
@@ -620,8 +620,13 @@ def co_variables(
             budget -= len(inside[name])
         elif id(value) in below:
             found.add(name)
-    # Held by an output or holding one, and so on: `b = {"ref": a}` comes along
-    # when `c = [a, a]` is an output (a replay binds a to the saved object).
+    # Holding what an output's lists, dicts and arrays hold (`parts` when an output is
+    # `sel = [parts["p3"]]`), held by an output or holding one, and so on: `b =
+    # {"ref": a}` comes along when `c = [a, a]` is an output (a replay binds a anew).
+    for name in sharing_with(outputs, namespace, [n for n in inside if n not in found]):
+        found.add(name)
+        roots.add(id(namespace[name]))
+        below |= inside[name]
     grown = True
     while grown:
         grown = False
@@ -656,7 +661,10 @@ def apart(
     roots = {id(v) for v in inputs.values() if not isinstance(v, _ATOMS)}
     memory = {m for v in inputs.values() if (m := memory_of(v)) is not None}
     inside = {n: _reachable([namespace[n]]) for n in names}
-    joined: set[str] = set()
+    joined = sharing_with(inputs, namespace, names)  # `parts` holding what `sel` holds
+    for name in joined:
+        roots.add(id(namespace[name]))
+        below |= inside[name]
     grown = True
     while grown:  # as co_variables found them: through one another (grid holding pipe)
         grown = False

@@ -460,3 +460,24 @@ def test_a_holder_that_cannot_be_saved_with_a_step_makes_its_replay_run_again(
     assert marks.count() == 2  # a replay would leave ctx holding the list it replaced
     assert any("ctx holds what it saved but could not be saved" in n for n in ran.notes), ran.notes
     assert ip.user_ns["ctx"]["data"] is ip.user_ns["data"] == [1, 2]
+
+
+def test_a_variable_holding_an_element_an_output_list_holds_is_saved_with_it(
+    ip: Any, run: Any, marks: Any, restart: Any, saved: Any
+) -> None:
+    cells = [
+        "%%step key=make\nimport numpy as np\nparts = {'p3': np.full(4, 3.0), 'p7': np.full(4, 7.0)}",
+        "%%step key=pick\nsel = [parts['p3']]\nmark()",
+        "%%step key=bump\nsel[0] += 1\nmark()",
+    ]
+    for cell in cells:
+        assert run(cell).result.success
+    assert "parts" in _saved_variables(saved, "pick")
+
+    restart()
+    for cell in cells:
+        assert run(cell).result.success
+    assert marks.count() == 2  # both restored
+    ns = ip.user_ns
+    assert ns["sel"][0] is ns["parts"]["p3"]
+    assert ns["parts"]["p3"].tolist() == [4.0] * 4  # the bump reached it, as in a run
