@@ -466,7 +466,8 @@ def test_a_variable_holding_an_element_an_output_list_holds_is_saved_with_it(
     ip: Any, run: Any, marks: Any, restart: Any, saved: Any
 ) -> None:
     cells = [
-        "%%step key=make\nimport numpy as np\nparts = {'p3': np.full(4, 3.0), 'p7': np.full(4, 7.0)}",
+        "%%step key=make\nimport numpy as np\n"
+        "parts = {'p3': np.full(4, 3.0), 'p7': np.full(4, 7.0)}",
         "%%step key=pick\nsel = [parts['p3']]\nmark()",
         "%%step key=bump\nsel[0] += 1\nmark()",
     ]
