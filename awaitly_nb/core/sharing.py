@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import sys
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -158,26 +158,17 @@ def shared_objects(
     >>> shared_objects({"c": c}, {"a": a, "b": b, "c": c}) is None
     True
     """
-    where: dict[int, list[str]] = {}
-    budget = [_NODES]
-    for name in sorted(inputs):
-        _walk(inputs[name], name, where, budget, None)
+    where = _where(inputs)
     if not where:
         return None
-    mine = set(where)
-    numpy = sys.modules.get("numpy")
-    budget = [_NODES // 10]  # for the other variables
-    for name in sorted(namespace):
-        if name in inputs or name.startswith("__") or (skip is not None and skip(name)):
-            continue
-        value = namespace[name]
-        if isinstance(value, _ATOMS):
-            continue
-        key, array = _identity(value, numpy)
-        if key in mine:
-            where[key].append(f"{name} (memory)" if array else name)
-        elif isinstance(value, (list, dict, tuple)) or type(value).__module__ in _FOLLOWED_MODULES:
-            _walk(value, name, where, budget, mine)
+    others = [
+        n
+        for n in sorted(namespace)
+        if n not in inputs and not n.startswith("__") and (skip is None or not skip(n))
+    ]
+    for _name, held in _holding(set(where), namespace, others):
+        for key, paths in held.items():
+            where[key].extend(paths)
     groups = sorted(" & ".join(sorted(paths)) for paths in where.values() if len(paths) > 1)
     return "; ".join(groups) or None
 
@@ -194,26 +185,38 @@ def sharing_with(
     >>> sorted(sharing_with({"sel": [p3]}, ns, ["parts", "other"]))
     ['parts']
     """
+    mine = set(_where(values))
+    if not mine:
+        return set()
+    present = sorted(n for n in names if n in namespace)
+    return {name for name, _held in _holding(mine, namespace, present)}
+
+
+def _where(values: Mapping[str, Any]) -> dict[int, list[str]]:
+    """Where each object that ``values`` hold is, as :func:`_walk` follows them."""
     where: dict[int, list[str]] = {}
     budget = [_NODES]
     for name in sorted(values):
         _walk(values[name], name, where, budget, None)
-    if not where:
-        return set()
-    mine = set(where)
+    return where
+
+
+def _holding(
+    mine: set[int], namespace: Mapping[str, Any], names: Iterable[str]
+) -> Iterator[tuple[str, dict[int, list[str]]]]:
+    """Each of ``names`` (variables of ``namespace``) that is or holds one of the
+    objects ``mine``, with where it holds them; small holders only, within a budget."""
     numpy = sys.modules.get("numpy")
-    found = set()
     budget = [_NODES // 10]
-    for name in sorted(names):
-        value = namespace.get(name)
-        if value is None or isinstance(value, _ATOMS):
+    for name in names:
+        value = namespace[name]
+        if isinstance(value, _ATOMS):
             continue
-        key, _array = _identity(value, numpy)
+        key, array = _identity(value, numpy)
         if key in mine:
-            found.add(name)
+            yield name, {key: [f"{name} (memory)" if array else name]}
         elif isinstance(value, (list, dict, tuple)) or type(value).__module__ in _FOLLOWED_MODULES:
             held: dict[int, list[str]] = {}
             _walk(value, name, held, budget, mine)
             if held:
-                found.add(name)
-    return found
+                yield name, held

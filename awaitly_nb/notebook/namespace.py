@@ -600,43 +600,60 @@ def co_variables(
     >>> sorted(co_variables({"train": ns["train"]}, ns))
     ['data', 'test']
     """
-    roots = {id(v) for v in outputs.values() if not isinstance(v, _ATOMS)}
-    if not roots:
+    if all(isinstance(v, _ATOMS) for v in outputs.values()):
         return set()
-    below = _reachable(outputs.values())
-    memory = {m for v in outputs.values() if (m := memory_of(v)) is not None}
-    found = set()
     inside: dict[str, set[int]] = {}  # what each other variable holds
+    rest = []  # past the budget: found only when an output holds or views them
     budget = _MAX_OBJECTS * 3  # a notebook of big pure-Python structures is searched in part
     for name, value in namespace.items():
         if name in outputs or is_internal_name(name) or isinstance(value, _ATOMS):
             continue
         if hidden and name in hidden and hidden[name] is value:
             continue
-        if memory and memory_of(value) in memory:
-            found.add(name)
-        elif budget > 0:
+        if budget > 0:
             inside[name] = _reachable([value], limit=min(budget, _MAX_OBJECTS))
             budget -= len(inside[name])
-        elif id(value) in below:
-            found.add(name)
-    # Holding what an output's lists, dicts and arrays hold (`parts` when an output is
-    # `sel = [parts["p3"]]`), held by an output or holding one, and so on: `b =
-    # {"ref": a}` comes along when `c = [a, a]` is an output (a replay binds a anew).
-    for name in sharing_with(outputs, namespace, [n for n in inside if n not in found]):
-        found.add(name)
+        else:
+            rest.append(name)
+    found = _linked(outputs, namespace, inside)
+    if rest:
+        below = _reachable(outputs.values())
+        memory = {m for v in outputs.values() if (m := memory_of(v)) is not None}
+        found |= {n for n in rest if id(namespace[n]) in below or memory_of(namespace[n]) in memory}
+    return found
+
+
+def _linked(
+    values: Mapping[str, Any], namespace: Mapping[str, Any], inside: Mapping[str, set[int]]
+) -> set[str]:
+    """Those of ``inside``'s variables (with the ids of what each holds) linked to
+    ``values``: holding what their lists, dicts and arrays hold (``parts`` for ``sel =
+    [parts["p3"]]``), viewing their arrays' memory (``data`` for ``train =
+    data[:7]``), held by one of them or holding one, and so on through one another
+    (``b = {"ref": a}`` for ``c = [a, a]``; ``GRID`` inside ``grid`` holding ``pipe``)."""
+    roots = {id(v) for v in values.values() if not isinstance(v, _ATOMS)}
+    below = _reachable(values.values())
+    memory = {m for v in values.values() if (m := memory_of(v)) is not None}
+    linked: set[str] = set()
+
+    def join(name: str) -> None:
+        linked.add(name)
         roots.add(id(namespace[name]))
-        below |= inside[name]
+        below.update(inside[name])
+
+    for name in sharing_with(values, namespace, list(inside)):
+        join(name)
     grown = True
     while grown:
         grown = False
         for name, held in inside.items():
-            if name not in found and (id(namespace[name]) in below or roots & held):
-                found.add(name)
-                roots.add(id(namespace[name]))
-                below |= held
+            value = namespace[name]
+            if name not in linked and (
+                id(value) in below or roots & held or memory_of(value) in memory
+            ):
+                join(name)
                 grown = True
-    return found
+    return linked
 
 
 def apart(
@@ -657,29 +674,8 @@ def apart(
     names = [n for n in carried if n in namespace and not isinstance(namespace[n], _ATOMS)]
     if not names:
         return []
-    below = _reachable(inputs.values())
-    roots = {id(v) for v in inputs.values() if not isinstance(v, _ATOMS)}
-    memory = {m for v in inputs.values() if (m := memory_of(v)) is not None}
-    inside = {n: _reachable([namespace[n]]) for n in names}
-    joined = sharing_with(inputs, namespace, names)  # `parts` holding what `sel` holds
-    for name in joined:
-        roots.add(id(namespace[name]))
-        below |= inside[name]
-    grown = True
-    while grown:  # as co_variables found them: through one another (grid holding pipe)
-        grown = False
-        for name in names:
-            value = namespace[name]
-            if name not in joined and (
-                id(value) in below
-                or roots & inside[name]
-                or memory_of(value) in memory  # views the same memory
-            ):
-                joined.add(name)
-                roots.add(id(value))
-                below |= inside[name]
-                grown = True
-    return [n for n in names if n not in joined]
+    linked = _linked(inputs, namespace, {n: _reachable([namespace[n]]) for n in names})
+    return [n for n in names if n not in linked]
 
 
 def edited_holders(

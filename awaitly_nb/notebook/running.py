@@ -278,42 +278,39 @@ class NotebookStep:
 
     def _separated(self) -> str:
         """Why a hit cannot stand: a variable it would bind again because it shared
-        objects with what the step changed shares none with its inputs now."""
+        objects with what the step changed shares none with its inputs now, or its
+        own contents were edited since; or one holding what it restores could not be
+        saved with it."""
         manifest, payload = self.decision.manifest, self.decision.payload
         if not self.decision.hit or manifest is None or payload is None or self.targets is None:
             return ""
         reads = self.spec.reads
-        reached = reach(reads, self.namespace)
-        # your module's data it changed, under the notebook's name for it (CACHE)
-        modules = [id(v) for values in payload.modules.values() for v in values.values()]
-        carried = [
-            n
-            for n in manifest.variables
-            if n not in self.targets
-            and n not in reads
-            and n not in reached.data
-            and id(payload.variables.get(n)) not in modules
-        ]
-        inputs = {n: self.namespace[n] for n in reads if n in self.namespace}
-        names = apart(carried, inputs, self.namespace)
-        if names:
-            verb = "shares" if len(names) == 1 else "share"
-            return f"{', '.join(names)} no longer {verb} objects with what it read"
-        edited = edited_holders(carried, payload.variables, self.namespace)
-        if edited:  # `config = {"model": model, "lr": 0.2}` edited: not the saved 0.1
-            return f"{', '.join(edited)} changed since the step saved it"
-        # one holding what it restores that could not be saved with it (a lock inside)
-        # would go on holding the objects the restore replaces
+        carried = [n for n in manifest.variables if n not in self.targets and n not in reads]
+        # holding what it restores but not saved with it (a lock inside): would go on
+        # holding the objects the restore replaces
+        skipped = [n for n in payload.skipped if n in self.namespace and n not in reads]
+        if not carried and not skipped:
+            return ""
+        if carried:
+            reached = reach(reads, self.namespace)
+            # your module's data it changed, under the notebook's name for it (CACHE)
+            modules = {id(v) for values in payload.modules.values() for v in values.values()}
+            carried = [
+                n
+                for n in carried
+                if n not in reached.data and id(payload.variables.get(n)) not in modules
+            ]
+            inputs = {n: self.namespace[n] for n in reads if n in self.namespace}
+            names = apart(carried, inputs, self.namespace)
+            if names:
+                verb = "shares" if len(names) == 1 else "share"
+                return f"{', '.join(names)} no longer {verb} objects with what it read"
+            edited = edited_holders(carried, payload.variables, self.namespace)
+            if edited:  # `config = {"model": model, "lr": 0.2}` edited: not the saved 0.1
+                return f"{', '.join(edited)} changed since the step saved it"
         replaced = {n: self.namespace[n] for n in payload.variables if n in self.namespace}
-        stuck = [
-            n
-            for n in payload.skipped
-            if n in self.namespace
-            and n not in replaced
-            and n not in reads
-            and replaced
-            and not apart([n], replaced, self.namespace)
-        ]
+        loose = set(apart(skipped, replaced, self.namespace)) if replaced else set(skipped)
+        stuck = [n for n in skipped if n not in loose]
         if stuck:
             verb = "holds" if len(stuck) == 1 else "hold"
             return f"{', '.join(stuck)} {verb} what it saved but could not be saved with it"
